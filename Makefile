@@ -1,0 +1,41 @@
+# Ternaus for QGIS: one-command set-up, tests, demo and benchmarks.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.setup-done
+export QT_QPA_PLATFORM := offscreen
+
+APT_PACKAGES := python3-qgis python3-venv python3-dev gcc g++
+
+.PHONY: setup test test-fast demo bench train-default lint clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
+		echo "Installing apt packages: $(APT_PACKAGES)"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends $(APT_PACKAGES); \
+	fi
+	@[ -x $(PY) ] || /usr/bin/python3 -m venv --system-site-packages $(VENV)
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q "numpy<2" "attrs>=23.2" setuptools_scm wheel "setuptools>=68"
+	$(PIP) install -q -e ".[dev]"
+	@$(PY) -c "import inplace_abn" 2>/dev/null || \
+		$(PIP) install -q --no-cache-dir --no-build-isolation inplace-abn==1.1.0 || \
+		echo "inplace-abn did not build: the pure-PyTorch ABN will be used"
+	@touch $(STAMP)
+
+test: setup
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+lint: setup
+	$(VENV)/bin/ruff check backend tests ternaus_qgis
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

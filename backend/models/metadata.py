@@ -1,0 +1,105 @@
+"""The self-describing metadata stored in every model file (safetensors header).
+
+The pipeline, the training loop and the QGIS plugin read everything they need about a model from
+here: which network to build, which bands it expects in which order, how to normalise them, the
+tile size and the thresholds that turn probabilities into buildings.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+RGB_BANDS = ("red", "green", "blue")
+# WorldView-2/3 multispectral band order of SpaceNet-2 MUL-PanSharpen.
+MS_BANDS = ("coastal", "blue", "green", "yellow", "red", "red_edge", "nir1", "nir2")
+
+
+class BandScaling(BaseModel):
+    """How the raw values of one raster (RGB or multispectral) are brought to about [0, 1].
+
+    ``percentile``: per band, values at the ``low``/``high`` percentiles of the whole input extent are
+    mapped to 0/1 (low=0, high=100 is the authors' per-tile min-max for SpaceNet-2 RGB);
+    ``divide``: values are divided by ``divisor`` (the authors' MUL scaling is 2047).
+    """
+
+    method: Literal["percentile", "divide"] = "percentile"
+    low: float = 0.0
+    high: float = 100.0
+    divisor: float = 255.0
+    clip: bool = False
+
+
+class Normalization(BaseModel):
+    """Scaling of each input raster, then ``(x - mean) / std`` over all channels in order."""
+
+    rgb: BandScaling = Field(default_factory=BandScaling)
+    ms: BandScaling | None = None
+    mean: list[float] = Field(default_factory=lambda: list(IMAGENET_MEAN))
+    std: list[float] = Field(default_factory=lambda: list(IMAGENET_STD))
+
+
+class Thresholds(BaseModel):
+    """Turning the two probability maps into building instances."""
+
+    body: float = 0.5
+    border: float = 0.5
+    min_area_px: int = 20
+
+
+class ModelMetadata(BaseModel):
+    """Everything needed to build, feed and interpret a model."""
+
+    format_version: int = 1
+    name: str = "ternausnetv2"
+    architecture: Literal["ternausnetv2"] = "ternausnetv2"
+    encoder: str = "wrn38"
+    in_channels: int = 11
+    num_classes: int = 2
+    num_filters: int = 32
+    band_names: list[str] = Field(default_factory=lambda: list(RGB_BANDS + MS_BANDS))
+    class_names: list[str] = Field(default_factory=lambda: ["building", "touching_border"])
+    normalization: Normalization = Field(default_factory=Normalization)
+    resolution_m: float = 0.3
+    tile_size_px: int = 512
+    overlap_px: int = 64
+    thresholds: Thresholds = Field(default_factory=Thresholds)
+    provenance: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def uses_multispectral(self) -> bool:
+        return self.in_channels > 3
+
+    def to_header(self) -> dict[str, str]:
+        """The safetensors header form: a flat str -> str mapping."""
+        return {"ternaus_metadata": self.model_dump_json()}
+
+    @classmethod
+    def from_header(cls, header: dict[str, str]) -> ModelMetadata:
+        return cls.model_validate(json.loads(header["ternaus_metadata"]))
+
+
+def spacenet2_metadata(**overrides) -> ModelMetadata:
+    """Metadata of the authors' released 11-band model (SpaceNet-2 RGB + MUL PanSharpen, 0.3 m)."""
+    norm = Normalization(
+        rgb=BandScaling(method="percentile", low=0.0, high=100.0),
+        ms=BandScaling(method="divide", divisor=2047.0),
+        mean=list(IMAGENET_MEAN) + [0.0] * 8,
+        std=list(IMAGENET_STD) + [1.0] * 8,
+    )
+    base = dict(
+        name="ternausnetv2-deepglobe-spacenet2",
+        encoder="wrn38",
+        in_channels=11,
+        normalization=norm,
+        resolution_m=0.3,
+        tile_size_px=512,
+        overlap_px=64,
+        provenance={"source": "authors' released deepglobe_buildings.pt (Iglovikov et al. 2018)"},
+    )
+    base.update(overrides)
+    return ModelMetadata(**base)
