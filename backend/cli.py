@@ -1,0 +1,189 @@
+"""The ``ternaus`` command line: predict, evaluate, train, synth, info.
+
+Every command prints a one-line error and exits non-zero on bad input (never a traceback); long
+commands show tqdm progress bars. All work is done by the same functions the HTTP API and the QGIS
+plugin call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from tqdm import tqdm
+
+from ternaus_backend.errors import TernausError
+from ternaus_backend.progress import ProgressEvent
+
+EXIT_USER_ERROR = 2
+EXIT_CANCELLED = 130
+
+
+class TqdmProgress:
+    """Shows ProgressEvents as one tqdm bar per stage."""
+
+    LABELS = {"infer": "network", "instances": "buildings", "train": "training"}
+
+    def __init__(self) -> None:
+        self._bars: dict[str, tqdm] = {}
+
+    def __call__(self, event: ProgressEvent) -> None:
+        if event.stage not in self.LABELS:
+            return
+        bar = self._bars.get(event.stage)
+        if bar is None or bar.total != event.total:
+            if bar is not None:
+                bar.close()
+            bar = self._bars[event.stage] = tqdm(
+                total=event.total, desc=self.LABELS[event.stage], unit="step", leave=True,
+                dynamic_ncols=True, file=sys.stderr,
+            )
+        bar.update(event.done - bar.n)
+        if event.info:
+            bar.set_postfix({k: v for k, v in event.info.items() if isinstance(v, (int, float, str))},
+                            refresh=False)
+
+    def close(self) -> None:
+        for bar in self._bars.values():
+            bar.close()
+
+
+def parse_bbox(text: str) -> tuple[float, float, float, float]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 4:
+        raise argparse.ArgumentTypeError(
+            f"--bbox needs four numbers XMIN,YMIN,XMAX,YMAX separated by commas, got {text!r}"
+        )
+    return values  # type: ignore[return-value]
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from ternaus_backend.pipeline.extract import ExtractOptions, extract
+
+    options = ExtractOptions(
+        tile_size_px=args.tile, overlap_px=args.overlap, batch_size=args.batch_size,
+        simplify_px=args.simplify, regularize=args.regularize, device=args.device,
+    )
+    bars = TqdmProgress()
+    try:
+        result = extract(args.rgb, args.out, ms=args.ms, model=args.model, bbox=args.bbox,
+                         bbox_crs=args.bbox_crs, options=options, progress=bars)
+    finally:
+        bars.close()
+    print(json.dumps({
+        "out": str(result.path), "buildings": result.count, "width_px": result.width_px,
+        "height_px": result.height_px, "area_km2": round(result.area_km2, 4),
+        "seconds": round(result.seconds, 2),
+    }))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from ternaus_backend.evaluation.spacenet import evaluate_files
+
+    scores = evaluate_files(args.pred, args.truth, iou_threshold=args.iou, min_area=args.min_area)
+    print(json.dumps(scores.to_dict()))
+    return 0
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from ternaus_backend.synthetic import make_scene
+
+    for i in range(args.count):
+        scene = make_scene(args.out, seed=args.seed + i, size_px=args.size, with_ms=args.ms,
+                           name=f"{args.name}{i}" if args.count > 1 else args.name)
+        print(json.dumps({k: str(v) for k, v in vars(scene).items()}))
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from ternaus_backend.models.model_file import load_model
+
+    model = load_model(args.model)
+    print(model.metadata.model_dump_json(indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ternaus", description="Building footprints from imagery.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("predict", help="extract building polygons into a GeoPackage")
+    p.add_argument("--rgb", required=True, help="RGB raster (GeoTIFF)")
+    p.add_argument("--ms", help="multispectral raster of the same scene (for 11-band models)")
+    p.add_argument("--model", help="model file (default: the embedded default model)")
+    p.add_argument("--bbox", type=parse_bbox, help="XMIN,YMIN,XMAX,YMAX (in the RGB raster's CRS)")
+    p.add_argument("--bbox-crs", help="CRS of --bbox if not the raster's, e.g. EPSG:4326")
+    p.add_argument("--out", required=True, help="output GeoPackage (*.gpkg)")
+    p.add_argument("--tile", type=int, help="window size in px (multiple of 32)")
+    p.add_argument("--overlap", type=int, help="window overlap in px")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--simplify", type=float, default=1.0, help="simplification tolerance in px")
+    p.add_argument("--regularize", action="store_true", help="square building corners")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 (default: CUDA when present)")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("evaluate", help="SpaceNet building F1 of predictions against ground truth")
+    p.add_argument("--pred", required=True, help="predicted polygons (GeoPackage or GeoJSON)")
+    p.add_argument("--truth", required=True, help="ground-truth polygons (GeoPackage or GeoJSON)")
+    p.add_argument("--iou", type=float, default=0.5, help="IoU above which a match counts")
+    p.add_argument("--min-area", type=float, default=0.0,
+                   help="ignore polygons smaller than this (in the truth CRS's units squared)")
+    p.set_defaults(func=cmd_evaluate)
+
+    try:
+        from ternaus_backend.training.command import add_train_parser
+    except ImportError:  # training not installed in this build
+        pass
+    else:
+        add_train_parser(sub)
+
+    p = sub.add_parser("synth", help="make synthetic scenes (RGB, multispectral, building labels)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--count", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", type=int, default=512, help="side in px")
+    p.add_argument("--name", default="scene")
+    p.add_argument("--no-ms", dest="ms", action="store_false", help="RGB only")
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("info", help="show a model's metadata")
+    p.add_argument("model")
+    p.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s: %(message)s", stream=sys.stderr,
+    )
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("ternaus: cancelled", file=sys.stderr)
+        return EXIT_CANCELLED
+    except TernausError as exc:
+        print(f"ternaus: error: {exc.message}", file=sys.stderr)
+        if args.verbose and exc.details:
+            print(exc.details, file=sys.stderr)
+        return EXIT_USER_ERROR
+    except Exception as exc:  # a bug or an unforeseen input: one line unless --verbose
+        if args.verbose:
+            raise
+        print(f"ternaus: unexpected error: {type(exc).__name__}: {exc} (run with -v for details)",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""The extraction pipeline: rasters in, building polygons (GeoPackage) out.
+
+One implementation behind the CLI, the HTTP API, the training loop's validation and QGIS:
+read -> normalise -> windows -> network -> stitched maps on disk -> instances in blocks ->
+polygons -> GeoPackage.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ternaus_backend.errors import InputError, ModelError
+from ternaus_backend.progress import CancelToken, ProgressCallback, ProgressEvent, no_progress
+from ternaus_backend.pipeline.inference import pick_device, predict_probabilities
+from ternaus_backend.pipeline.instances import find_instances
+from ternaus_backend.pipeline.normalize import Normalizer
+from ternaus_backend.pipeline.polygons import BuildingWriter, finish_polygon, label_polygons
+from ternaus_backend.pipeline.raster import Bounds, RasterInputs
+from ternaus_backend.pipeline.store import ProbabilityStore
+from ternaus_backend.pipeline.windows import window_grid
+
+log = logging.getLogger(__name__)
+
+RESOURCES = Path(__file__).resolve().parents[2] / "resources"
+DEFAULT_MODEL = RESOURCES / "models" / "default.safetensors"
+
+
+@dataclass
+class ExtractOptions:
+    """Tunables of one extraction; ``None`` means: as the model's metadata says."""
+
+    tile_size_px: int | None = None
+    overlap_px: int | None = None
+    batch_size: int = 4
+    simplify_px: float = 1.0
+    regularize: bool = False
+    block_px: int = 2048
+    halo_px: int = 256
+    device: str | None = None
+
+
+@dataclass
+class ExtractResult:
+    """What an extraction produced."""
+
+    path: Path
+    count: int
+    width_px: int
+    height_px: int
+    area_km2: float
+    seconds: float
+    clipped: int = 0
+    stages: dict[str, float] = field(default_factory=dict)
+
+
+def resolve_model(model: str | Path | torch.nn.Module | None, device: torch.device) -> torch.nn.Module:
+    """A loaded model: the given module, a model file, or the embedded default model."""
+    if isinstance(model, torch.nn.Module):
+        if not hasattr(model, "metadata"):
+            raise ModelError("The model has no .metadata; load it with ternaus_backend.load_model.")
+        return model.to(device).eval()
+    from ternaus_backend.models.model_file import load_model
+
+    path = Path(model) if model is not None else DEFAULT_MODEL
+    if model is None and not path.exists():
+        raise ModelError(
+            f"The default model {path} is missing; reinstall the project or pass --model PATH."
+        )
+    return load_model(path, device=str(device))
+
+
+def check_bands(inputs: RasterInputs, in_channels: int, has_ms: bool) -> None:
+    """Refuses inputs whose band count does not fit the model, saying why."""
+    if inputs.band_count == in_channels:
+        return
+    if in_channels > 3 and not has_ms:
+        raise InputError(
+            f"This model needs {in_channels} bands (RGB + {in_channels - 3} multispectral); "
+            "give the multispectral raster too (--ms PATH), or use an RGB (3-band) model."
+        )
+    raise InputError(
+        f"This model needs {in_channels} bands but the inputs give {inputs.band_count} "
+        f"(3 RGB + {inputs.ms_band_count} multispectral); "
+        + ("leave out the multispectral raster." if in_channels == 3 else
+           f"give a multispectral raster with {in_channels - 3} bands.")
+    )
+
+
+def extract(
+    rgb: str | Path,
+    out: str | Path,
+    ms: str | Path | None = None,
+    model: str | Path | torch.nn.Module | None = None,
+    bbox: Bounds | None = None,
+    bbox_crs: str | None = None,
+    options: ExtractOptions | None = None,
+    progress: ProgressCallback = no_progress,
+    cancel: CancelToken | None = None,
+    work_dir: str | Path | None = None,
+) -> ExtractResult:
+    """Extracts building polygons from ``rgb`` (+ ``ms``) into the GeoPackage ``out``."""
+    opts = options or ExtractOptions()
+    started = time.perf_counter()
+    device = pick_device(opts.device)
+    stages: dict[str, float] = {}
+    with RasterInputs.open(rgb, ms, bbox=bbox, bbox_crs=bbox_crs) as inputs:
+        net = resolve_model(model, device)
+        meta = net.metadata
+        check_bands(inputs, meta.in_channels, ms is not None)
+        grid_info = inputs.grid
+        _warn_resolution(grid_info.pixel_size_m, meta.resolution_m)
+        normalizer = Normalizer.fit(meta.normalization, inputs)
+        tile = opts.tile_size_px or meta.tile_size_px
+        overlap = opts.overlap_px if opts.overlap_px is not None else meta.overlap_px
+        grid = window_grid(grid_info.height, grid_info.width, tile, min(overlap, tile - 32))
+        writer = BuildingWriter(out, grid_info.crs)
+        try:
+            with tempfile.TemporaryDirectory(prefix="ternaus-", dir=work_dir) as tmp:
+                store = ProbabilityStore(Path(tmp) / "probabilities.u8", grid_info.height,
+                                         grid_info.width, meta.num_classes)
+                t0 = time.perf_counter()
+                predict_probabilities(net, inputs, normalizer, store, grid, overlap, opts.batch_size,
+                                      device, progress, cancel)
+                stages["infer"] = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                clipped = _polygons(store, grid_info.transform, meta, opts, writer, progress, cancel)
+                stages["instances_polygons"] = time.perf_counter() - t0
+        except BaseException:
+            writer.abort()
+            raise
+        path = writer.commit()
+    width_m = grid_info.width * grid_info.pixel_size_m
+    height_m = grid_info.height * grid_info.pixel_size_m
+    progress(ProgressEvent("done", writer.count, writer.count))
+    return ExtractResult(
+        path=path, count=writer.count, width_px=grid_info.width, height_px=grid_info.height,
+        area_km2=width_m * height_m / 1e6, seconds=time.perf_counter() - started,
+        clipped=clipped, stages=stages,
+    )
+
+
+def _polygons(store, transform, meta, opts, writer, progress, cancel) -> int:
+    """Instances -> polygons -> writer; returns how many instances were larger than the halo."""
+    clipped = 0
+    pixel_size = abs(transform.a)
+    for block in find_instances(store, meta.thresholds, opts.block_px, opts.halo_px, progress, cancel):
+        clipped += block.clipped
+        block_transform = transform * transform.translation(block.col0, block.row0)
+        outlines = label_polygons(block.labels, block.ids, block_transform)
+        polys, confs = [], []
+        for instance_id, conf in zip(block.ids, block.confidence):
+            poly = outlines.get(int(instance_id))
+            if poly is not None:
+                poly = finish_polygon(poly, pixel_size, opts.simplify_px, opts.regularize)
+            if poly is not None:
+                polys.append(poly)
+                confs.append(conf)
+        writer.write(polys, confs)
+    if clipped:
+        log.warning("%d buildings were larger than the %d px halo and may be cut at block seams",
+                    clipped, opts.halo_px)
+    return clipped
+
+
+def _warn_resolution(pixel_m: float, model_m: float) -> None:
+    if model_m > 0 and not 0.5 <= pixel_m / model_m <= 2.0:
+        log.warning(
+            "The raster's pixels are %.2f m but the model was trained at %.2f m; results may be poor. "
+            "Resample the raster to about %.2f m.", pixel_m, model_m, model_m,
+        )

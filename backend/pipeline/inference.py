@@ -1,0 +1,164 @@
+"""Running the network over overlapping windows and stitching blended logits to disk.
+
+Windows are read and normalised in a background thread while the network runs on the previous
+batch. Weighted logits are accumulated in a strip buffer one window-row tall; rows that no later
+window touches are turned into probabilities and written to the ``ProbabilityStore``. Memory is
+therefore bounded by (tile height x raster width), independent of the raster's height.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from rasterio.windows import Window
+
+from ternaus_backend.progress import CancelToken, ProgressCallback, ProgressEvent, no_progress
+from ternaus_backend.pipeline.normalize import Normalizer
+from ternaus_backend.pipeline.raster import RasterInputs
+from ternaus_backend.pipeline.store import ProbabilityStore
+from ternaus_backend.pipeline.windows import WindowGrid, blend_weights
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    """The given device, else CUDA when present, else the CPU."""
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclass
+class Batch:
+    """Normalised windows ready for the network."""
+
+    positions: list[tuple[int, int, int]]  # (row_index, y0, x0)
+    images: np.ndarray  # (n, C, tile_h, tile_w) float32
+    valid: np.ndarray  # (n, tile_h, tile_w) bool
+
+
+def read_window(
+    inputs: RasterInputs, normalizer: Normalizer, y0: int, x0: int, tile_h: int, tile_w: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """One normalised window (C, tile_h, tile_w) and its validity; reflect-padded past the grid."""
+    h = min(tile_h, inputs.grid.height - y0)
+    w = min(tile_w, inputs.grid.width - x0)
+    window = Window(x0, y0, w, h)
+    image = normalizer(inputs.read(window))
+    valid = inputs.valid(window)
+    image[:, ~valid] = 0.0
+    if (h, w) != (tile_h, tile_w):
+        pad = ((0, 0), (0, tile_h - h), (0, tile_w - w))
+        mode = "reflect" if min(h, w) > 1 else "edge"
+        image = np.pad(image, pad, mode=mode)
+        valid = np.pad(valid, pad[1:], mode="constant", constant_values=False)
+    return image, valid
+
+
+def _batches(
+    inputs: RasterInputs, normalizer: Normalizer, grid: WindowGrid, batch_size: int
+) -> Iterator[Batch]:
+    positions = list(grid)
+    for start in range(0, len(positions), batch_size):
+        chunk = positions[start : start + batch_size]
+        pairs = [read_window(inputs, normalizer, y0, x0, grid.tile_h, grid.tile_w) for _, y0, x0 in chunk]
+        yield Batch(chunk, np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs]))
+
+
+def _prefetched(iterator: Iterator[Batch]) -> Iterator[Batch]:
+    """Prepares the next batch in a thread while the caller works on the current one."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        future = pool.submit(next, iterator, None)
+        while True:
+            batch = future.result()
+            if batch is None:
+                return
+            future = pool.submit(next, iterator, None)
+            yield batch
+
+
+def run_network(model: torch.nn.Module, images: np.ndarray, device: torch.device) -> np.ndarray:
+    """Logits (n, classes, h, w) float32; mixed precision on CUDA."""
+    x = torch.from_numpy(images).to(device, non_blocking=True)
+    autocast = (
+        torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else contextlib.nullcontext()
+    )
+    with torch.inference_mode(), autocast:
+        logits = model(x)
+    return logits.float().cpu().numpy()
+
+
+class StripStitcher:
+    """Accumulates weighted logits of one window-row and flushes finished rows to the store."""
+
+    def __init__(self, store: ProbabilityStore, grid: WindowGrid, overlap_px: int, classes: int) -> None:
+        self.store, self.grid = store, grid
+        self.weights = blend_weights(grid.tile_h, grid.tile_w, overlap_px)
+        self.acc = np.zeros((classes, grid.tile_h, grid.width), np.float32)
+        self.wsum = np.zeros((grid.tile_h, grid.width), np.float32)
+        self.top = 0  # raster row of the buffer's first row
+
+    def add(self, y0: int, x0: int, logits: np.ndarray, valid: np.ndarray) -> None:
+        """Adds one window's logits (classes, tile_h, tile_w) at raster position (y0, x0)."""
+        self._advance_to(y0)
+        h = min(self.grid.tile_h, self.grid.height - y0)
+        w = min(self.grid.tile_w, self.grid.width - x0)
+        r = y0 - self.top
+        weight = self.weights[:h, :w] * valid[:h, :w]
+        self.acc[:, r : r + h, x0 : x0 + w] += logits[:, :h, :w] * weight
+        self.wsum[r : r + h, x0 : x0 + w] += weight
+
+    def _advance_to(self, y0: int) -> None:
+        if y0 > self.top:
+            self._flush(min(y0, self.grid.height) - self.top)
+
+    def _flush(self, rows: int) -> None:
+        if rows <= 0:
+            return
+        wsum = self.wsum[:rows]
+        logits = self.acc[:, :rows] / np.maximum(wsum, 1e-6)
+        probs = 1.0 / (1.0 + np.exp(-logits))
+        probs[:, wsum <= 0] = 0.0  # nothing valid saw these pixels
+        self.store.write_rows(self.top, probs)
+        self.acc[:, :-rows] = self.acc[:, rows:].copy() if rows < self.acc.shape[1] else 0.0
+        self.wsum[:-rows] = self.wsum[rows:].copy() if rows < self.wsum.shape[0] else 0.0
+        self.acc[:, -rows:] = 0.0
+        self.wsum[-rows:] = 0.0
+        self.top += rows
+
+    def finish(self) -> None:
+        self._flush(self.grid.height - self.top)
+
+
+def predict_probabilities(
+    model: torch.nn.Module,
+    inputs: RasterInputs,
+    normalizer: Normalizer,
+    store: ProbabilityStore,
+    grid: WindowGrid,
+    overlap_px: int,
+    batch_size: int,
+    device: torch.device,
+    progress: ProgressCallback = no_progress,
+    cancel: CancelToken | None = None,
+) -> None:
+    """Fills ``store`` with the stitched body/border probabilities of the whole grid."""
+    classes = store.shape[2]
+    stitcher = StripStitcher(store, grid, overlap_px, classes)
+    done = 0
+    progress(ProgressEvent("infer", 0, grid.count))
+    for batch in _prefetched(_batches(inputs, normalizer, grid, batch_size)):
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        keep = batch.valid.reshape(len(batch.positions), -1).any(axis=1)
+        logits = np.zeros((len(batch.positions), classes, grid.tile_h, grid.tile_w), np.float32)
+        if keep.any():  # all-nodata windows never reach the network
+            logits[keep] = run_network(model, batch.images[keep], device)
+        for (_, y0, x0), window_logits, valid in zip(batch.positions, logits, batch.valid):
+            stitcher.add(y0, x0, window_logits, valid)
+        done += len(batch.positions)
+        progress(ProgressEvent("infer", done, grid.count))
+    stitcher.finish()

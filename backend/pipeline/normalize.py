@@ -1,0 +1,91 @@
+"""Normalisation of raw raster values as a model's metadata prescribes.
+
+Each raster (RGB, multispectral) is first scaled to about [0, 1], either by per-band percentiles of
+the whole input extent (low=0, high=100 is the authors' per-tile min-max for SpaceNet-2 RGB, exact
+for one SpaceNet tile) or by a fixed divisor (the authors' MUL / 2047); then ``(x - mean) / std``.
+Statistics are taken once per input, never per window, so windows join without seams.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ternaus_backend.errors import InputError
+from ternaus_backend.models.metadata import BandScaling, Normalization
+from ternaus_backend.pipeline.raster import RasterInputs
+
+
+def _scale_terms(
+    scaling: BandScaling, values: np.ndarray, valid: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-band (low, span) so that scaled = (x - low) / span."""
+    bands = values.shape[0]
+    if scaling.method == "divide":
+        return np.zeros(bands), np.full(bands, float(scaling.divisor))
+    pixels = values[:, valid]
+    if pixels.shape[1] == 0:
+        raise InputError("The input extent holds no valid pixels (all nodata); pick another extent.")
+    low = np.percentile(pixels, scaling.low, axis=1)
+    high = np.percentile(pixels, scaling.high, axis=1)
+    span = np.where(high - low > 0, high - low, 1.0)
+    return low, span
+
+
+@dataclass
+class Normalizer:
+    """``x -> x * gain + offset`` per channel (float32), optionally clipped to the [0, 1] scale."""
+
+    gain: np.ndarray
+    offset: np.ndarray
+    clip_low: np.ndarray
+    clip_high: np.ndarray
+
+    @classmethod
+    def from_statistics(
+        cls, normalization: Normalization, values: np.ndarray, valid: np.ndarray, rgb_bands: int = 3
+    ) -> Normalizer:
+        """Build from sample ``values`` (C, h, w) and ``valid`` (h, w) of the whole input."""
+        channels = values.shape[0]
+        if len(normalization.mean) != channels or len(normalization.std) != channels:
+            raise InputError(
+                f"The model's normalisation describes {len(normalization.mean)} channels but the "
+                f"input has {channels}."
+            )
+        low_rgb, span_rgb = _scale_terms(normalization.rgb, values[:rgb_bands], valid)
+        lows, spans, clips = [low_rgb], [span_rgb], [normalization.rgb.clip] * rgb_bands
+        if channels > rgb_bands:
+            ms_scaling = normalization.ms or BandScaling(method="percentile", low=0, high=100)
+            low_ms, span_ms = _scale_terms(ms_scaling, values[rgb_bands:], valid)
+            lows.append(low_ms)
+            spans.append(span_ms)
+            clips += [ms_scaling.clip] * (channels - rgb_bands)
+        low, span = np.concatenate(lows), np.concatenate(spans)
+        mean = np.asarray(normalization.mean, dtype=np.float64)
+        std = np.asarray(normalization.std, dtype=np.float64)
+        gain = 1.0 / (span * std)
+        offset = -low / (span * std) - mean / std
+        # Clipping happens on the [0, 1] scale; expressed on the normalised scale here.
+        clip_low = np.where(clips, (0.0 - mean) / std, -np.inf)
+        clip_high = np.where(clips, (1.0 - mean) / std, np.inf)
+        return cls(
+            gain.astype(np.float32), offset.astype(np.float32),
+            clip_low.astype(np.float32), clip_high.astype(np.float32),
+        )
+
+    @classmethod
+    def fit(cls, normalization: Normalization, inputs: RasterInputs) -> Normalizer:
+        """Statistics from the whole input extent (decimated when large)."""
+        values, valid = inputs.read_overview()
+        return cls.from_statistics(normalization, values=values, valid=valid)
+
+    def __call__(self, raw: np.ndarray) -> np.ndarray:
+        """Normalise raw values (C, h, w) or (N, C, h, w) to float32."""
+        shape = (-1, 1, 1)
+        out = raw.astype(np.float32, copy=True)
+        out *= self.gain.reshape(shape)
+        out += self.offset.reshape(shape)
+        if np.isfinite(self.clip_low).any():
+            np.clip(out, self.clip_low.reshape(shape), self.clip_high.reshape(shape), out=out)
+        return out

@@ -1,0 +1,195 @@
+"""Instance labels to building polygons: outlines, simplification, right angles, area, attributes.
+
+Outlines come from ``rasterio.features.shapes`` (8-connected pixels), are simplified by a tolerance
+in pixels and, on request, regularised to right angles around the building's dominant direction.
+``area_m2`` is true square metres: geodesic on the WGS84 ellipsoid for geographic rasters, planar
+area times the CRS unit factor otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import fiona
+import numpy as np
+from affine import Affine
+from pyproj import Geod
+from rasterio.crs import CRS
+from rasterio.features import shapes
+from shapely import affinity, make_valid
+from shapely.geometry import MultiPolygon, Polygon, mapping, shape
+
+from ternaus_backend.errors import InputError
+
+GEOD = Geod(ellps="WGS84")
+LAYER_NAME = "buildings"
+SCHEMA = {
+    "geometry": "Polygon",
+    "properties": {"id": "int", "confidence": "float", "area_m2": "float"},
+}
+
+
+def largest_polygon(geom) -> Polygon | None:
+    """The largest polygonal part of a geometry (None when it has none)."""
+    if geom.is_empty:
+        return None
+    if isinstance(geom, Polygon):
+        return geom
+    parts = [g for g in getattr(geom, "geoms", []) if isinstance(g, (Polygon, MultiPolygon))]
+    polys = [p for g in parts for p in (g.geoms if isinstance(g, MultiPolygon) else [g])]
+    return max(polys, key=lambda p: p.area) if polys else None
+
+
+def label_polygons(
+    labels: np.ndarray, ids: np.ndarray, transform: Affine
+) -> dict[int, Polygon]:
+    """Pixel-exact polygons of the instances ``ids`` in map coordinates."""
+    if len(ids) == 0:
+        return {}
+    keep = np.isin(labels, ids)
+    pieces: dict[int, list] = {}
+    for geom, value in shapes(labels, mask=keep, connectivity=8, transform=transform):
+        pieces.setdefault(int(value), []).append(shape(geom))
+    result = {}
+    for value, geoms in pieces.items():
+        geom = geoms[0] if len(geoms) == 1 else MultiPolygon(geoms)
+        poly = largest_polygon(geom if geom.is_valid else make_valid(geom))
+        if poly is not None:
+            result[value] = poly
+    return result
+
+
+def _dominant_angle(ring: np.ndarray) -> float:
+    """Edge-length-weighted dominant direction (radians, modulo 90 degrees) of a ring."""
+    d = np.diff(ring, axis=0)
+    lengths = np.hypot(d[:, 0], d[:, 1])
+    angles = np.arctan2(d[:, 1], d[:, 0])
+    z = np.sum(lengths * np.exp(4j * angles))
+    return float(np.angle(z) / 4.0)
+
+
+def _square_ring(coords: np.ndarray) -> np.ndarray | None:
+    """Right-angled version of an axis-aligned-ish closed ring, or None when not possible."""
+    pts = coords[:-1]
+    n = len(pts)
+    if n < 4:
+        return None
+    d = np.roll(pts, -1, axis=0) - pts
+    horizontal = np.abs(d[:, 0]) >= np.abs(d[:, 1])
+    # Runs of consecutive edges with the same orientation, rotated so a run starts at index 0.
+    change = np.nonzero(horizontal != np.roll(horizontal, 1))[0]
+    if len(change) < 4:
+        return None
+    start = change[0]
+    order = np.roll(np.arange(n), -start)
+    runs: list[tuple[bool, list[int]]] = []
+    for i in order:
+        if runs and runs[-1][0] == horizontal[i]:
+            runs[-1][1].append(i)
+        else:
+            runs.append((bool(horizontal[i]), [i]))
+    lines = []  # (is_horizontal, coordinate)
+    for is_h, edges in runs:
+        a, b = pts[edges], pts[(np.asarray(edges) + 1) % n]
+        w = np.hypot(*(b - a).T) + 1e-9
+        axis = 1 if is_h else 0
+        lines.append((is_h, float(np.sum(w * (a[:, axis] + b[:, axis]) / 2) / np.sum(w))))
+    corners = []
+    for k in range(len(lines)):
+        (h1, v1), (h2, v2) = lines[k - 1], lines[k]
+        if h1 == h2:
+            return None
+        corners.append((v2, v1) if h1 else (v1, v2))
+    corners.append(corners[0])
+    return np.asarray(corners)
+
+
+def regularize(poly: Polygon, max_area_change: float = 0.25) -> Polygon:
+    """Right-angle regularisation around the dominant direction; the input when it fails."""
+    ring = np.asarray(poly.exterior.coords)
+    angle = math.degrees(_dominant_angle(ring))
+    origin = poly.centroid
+    rotated = affinity.rotate(poly, -angle, origin=origin)
+    exterior = _square_ring(np.asarray(rotated.exterior.coords))
+    if exterior is None:
+        return poly
+    holes = [h for h in (_square_ring(np.asarray(i.coords)) for i in rotated.interiors) if h is not None]
+    candidate = affinity.rotate(Polygon(exterior, holes), angle, origin=origin)
+    if not candidate.is_valid or candidate.is_empty:
+        return poly
+    if abs(candidate.area - poly.area) > max_area_change * poly.area:
+        return poly
+    return candidate
+
+
+def area_m2(poly: Polygon, crs: CRS | None) -> float:
+    """True area in square metres."""
+    if crs is not None and crs.is_geographic:
+        area, _ = GEOD.geometry_area_perimeter(poly)
+        return abs(float(area))
+    factor = 1.0
+    if crs is not None and crs.linear_units_factor:
+        factor = float(crs.linear_units_factor[1])
+    return float(poly.area) * factor * factor
+
+
+def finish_polygon(poly: Polygon, pixel_size: float, simplify_px: float, regular: bool) -> Polygon | None:
+    """Simplified (and optionally right-angled) outline; None if nothing is left."""
+    if simplify_px > 0:
+        poly = poly.simplify(simplify_px * pixel_size, preserve_topology=True)
+    if regular and not poly.is_empty:
+        poly = regularize(poly)
+    if poly.is_empty or not poly.is_valid:
+        poly = largest_polygon(make_valid(poly))
+    return poly
+
+
+class BuildingWriter:
+    """Streams building polygons into a GeoPackage layer.
+
+    Writes to ``<out>.partial`` and moves it over ``out`` only in ``commit()``, so an earlier result
+    at ``out`` survives a failed or cancelled run.
+    """
+
+    def __init__(self, out: str | Path, crs: CRS | None) -> None:
+        self.out = Path(out)
+        if self.out.suffix.lower() != ".gpkg":
+            raise InputError(f"The output {self.out} must be a GeoPackage: name it *.gpkg.")
+        if not self.out.parent.exists():
+            raise InputError(f"The output folder {self.out.parent} does not exist; create it first.")
+        self.crs = crs
+        self.partial = self.out.with_name(self.out.name + ".partial")
+        if self.partial.exists():
+            self.partial.unlink()
+        self._sink = fiona.open(
+            self.partial, "w", driver="GPKG", layer=LAYER_NAME, schema=SCHEMA,
+            crs_wkt=crs.to_wkt() if crs is not None else None,
+        )
+        self.count = 0
+
+    def write(self, polygons: list[Polygon], confidences: list[float]) -> None:
+        records = []
+        for poly, conf in zip(polygons, confidences):
+            self.count += 1
+            records.append({
+                "geometry": mapping(poly),
+                "properties": {
+                    "id": self.count,
+                    "confidence": round(float(conf), 4),
+                    "area_m2": round(area_m2(poly, self.crs), 2),
+                },
+            })
+        if records:
+            self._sink.writerecords(records)
+
+    def commit(self) -> Path:
+        self._sink.close()
+        os.replace(self.partial, self.out)
+        return self.out
+
+    def abort(self) -> None:
+        self._sink.close()
+        if self.partial.exists():
+            self.partial.unlink()

@@ -1,0 +1,278 @@
+"""Reading the input rasters: an RGB raster, optionally with a multispectral raster on the RGB grid.
+
+The RGB raster defines the processing grid. A multispectral raster of another resolution, extent or
+CRS is warped onto that grid (rasterio WarpedVRT, bilinear) and the grid is cropped to the overlap of
+the two rasters and of the optional bounding box. Everything downstream (extraction and training)
+reads pixels through ``RasterInputs.read`` so both see exactly the same values.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.enums import ColorInterp, Resampling
+from rasterio.errors import RasterioIOError
+from rasterio.vrt import WarpedVRT
+from rasterio.warp import transform_bounds
+from rasterio.windows import Window, from_bounds
+
+from ternaus_backend.errors import InputError
+
+Bounds = tuple[float, float, float, float]
+
+
+def _open(path: str | Path, role: str) -> rasterio.DatasetReader:
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"The {role} raster {path} does not exist; check the path.")
+    try:
+        return rasterio.open(path)
+    except RasterioIOError as exc:
+        raise InputError(
+            f"The {role} raster {path} cannot be read as a raster; give a GeoTIFF or another "
+            "GDAL-readable image.",
+            details=str(exc),
+        ) from exc
+
+
+def _rgb_band_indexes(ds: rasterio.DatasetReader) -> list[int]:
+    """Band indexes (1-based) of red, green, blue: by colour interpretation, else the first three."""
+    if ds.count < 3:
+        raise InputError(
+            f"The RGB raster {ds.name} has {ds.count} band(s); it needs at least 3 (red, green, blue)."
+        )
+    interp = list(ds.colorinterp)
+    wanted = [ColorInterp.red, ColorInterp.green, ColorInterp.blue]
+    if all(c in interp for c in wanted):
+        return [interp.index(c) + 1 for c in wanted]
+    return [1, 2, 3]
+
+
+def _intersect(a: Bounds, b: Bounds) -> Bounds | None:
+    left, bottom = max(a[0], b[0]), max(a[1], b[1])
+    right, top = min(a[2], b[2]), min(a[3], b[3])
+    if right <= left or top <= bottom:
+        return None
+    return left, bottom, right, top
+
+
+@dataclass(frozen=True)
+class GridInfo:
+    """The processing grid: size, georeferencing and the ground size of one pixel."""
+
+    width: int
+    height: int
+    transform: Affine
+    crs: CRS | None
+
+    @property
+    def bounds(self) -> Bounds:
+        left, top = self.transform * (0, 0)
+        right, bottom = self.transform * (self.width, self.height)
+        return min(left, right), min(top, bottom), max(left, right), max(top, bottom)
+
+    @property
+    def pixel_size_m(self) -> float:
+        """Approximate ground size of one pixel in metres (also for geographic CRS)."""
+        size = abs(self.transform.a)
+        if self.crs is not None and self.crs.is_geographic:
+            lat = (self.bounds[1] + self.bounds[3]) / 2
+            return size * 111_320.0 * math.cos(math.radians(lat))
+        if self.crs is not None and self.crs.linear_units_factor:
+            return size * self.crs.linear_units_factor[1]
+        return size
+
+
+class RasterInputs:
+    """An open RGB raster (+ optional multispectral raster warped onto its grid), cropped.
+
+    Windows passed to ``read`` and ``valid`` are relative to the cropped grid (``self.grid``).
+    Use as a context manager or call ``close()``.
+    """
+
+    def __init__(
+        self,
+        rgb: rasterio.DatasetReader,
+        ms: rasterio.DatasetReader | None,
+        ms_vrt: WarpedVRT | None,
+        offset: Window,
+    ) -> None:
+        self._rgb = rgb
+        self._ms = ms
+        self._ms_vrt = ms_vrt
+        self._offset = offset
+        self._rgb_bands = _rgb_band_indexes(rgb)
+        self.grid = GridInfo(
+            width=int(offset.width),
+            height=int(offset.height),
+            transform=rasterio.windows.transform(offset, rgb.transform),
+            crs=rgb.crs,
+        )
+        self.rgb_path = rgb.name
+        self.ms_path = ms.name if ms is not None else None
+        self.ms_band_count = ms.count if ms is not None else 0
+        self.rgb_dtype = np.dtype(rgb.dtypes[0])
+
+    # -- construction -----------------------------------------------------------------------
+    @classmethod
+    def open(
+        cls,
+        rgb_path: str | Path,
+        ms_path: str | Path | None = None,
+        bbox: Bounds | None = None,
+        bbox_crs: str | CRS | None = None,
+    ) -> RasterInputs:
+        """Open the rasters and compute the processing grid (RGB ∩ MS ∩ bbox).
+
+        ``bbox`` is (xmin, ymin, xmax, ymax) in ``bbox_crs`` (default: the RGB raster's CRS).
+        """
+        rgb = _open(rgb_path, "RGB")
+        ms = vrt = None
+        try:
+            _rgb_band_indexes(rgb)
+            region: Bounds | None = tuple(rgb.bounds)  # type: ignore[assignment]
+            if bbox is not None:
+                region = _intersect(region, cls._bbox_in_crs(bbox, bbox_crs, rgb.crs))
+                if region is None:
+                    raise InputError(
+                        f"The bounding box {tuple(bbox)} does not overlap the RGB raster "
+                        f"(bounds {tuple(round(v, 6) for v in rgb.bounds)} in {rgb.crs}); "
+                        "give a box inside the raster, in the raster's CRS."
+                    )
+            if ms_path is not None:
+                ms = _open(ms_path, "multispectral")
+                if ms.crs is not None and rgb.crs is not None and ms.crs != rgb.crs:
+                    ms_bounds = transform_bounds(ms.crs, rgb.crs, *ms.bounds, densify_pts=21)
+                else:
+                    ms_bounds = tuple(ms.bounds)
+                overlap = _intersect(region, ms_bounds)
+                if overlap is None:
+                    raise InputError(
+                        f"The multispectral raster {ms_path} does not overlap the RGB raster "
+                        f"{rgb_path} (or the bounding box); give rasters of the same scene."
+                    )
+                region = overlap
+            window = cls._window_for(rgb, region)
+            if ms is not None:
+                vrt = WarpedVRT(
+                    ms,
+                    crs=rgb.crs or ms.crs,
+                    transform=rgb.transform,
+                    width=rgb.width,
+                    height=rgb.height,
+                    resampling=Resampling.bilinear,
+                )
+            return cls(rgb, ms, vrt, window)
+        except Exception:
+            for ds in (vrt, ms, rgb):
+                if ds is not None:
+                    ds.close()
+            raise
+
+    @staticmethod
+    def _bbox_in_crs(bbox: Bounds, bbox_crs: str | CRS | None, crs: CRS | None) -> Bounds:
+        xmin, ymin, xmax, ymax = bbox
+        if xmax <= xmin or ymax <= ymin:
+            raise InputError(
+                f"The bounding box {tuple(bbox)} is empty; give XMIN,YMIN,XMAX,YMAX with XMIN < XMAX "
+                "and YMIN < YMAX."
+            )
+        if bbox_crs is None or crs is None or CRS.from_user_input(bbox_crs) == crs:
+            return bbox
+        return transform_bounds(CRS.from_user_input(bbox_crs), crs, *bbox, densify_pts=21)
+
+    @staticmethod
+    def _window_for(ds: rasterio.DatasetReader, region: Bounds) -> Window:
+        win = from_bounds(*region, transform=ds.transform)
+        col0 = max(0, int(math.floor(win.col_off + 1e-6)))
+        row0 = max(0, int(math.floor(win.row_off + 1e-6)))
+        col1 = min(ds.width, int(math.ceil(win.col_off + win.width - 1e-6)))
+        row1 = min(ds.height, int(math.ceil(win.row_off + win.height - 1e-6)))
+        if col1 - col0 < 1 or row1 - row0 < 1:
+            raise InputError(
+                "The requested extent covers no whole pixel of the RGB raster; give a larger extent."
+            )
+        return Window(col0, row0, col1 - col0, row1 - row0)
+
+    # -- reading ----------------------------------------------------------------------------
+    @property
+    def band_count(self) -> int:
+        """Channels ``read`` returns: 3 RGB bands, then the multispectral bands."""
+        return 3 + self.ms_band_count
+
+    def _abs(self, window: Window) -> Window:
+        return Window(
+            window.col_off + self._offset.col_off,
+            window.row_off + self._offset.row_off,
+            window.width,
+            window.height,
+        )
+
+    def read(self, window: Window, out_shape: tuple[int, int] | None = None) -> np.ndarray:
+        """Raw values as float32 (C, h, w): RGB bands then multispectral bands.
+
+        Pixels outside the raster read as 0 (and are invalid, see ``valid``). ``out_shape`` reads a
+        decimated version of the window (for statistics).
+        """
+        win = self._abs(window)
+        shape = out_shape or (int(window.height), int(window.width))
+        rgb = self._rgb.read(
+            self._rgb_bands, window=win, out_shape=(3, *shape), boundless=True, fill_value=0,
+            out_dtype="float32", resampling=Resampling.nearest,
+        )
+        if self._ms_vrt is None:
+            return rgb
+        ms = self._ms_vrt.read(
+            window=win, out_shape=(self.ms_band_count, *shape), boundless=True, fill_value=0,
+            out_dtype="float32",
+        )
+        return np.concatenate([rgb, ms], axis=0)
+
+    def valid(self, window: Window, out_shape: tuple[int, int] | None = None) -> np.ndarray:
+        """True where every RGB band (and the multispectral data, if any) holds data."""
+        win = self._abs(window)
+        shape = out_shape or (int(window.height), int(window.width))
+        masks = self._rgb.read_masks(
+            self._rgb_bands, window=win, out_shape=(3, *shape), boundless=True,
+            resampling=Resampling.nearest,
+        )
+        valid = np.all(masks > 0, axis=0)
+        if self._ms_vrt is not None:
+            ms_masks = self._ms_vrt.read_masks(
+                window=win, out_shape=(self.ms_band_count, *shape), boundless=True,
+                resampling=Resampling.nearest,
+            )
+            valid &= np.all(ms_masks > 0, axis=0)
+        if out_shape is None:  # pixels outside the grid are never valid
+            inside = np.zeros_like(valid)
+            r0, c0 = max(0, -int(window.row_off)), max(0, -int(window.col_off))
+            r1 = min(shape[0], self.grid.height - int(window.row_off))
+            c1 = min(shape[1], self.grid.width - int(window.col_off))
+            inside[r0:r1, c0:c1] = True
+            valid &= inside
+        return valid
+
+    def read_overview(self, max_pixels: int = 4_000_000) -> tuple[np.ndarray, np.ndarray]:
+        """The whole grid, decimated to at most ``max_pixels`` pixels: (values, valid)."""
+        height, width = self.grid.height, self.grid.width
+        factor = max(1.0, math.sqrt(height * width / max_pixels))
+        shape = (max(1, int(height / factor)), max(1, int(width / factor)))
+        window = Window(0, 0, width, height)
+        return self.read(window, out_shape=shape), self.valid(window, out_shape=shape)
+
+    def close(self) -> None:
+        for ds in (self._ms_vrt, self._ms, self._rgb):
+            if ds is not None:
+                ds.close()
+
+    def __enter__(self) -> RasterInputs:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
