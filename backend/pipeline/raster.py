@@ -62,6 +62,28 @@ def _intersect(a: Bounds, b: Bounds) -> Bounds | None:
     return left, bottom, right, top
 
 
+def _read_padded(
+    ds, indexes: list[int], window: Window, out_shape: tuple[int, int] | None, masks: bool = False
+) -> np.ndarray:
+    """Reads ``window`` (float32 values or uint8 masks); parts outside the dataset are 0."""
+    shape = out_shape or (int(window.height), int(window.width))
+    read = ds.read_masks if masks else ds.read
+    kwargs = {} if masks else {"out_dtype": "float32"}
+    col0, row0 = int(window.col_off), int(window.row_off)
+    col1, row1 = col0 + int(window.width), row0 + int(window.height)
+    inside = Window.from_slices((max(row0, 0), min(row1, ds.height)), (max(col0, 0), min(col1, ds.width)))
+    if (inside.col_off, inside.row_off, inside.width, inside.height) == (col0, row0, col1 - col0, row1 - row0):
+        return read(indexes, window=window, out_shape=(len(indexes), *shape),
+                    resampling=Resampling.nearest, **kwargs)
+    if out_shape is not None:
+        raise ValueError("decimated reads must lie inside the raster")
+    out = np.zeros((len(indexes), *shape), np.uint8 if masks else np.float32)
+    if inside.width > 0 and inside.height > 0:
+        r, c = int(inside.row_off) - row0, int(inside.col_off) - col0
+        out[:, r : r + int(inside.height), c : c + int(inside.width)] = read(indexes, window=inside, **kwargs)
+    return out
+
+
 @dataclass(frozen=True)
 class GridInfo:
     """The processing grid: size, georeferencing and the ground size of one pixel."""
@@ -73,8 +95,8 @@ class GridInfo:
 
     @property
     def bounds(self) -> Bounds:
-        left, top = self.transform * (0, 0)
-        right, bottom = self.transform * (self.width, self.height)
+        left, top = self.transform @ (0, 0)
+        right, bottom = self.transform @ (self.width, self.height)
         return min(left, right), min(top, bottom), max(left, right), max(top, bottom)
 
     @property
@@ -220,40 +242,26 @@ class RasterInputs:
         Pixels outside the raster read as 0 (and are invalid, see ``valid``). ``out_shape`` reads a
         decimated version of the window (for statistics).
         """
-        win = self._abs(window)
-        shape = out_shape or (int(window.height), int(window.width))
-        rgb = self._rgb.read(
-            self._rgb_bands, window=win, out_shape=(3, *shape), boundless=True, fill_value=0,
-            out_dtype="float32", resampling=Resampling.nearest,
-        )
+        rgb = _read_padded(self._rgb, self._rgb_bands, self._abs(window), out_shape)
         if self._ms_vrt is None:
             return rgb
-        ms = self._ms_vrt.read(
-            window=win, out_shape=(self.ms_band_count, *shape), boundless=True, fill_value=0,
-            out_dtype="float32",
-        )
+        bands = list(range(1, self.ms_band_count + 1))
+        ms = _read_padded(self._ms_vrt, bands, self._abs(window), out_shape)
         return np.concatenate([rgb, ms], axis=0)
 
     def valid(self, window: Window, out_shape: tuple[int, int] | None = None) -> np.ndarray:
         """True where every RGB band (and the multispectral data, if any) holds data."""
         win = self._abs(window)
-        shape = out_shape or (int(window.height), int(window.width))
-        masks = self._rgb.read_masks(
-            self._rgb_bands, window=win, out_shape=(3, *shape), boundless=True,
-            resampling=Resampling.nearest,
-        )
+        masks = _read_padded(self._rgb, self._rgb_bands, win, out_shape, masks=True)
         valid = np.all(masks > 0, axis=0)
         if self._ms_vrt is not None:
-            ms_masks = self._ms_vrt.read_masks(
-                window=win, out_shape=(self.ms_band_count, *shape), boundless=True,
-                resampling=Resampling.nearest,
-            )
-            valid &= np.all(ms_masks > 0, axis=0)
+            bands = list(range(1, self.ms_band_count + 1))
+            valid &= np.all(_read_padded(self._ms_vrt, bands, win, out_shape, masks=True) > 0, axis=0)
         if out_shape is None:  # pixels outside the grid are never valid
             inside = np.zeros_like(valid)
             r0, c0 = max(0, -int(window.row_off)), max(0, -int(window.col_off))
-            r1 = min(shape[0], self.grid.height - int(window.row_off))
-            c1 = min(shape[1], self.grid.width - int(window.col_off))
+            r1 = min(valid.shape[0], self.grid.height - int(window.row_off))
+            c1 = min(valid.shape[1], self.grid.width - int(window.col_off))
             inside[r0:r1, c0:c1] = True
             valid &= inside
         return valid

@@ -1,0 +1,142 @@
+"""The whole extraction: seams, blocks, nodata, bands, outputs kept on failure, cancellation."""
+
+from __future__ import annotations
+
+import fiona
+import numpy as np
+import pytest
+from rasterio.windows import Window
+from shapely.geometry import shape
+
+from ternaus_backend.errors import CancelledError, InputError
+from ternaus_backend.pipeline.extract import ExtractOptions, extract
+from ternaus_backend.pipeline.inference import predict_probabilities
+from ternaus_backend.pipeline.normalize import Normalizer
+from ternaus_backend.pipeline.raster import RasterInputs
+from ternaus_backend.pipeline.store import ProbabilityStore
+from ternaus_backend.pipeline.windows import window_grid
+from ternaus_backend.progress import CancelToken
+from tests.helpers import ThresholdModel, rectangles_image, write_raster
+
+
+def read_buildings(path):
+    with fiona.open(path) as src:
+        return [(shape(f["geometry"]), dict(f["properties"])) for f in src]
+
+
+def test_blended_windows_reproduce_the_per_pixel_answer(tmp_path):
+    """With a per-pixel model, stitching must give exactly the per-pixel probabilities."""
+    rng = np.random.default_rng(1)
+    data = rng.integers(0, 255, size=(3, 150, 210)).astype(np.uint8)
+    rgb = write_raster(tmp_path / "rgb.tif", data)
+    model = ThresholdModel()
+    with RasterInputs.open(rgb) as inputs:
+        norm = Normalizer.fit(model.metadata.normalization, inputs)
+        store = ProbabilityStore(tmp_path / "p.u8", 150, 210)
+        grid = window_grid(150, 210, 64, 24)
+        assert grid.count > 9
+        predict_probabilities(model, inputs, norm, store, grid, 24, 3, __import__("torch").device("cpu"))
+        x = norm(inputs.read(Window(0, 0, 210, 150)))
+    expected = 1 / (1 + np.exp(-8.0 * x[0]))
+    got = store.read(0, 150, 0, 210)[0]
+    np.testing.assert_allclose(got, expected, atol=1 / 255 + 1e-6)
+
+
+@pytest.mark.parametrize("options", [
+    ExtractOptions(tile_size_px=64, overlap_px=16),  # window seams cross the building
+    ExtractOptions(tile_size_px=64, overlap_px=16, block_px=64, halo_px=48),  # block seams too
+])
+def test_a_building_on_seams_is_one_polygon(tmp_path, options):
+    # Windows start every 48 px; the building spans columns 40..70 and rows 30..75.
+    img = rectangles_image(160, 200, [(30, 40, 75, 70), (120, 150, 140, 170)])
+    rgb = write_raster(tmp_path / "rgb.tif", img, pixel=0.5)
+    result = extract(rgb, tmp_path / "out.gpkg", model=ThresholdModel(), options=options)
+    buildings = read_buildings(result.path)
+    assert result.count == len(buildings) == 2
+    areas = sorted(props["area_m2"] for _, props in buildings)
+    assert areas == pytest.approx([20 * 20 * 0.25, 45 * 30 * 0.25], rel=0.03)
+    assert all(props["confidence"] > 0.9 for _, props in buildings)
+
+
+def test_area_is_true_square_metres_in_geographic_crs(tmp_path):
+    img = rectangles_image(100, 100, [(20, 20, 60, 80)])
+    deg = 4.5e-6  # about 0.5 m at the equator
+    rgb = write_raster(tmp_path / "rgb.tif", img, crs="EPSG:4326", origin=(-43.68, -22.95), pixel=deg)
+    result = extract(rgb, tmp_path / "out.gpkg", model=ThresholdModel())
+    (poly, props), = read_buildings(result.path)
+    import math
+
+    side_y = deg * 111_320 * 40  # metres per degree of latitude, roughly
+    side_x = deg * 111_320 * math.cos(math.radians(22.95)) * 60
+    assert props["area_m2"] == pytest.approx(side_x * side_y, rel=0.01)
+
+
+def test_nodata_area_yields_no_buildings(tmp_path):
+    img = rectangles_image(100, 120, [(10, 10, 40, 40), (60, 70, 90, 110)])
+    img[:, :, :50] = 0
+    rgb = write_raster(tmp_path / "rgb.tif", img, nodata=0)
+    result = extract(rgb, tmp_path / "out.gpkg", model=ThresholdModel())
+    (poly, _), = read_buildings(result.path)
+    assert poly.bounds[0] > 500000 + 50 * 0.5
+
+
+def test_eleven_band_model_without_ms_refuses_and_says_why(tmp_path):
+    rgb = write_raster(tmp_path / "rgb.tif", rectangles_image(64, 64, []))
+    with pytest.raises(InputError, match="multispectral"):
+        extract(rgb, tmp_path / "out.gpkg", model=ThresholdModel(in_channels=11))
+
+
+def test_eleven_band_model_with_ms_runs(tmp_path):
+    rgb = write_raster(tmp_path / "rgb.tif", rectangles_image(96, 96, [(20, 20, 60, 60)]))
+    ms = write_raster(tmp_path / "ms.tif", np.full((8, 24, 24), 500, np.uint16), pixel=2.0)
+    result = extract(rgb, tmp_path / "out.gpkg", ms=ms, model=ThresholdModel(in_channels=11))
+    assert result.count == 1
+
+
+def test_failed_or_cancelled_run_keeps_the_earlier_result(tmp_path):
+    rgb = write_raster(tmp_path / "rgb.tif", rectangles_image(200, 200, [(20, 20, 60, 60)]))
+    out = tmp_path / "out.gpkg"
+    extract(rgb, out, model=ThresholdModel())
+    before = out.read_bytes()
+    token = CancelToken()
+
+    def cancel_after_first(event):
+        if event.stage == "infer" and event.done > 0:
+            token.cancel()
+
+    with pytest.raises(CancelledError):
+        extract(rgb, out, model=ThresholdModel(), progress=cancel_after_first, cancel=token,
+                options=ExtractOptions(batch_size=1))
+    assert out.read_bytes() == before
+    assert not (tmp_path / "out.gpkg.partial").exists()
+
+
+def test_bbox_limits_the_extent(tmp_path):
+    img = rectangles_image(100, 200, [(20, 20, 60, 60), (20, 120, 60, 160)])
+    rgb = write_raster(tmp_path / "rgb.tif", img)  # origin (500000, 7450000), 0.5 m pixels
+    result = extract(rgb, tmp_path / "out.gpkg", model=ThresholdModel(),
+                     bbox=(500050.0, 7449950.0, 500100.0, 7450000.0))
+    (poly, _), = read_buildings(result.path)
+    assert result.width_px == 100 and poly.centroid.x > 500050
+
+
+def test_regularize_squares_a_rotated_building(tmp_path):
+    from skimage.draw import polygon as draw_polygon
+
+    img = np.full((3, 120, 120), 40, np.uint8)
+    angle = np.radians(20)
+    corners = np.array([[-30, -18], [30, -18], [30, 18], [-30, 18]], float)
+    rot = corners @ np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]).T + 60
+    rr, cc = draw_polygon(rot[:, 1], rot[:, 0], (120, 120))
+    img[:, rr, cc] = 220
+    rgb = write_raster(tmp_path / "rgb.tif", img)
+    result = extract(rgb, tmp_path / "out.gpkg", model=ThresholdModel(),
+                     options=ExtractOptions(regularize=True))
+    (poly, props), = read_buildings(result.path)
+    coords = np.asarray(poly.exterior.coords)[:-1]
+    assert len(coords) == 4
+    for i in range(4):  # all corners are right angles
+        a, b, c = coords[i - 1], coords[i], coords[(i + 1) % 4]
+        cosine = np.dot(a - b, c - b) / np.linalg.norm(a - b) / np.linalg.norm(c - b)
+        assert abs(cosine) < 1e-6
+    assert props["area_m2"] == pytest.approx(60 * 36 * 0.25, rel=0.06)
