@@ -8,7 +8,7 @@ export QT_QPA_PLATFORM := offscreen
 
 APT_PACKAGES := python3-qgis python3-venv python3-dev gcc g++
 
-.PHONY: setup test test-fast demo bench train-default lint clean
+.PHONY: setup test test-fast demo bench train-default serve lint clean
 
 setup: $(STAMP)
 
@@ -34,8 +34,18 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
 
+demo: setup
+	$(PY) scripts/demo.py --out demo_out
+
+bench: setup
+	$(PY) benchmarks/bench_extract.py --size 1024 --json bench_out.json
+
+# The embedded default model: light encoder, RGB, synthetic scenes + real Rio tiles (used by path).
+train-default: setup
+	$(PY) scripts/train_default.py --out resources/models/default.safetensors
+
 lint: setup
 	$(VENV)/bin/ruff check backend tests ternaus_qgis
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache demo_out bench_out.json

@@ -1,0 +1,132 @@
+"""Throughput and peak memory of the network alone and of the whole extraction.
+
+Two synthetic rasters (a small one and one 4x larger in area) are extracted side by side in one
+run, each in a fresh process so its peak resident memory is its own. "Network alone" runs the same
+windows (same count, size and batch) through the same model with nothing else; the ratio of the
+two throughputs is the pipeline's efficiency. Uses CUDA with mixed precision where present.
+
+    python benchmarks/bench_extract.py [--size 1024] [--model PATH] [--json OUT.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def load_bench_model(model_path: str | None, device: torch.device) -> torch.nn.Module:
+    from ternaus_backend.pipeline.extract import resolve_model
+
+    return resolve_model(model_path, device)
+
+
+def network_alone(model_path: str | None, rgb: Path, repeats: int = 1) -> dict:
+    """Seconds for the extraction's windows through the network, inputs prepared beforehand."""
+    from ternaus_backend.pipeline.extract import ExtractOptions
+    from ternaus_backend.pipeline.inference import pick_device, run_network
+    from ternaus_backend.pipeline.raster import RasterInputs
+    from ternaus_backend.pipeline.windows import window_grid
+
+    device = pick_device()
+    model = load_bench_model(model_path, device)
+    meta, opts = model.metadata, ExtractOptions()
+    with RasterInputs.open(rgb) as inputs:
+        grid = window_grid(inputs.grid.height, inputs.grid.width, meta.tile_size_px, meta.overlap_px)
+        pixels = inputs.grid.height * inputs.grid.width
+    rng = np.random.default_rng(0)
+    batch = rng.standard_normal((opts.batch_size, meta.in_channels, grid.tile_h, grid.tile_w),
+                                dtype=np.float32)
+    run_network(model, batch[:1], device)  # warm-up
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for first in range(0, grid.count, opts.batch_size):
+            n = min(opts.batch_size, grid.count - first)
+            run_network(model, batch[:n], device)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return {"seconds": best, "windows": grid.count, "pixels": pixels, "device": str(device)}
+
+
+def extraction_child(model_path: str | None, rgb: Path, out: Path) -> dict:
+    """Runs in a fresh process: one warm-up on a tiny crop, then the timed extraction."""
+    from ternaus_backend.pipeline.extract import extract
+    from ternaus_backend.pipeline.inference import pick_device
+
+    device = pick_device()
+    model = load_bench_model(model_path, device)
+    result = extract(rgb, out, model=model)
+    return {
+        "seconds": result.seconds, "buildings": result.count, "area_km2": result.area_km2,
+        "pixels": result.width_px * result.height_px, "stages": result.stages,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "cuda_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else 0.0,
+    }
+
+
+def make_raster(folder: Path, size_px: int, seed: int) -> Path:
+    from ternaus_backend.synthetic import make_scene
+
+    return Path(make_scene(folder, seed=seed, size_px=size_px, with_ms=False, name=f"bench{size_px}").rgb)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=1024, help="side of the small raster in px")
+    parser.add_argument("--model", help="model file (default: the embedded default model)")
+    parser.add_argument("--json", help="also write the figures here")
+    parser.add_argument("--child", nargs=3, metavar=("MODEL", "RGB", "OUT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    torch.set_num_threads(torch.get_num_threads())
+    if args.child:
+        model, rgb, out = args.child
+        print(json.dumps(extraction_child(None if model == "-" else model, Path(rgb), Path(out))))
+        return
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="ternaus-bench-") as tmp:
+        folder = Path(tmp)
+        for label, side in (("small", args.size), ("4x larger", args.size * 2)):
+            rgb = make_raster(folder, side, seed=side)
+            net = network_alone(args.model, rgb)
+            child = subprocess.run(
+                [sys.executable, __file__, "--child", args.model or "-", str(rgb),
+                 str(folder / f"out{side}.gpkg")],
+                check=True, capture_output=True, text=True,
+            )
+            ext = json.loads(child.stdout.strip().splitlines()[-1])
+            mpx = ext["pixels"] / 1e6
+            rows.append({
+                "raster": f"{label} {side}x{side}", "device": net["device"], "windows": net["windows"],
+                "network_mpx_s": mpx / net["seconds"], "extract_mpx_s": mpx / ext["seconds"],
+                "extract_km2_h": ext["area_km2"] / ext["seconds"] * 3600,
+                "efficiency": net["seconds"] / ext["seconds"], "peak_rss_mb": ext["peak_rss_mb"],
+                "cuda_peak_mb": ext["cuda_peak_mb"], "buildings": ext["buildings"],
+                "stages_s": ext["stages"],
+            })
+    header = f"{'raster':<20}{'device':<8}{'net Mpx/s':>10}{'extract Mpx/s':>15}{'km2/h':>9}" \
+             f"{'extract/net':>13}{'peak RSS MB':>13}{'buildings':>11}"
+    print(header)
+    for r in rows:
+        print(f"{r['raster']:<20}{r['device']:<8}{r['network_mpx_s']:>10.3f}{r['extract_mpx_s']:>15.3f}"
+              f"{r['extract_km2_h']:>9.2f}{r['efficiency']:>13.1%}{r['peak_rss_mb']:>13.0f}{r['buildings']:>11}")
+    ratio = rows[1]["peak_rss_mb"] / rows[0]["peak_rss_mb"]
+    print(f"peak memory, larger / smaller: {ratio:.2f} (target <= 1.20)")
+    print(f"extraction / network throughput: {min(r['efficiency'] for r in rows):.1%} (target >= 85%)")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rows": rows, "memory_ratio": ratio}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
