@@ -42,7 +42,7 @@ bench: setup
 
 # The embedded default model: light encoder, RGB, synthetic scenes + real Rio tiles (used by path).
 train-default: setup
-	$(PY) scripts/train_default.py --out resources/models/default.safetensors
+	PY=$(PY) scripts/train_default.sh resources/models/default.safetensors
 
 lint: setup
 	$(VENV)/bin/ruff check backend tests ternaus_qgis

@@ -1,4 +1,4 @@
-"""The ``ternaus`` command line: predict, evaluate, train, synth, info.
+"""The ``ternaus`` command line: predict, evaluate, train, serve, synth, info.
 
 Every command prints a one-line error and exits non-zero on bad input (never a traceback); long
 commands show tqdm progress bars. All work is done by the same functions the HTTP API and the QGIS
@@ -110,6 +110,13 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from ternaus_backend.api.server import serve
+
+    serve(host=args.host, port=args.port, token=args.token)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ternaus", description="Building footprints from imagery.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details")
@@ -153,6 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default="scene")
     p.add_argument("--no-ms", dest="ms", action="store_false", help="RGB only")
     p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("serve", help="run the HTTP backend (JSON API under /v1)")
+    p.add_argument("--host", help="default 127.0.0.1 (TERNAUS_HOST); other hosts need a token")
+    p.add_argument("--port", type=int, help="default 8765 (TERNAUS_PORT)")
+    p.add_argument("--token", help="bearer token clients must send (TERNAUS_TOKEN)")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("info", help="show a model's metadata")
     p.add_argument("model")

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from rasterio.windows import Window
+from scipy.special import expit
 
 from ternaus_backend.progress import CancelToken, ProgressCallback, ProgressEvent, no_progress
 from ternaus_backend.pipeline.normalize import Normalizer
@@ -120,7 +121,7 @@ class StripStitcher:
             return
         wsum = self.wsum[:rows]
         logits = self.acc[:, :rows] / np.maximum(wsum, 1e-6)
-        probs = 1.0 / (1.0 + np.exp(-logits))
+        probs = expit(logits)
         probs[:, wsum <= 0] = 0.0  # nothing valid saw these pixels
         self.store.write_rows(self.top, probs)
         self.acc[:, :-rows] = self.acc[:, rows:].copy() if rows < self.acc.shape[1] else 0.0

@@ -149,7 +149,7 @@ def finish_polygon(poly: Polygon, pixel_size: float, simplify_px: float, regular
 class BuildingWriter:
     """Streams building polygons into a GeoPackage layer.
 
-    Writes to ``<out>.partial`` and moves it over ``out`` only in ``commit()``, so an earlier result
+    Writes to ``<out stem>.partial.gpkg`` and moves it over ``out`` only in ``commit()``, so an earlier result
     at ``out`` survives a failed or cancelled run.
     """
 
@@ -160,7 +160,7 @@ class BuildingWriter:
         if not self.out.parent.exists():
             raise InputError(f"The output folder {self.out.parent} does not exist; create it first.")
         self.crs = crs
-        self.partial = self.out.with_name(self.out.name + ".partial")
+        self.partial = self.out.with_name(self.out.stem + ".partial.gpkg")
         if self.partial.exists():
             self.partial.unlink()
         self._sink = fiona.open(

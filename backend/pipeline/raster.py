@@ -124,11 +124,13 @@ class RasterInputs:
         ms: rasterio.DatasetReader | None,
         ms_vrt: WarpedVRT | None,
         offset: Window,
+        stats_offset: Window | None = None,
     ) -> None:
         self._rgb = rgb
         self._ms = ms
         self._ms_vrt = ms_vrt
         self._offset = offset
+        self._stats_offset = stats_offset or offset
         self._rgb_bands = _rgb_band_indexes(rgb)
         self.grid = GridInfo(
             width=int(offset.width),
@@ -159,6 +161,7 @@ class RasterInputs:
         try:
             _rgb_band_indexes(rgb)
             region: Bounds | None = tuple(rgb.bounds)  # type: ignore[assignment]
+            full_region = region
             if bbox is not None:
                 region = _intersect(region, cls._bbox_in_crs(bbox, bbox_crs, rgb.crs))
                 if region is None:
@@ -180,7 +183,9 @@ class RasterInputs:
                         f"{rgb_path} (or the bounding box); give rasters of the same scene."
                     )
                 region = overlap
+                full_region = _intersect(full_region, ms_bounds)
             window = cls._window_for(rgb, region)
+            stats_window = cls._window_for(rgb, full_region)
             if ms is not None:
                 vrt = WarpedVRT(
                     ms,
@@ -190,7 +195,7 @@ class RasterInputs:
                     height=rgb.height,
                     resampling=Resampling.bilinear,
                 )
-            return cls(rgb, ms, vrt, window)
+            return cls(rgb, ms, vrt, window, stats_window)
         except Exception:
             for ds in (vrt, ms, rgb):
                 if ds is not None:
@@ -267,11 +272,15 @@ class RasterInputs:
         return valid
 
     def read_overview(self, max_pixels: int = 4_000_000) -> tuple[np.ndarray, np.ndarray]:
-        """The whole grid, decimated to at most ``max_pixels`` pixels: (values, valid)."""
-        height, width = self.grid.height, self.grid.width
+        """The whole raster (RGB ∩ MS, ignoring the bbox), decimated to at most ``max_pixels``
+        pixels: (values, valid). Normalisation statistics come from here, so results do not
+        depend on the extent the user picked."""
+        stats = self._stats_offset
+        height, width = int(stats.height), int(stats.width)
         factor = max(1.0, math.sqrt(height * width / max_pixels))
         shape = (max(1, int(height / factor)), max(1, int(width / factor)))
-        window = Window(0, 0, width, height)
+        window = Window(stats.col_off - self._offset.col_off, stats.row_off - self._offset.row_off,
+                        width, height)
         return self.read(window, out_shape=shape), self.valid(window, out_shape=shape)
 
     def close(self) -> None:

@@ -108,7 +108,7 @@ def test_failed_or_cancelled_run_keeps_the_earlier_result(tmp_path):
         extract(rgb, out, model=ThresholdModel(), progress=cancel_after_first, cancel=token,
                 options=ExtractOptions(batch_size=1))
     assert out.read_bytes() == before
-    assert not (tmp_path / "out.gpkg.partial").exists()
+    assert not (tmp_path / "out.partial.gpkg").exists()
 
 
 def test_bbox_limits_the_extent(tmp_path):

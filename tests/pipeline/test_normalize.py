@@ -49,3 +49,17 @@ def test_all_nodata_input_is_refused(tmp_path):
     with RasterInputs.open(rgb) as inputs, pytest.raises(InputError, match="no valid pixels"):
         Normalizer.fit(spacenet2_metadata(in_channels=3).normalization.model_copy(
             update={"mean": [0, 0, 0], "std": [1, 1, 1]}), inputs)
+
+
+def test_statistics_do_not_depend_on_the_chosen_extent(tmp_path):
+    rng = np.random.default_rng(3)
+    rgb = write_raster(tmp_path / "rgb.tif", rng.integers(0, 255, size=(3, 100, 100)).astype(np.uint8))
+    meta = spacenet2_metadata(in_channels=3, normalization=spacenet2_metadata().normalization.model_copy(
+        update={"ms": None, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}))
+    with RasterInputs.open(rgb) as whole:
+        full = Normalizer.fit(meta.normalization, whole)
+    with RasterInputs.open(rgb, bbox=(500000.0, 7449990.0, 500005.0, 7450000.0)) as part:
+        cropped = Normalizer.fit(meta.normalization, part)
+        assert part.grid.width == 10
+    np.testing.assert_allclose(cropped.gain, full.gain)
+    np.testing.assert_allclose(cropped.offset, full.offset)

@@ -1,0 +1,99 @@
+"""HTTP-specific errors and the handlers that turn every error into ``{"error": {...}}`` JSON.
+
+Bodies always have the shape of :class:`~ternaus_backend.api.schemas.ErrorOut`: a ``message``
+that says what to do next and optional ``details`` for logs.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ternaus_backend.errors import TernausError
+
+log = logging.getLogger(__name__)
+
+
+class NotFoundError(TernausError):
+    """A job, file or model that the request names does not exist."""
+
+    http_status = 404
+
+
+class ConflictError(TernausError):
+    """The request does not fit the job's current state (e.g. a result before it is ready)."""
+
+    http_status = 409
+
+
+class GoneError(TernausError):
+    """A result file that existed has since been removed."""
+
+    http_status = 410
+
+
+def error_response(
+    status: int, message: str, details: str | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """The JSON error body every failing request gets."""
+    body = {"error": {"message": message, "details": details}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _field(loc: tuple) -> str:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in ("body", "query", "path", "header"):
+        parts = parts[1:]
+    return ".".join(parts) or "request body"
+
+
+async def _ternaus_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, TernausError)
+    return error_response(exc.http_status, exc.message, exc.details)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = [
+        f"{_field(tuple(e.get('loc', ())))}: {e.get('msg', 'invalid')}" for e in exc.errors()
+    ]
+    message = (
+        f"Invalid request: {'; '.join(problems[:3])}"
+        f"{f' (and {len(problems) - 3} more)' if len(problems) > 3 else ''}. "
+        "Fix the request and send it again (the schemas are in /v1/openapi.json)."
+    )
+    return error_response(422, message, "\n".join(problems))
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 404:
+        message = f"No such endpoint: {request.url.path}. See /v1/docs for the API."
+    elif exc.status_code == 405:
+        message = (
+            f"{request.method} is not allowed on {request.url.path}. See /v1/docs for the API."
+        )
+    else:
+        message = str(exc.detail)
+    return error_response(exc.status_code, message, None, getattr(exc, "headers", None))
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unexpected error in %s %s", request.method, request.url.path)
+    return error_response(
+        500,
+        "The backend hit an unexpected error; see its log, and report the problem if it repeats.",
+        f"{type(exc).__name__}: {exc}",
+    )
+
+
+def add_exception_handlers(app: FastAPI) -> None:
+    """Map TernausError, validation errors, HTTP errors and bugs to JSON error bodies."""
+    app.add_exception_handler(TernausError, _ternaus_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)

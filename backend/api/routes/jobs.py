@@ -1,0 +1,112 @@
+"""Jobs: submit (predict, evaluate, train), list, poll, cancel, download the result, delete."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, Response, status
+from fastapi.responses import FileResponse, JSONResponse
+
+from ternaus_backend.api.deps import JobsDep, SettingsDep
+from ternaus_backend.api.errors import ConflictError, GoneError
+from ternaus_backend.api.jobs import JobFunction, JobKind, JobManager
+from ternaus_backend.api.runners import evaluate_job, predict_job, train_job
+from ternaus_backend.api.schemas import (
+    ERROR_RESPONSES,
+    EvaluateRequest,
+    JobOut,
+    PredictRequest,
+    TrainRequest,
+)
+
+router = APIRouter(prefix="/jobs", tags=["jobs"], responses=ERROR_RESPONSES)
+
+MEDIA_TYPES = {".gpkg": "application/geopackage+sqlite3"}
+
+StatusFilter = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+def _submit(jobs: JobManager, kind: JobKind, request, function: JobFunction,
+            response: Response) -> JobOut:
+    job = JobOut.from_snapshot(jobs.submit(kind, request.model_dump(mode="json"), function))
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return job
+
+
+@router.post("/predict", response_model=JobOut, status_code=status.HTTP_202_ACCEPTED,
+             summary="Start an extraction")
+def submit_predict(body: PredictRequest, jobs: JobsDep, settings: SettingsDep,
+                   response: Response) -> JobOut:
+    """Extract building polygons into a GeoPackage (layer ``buildings``); poll the job, then
+    download the file from ``result_url``."""
+    return _submit(jobs, "predict", body, predict_job(body, settings), response)
+
+
+@router.post("/evaluate", response_model=JobOut, status_code=status.HTTP_202_ACCEPTED,
+             summary="Start an evaluation")
+def submit_evaluate(body: EvaluateRequest, jobs: JobsDep, response: Response) -> JobOut:
+    """SpaceNet F1 of predictions against ground truth; the result has tp, fp, fn, precision,
+    recall and f1."""
+    return _submit(jobs, "evaluate", body, evaluate_job(body), response)
+
+
+@router.post("/train", response_model=JobOut, status_code=status.HTTP_202_ACCEPTED,
+             summary="Start a training run")
+def submit_train(body: TrainRequest, jobs: JobsDep, response: Response) -> JobOut:
+    """Train or fine-tune a model; the best model is saved to ``out`` (or the job's folder) and
+    can be downloaded from ``result_url``. Cancelling keeps the best model so far."""
+    return _submit(jobs, "train", body, train_job(body), response)
+
+
+@router.get("", response_model=list[JobOut], summary="All jobs")
+def list_jobs(jobs: JobsDep, kind: JobKind | None = None,
+              status: StatusFilter | None = None) -> list[JobOut]:
+    """All jobs since the backend started, oldest first, optionally filtered."""
+    return [JobOut.from_snapshot(s) for s in jobs.list_jobs(kind=kind, status=status)]
+
+
+@router.get("/{job_id}", response_model=JobOut, summary="One job")
+def get_job(job_id: str, jobs: JobsDep) -> JobOut:
+    """Status, latest progress, result or error of a job."""
+    return JobOut.from_snapshot(jobs.get(job_id))
+
+
+@router.post("/{job_id}/cancel", response_model=JobOut, summary="Cancel a job")
+def cancel_job(job_id: str, jobs: JobsDep) -> JobOut:
+    """A queued job is cancelled at once; a running one stops at its next check (poll until its
+    status is ``cancelled``); a finished job is left as it is."""
+    return JobOut.from_snapshot(jobs.cancel(job_id))
+
+
+@router.delete("/{job_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a job")
+def delete_job(job_id: str, jobs: JobsDep) -> Response:
+    """Forget a finished job and remove its folder (outputs written there by default go too;
+    outputs written to a path of your own stay)."""
+    jobs.delete(job_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get(
+    "/{job_id}/result",
+    summary="Download a job's output",
+    responses={200: {"description": "the output file (GeoPackage, model) or the result as JSON",
+                     "content": {"application/geopackage+sqlite3": {},
+                                 "application/octet-stream": {}}}},
+)
+def job_result(job_id: str, jobs: JobsDep) -> Response:
+    """The GeoPackage of a predict job, the model file of a train job, the scores of an
+    evaluate job (JSON)."""
+    job, path = jobs.result_file(job_id)
+    if job["result"] is None:
+        if job["status"] in ("queued", "running"):
+            raise ConflictError(f"Job {job_id} is {job['status']}; poll GET /v1/jobs/{job_id} "
+                                "until its status is succeeded, then ask again.")
+        raise ConflictError(f"Job {job_id} {job['status']} without a result; see its error "
+                            f"(GET /v1/jobs/{job_id}).")
+    if path is None:
+        return JSONResponse(job["result"])
+    if not path.is_file():
+        raise GoneError(f"The output {path} of job {job_id} was moved or removed; run the job "
+                        "again.")
+    media = MEDIA_TYPES.get(path.suffix.lower(), "application/octet-stream")
+    return FileResponse(path, media_type=media, filename=path.name)

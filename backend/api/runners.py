@@ -1,0 +1,186 @@
+"""From requests to job functions: cheap checks at submission, the pipeline calls in the job.
+
+Each ``*_job`` function checks what can be checked at once (files exist, output folders exist),
+raising :class:`InputError` so the request fails with 400, and returns the function the job
+manager runs. The work itself is done by the same functions the CLI calls.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ternaus_backend.api.jobs import JobContext, JobFunction, JobOutcome
+from ternaus_backend.api.schemas import EvaluateRequest, PredictRequest, TrainRequest
+from ternaus_backend.errors import CancelledError, InputError, ModelError
+from ternaus_backend.progress import ProgressEvent
+from ternaus_backend.settings import Settings
+
+PREDICT_OUTPUT = "buildings.gpkg"
+TRAIN_OUTPUT = "model.safetensors"
+
+
+# ------------------------------------------------------------------------------ checks
+
+
+def absolute(path: Path) -> Path:
+    """``path`` with ``~`` expanded, relative to the backend's working folder if relative."""
+    return Path(path).expanduser().absolute()
+
+
+def existing_file(path: Path, role: str) -> Path:
+    """The absolute ``path``; InputError when it is missing or not a file."""
+    full = absolute(path)
+    if not full.exists():
+        raise InputError(f"The {role} {full} does not exist; check the path (on the backend's "
+                         "machine).")
+    if not full.is_file():
+        raise InputError(f"The {role} {full} is a folder, not a file; give the file's path.")
+    return full
+
+
+def output_file(path: Path | None, role: str, suffix: str) -> Path | None:
+    """The absolute output path (None stays None); its folder must exist."""
+    if path is None:
+        return None
+    full = absolute(path)
+    if full.suffix.lower() != suffix:
+        raise InputError(f"The {role} {full} must end in {suffix}; rename it.")
+    if not full.parent.is_dir():
+        raise InputError(f"The folder of the {role} {full.parent} does not exist; create it first.")
+    if full.is_dir():
+        raise InputError(f"The {role} {full} is a folder; give a file name ending in {suffix}.")
+    return full
+
+
+def default_model(settings: Settings) -> Path:
+    """The model used when a request names none: TERNAUS_DEFAULT_MODEL, else the embedded one."""
+    from ternaus_backend.pipeline.extract import DEFAULT_MODEL
+
+    if settings.default_model is not None:
+        path = absolute(settings.default_model)
+        if not path.is_file():
+            raise ModelError(
+                f"The configured default model {path} does not exist; fix TERNAUS_DEFAULT_MODEL "
+                "or send a model path."
+            )
+        return path
+    if not DEFAULT_MODEL.is_file():
+        raise ModelError(
+            "No model was given and no default model is installed; send a model file path "
+            "('model'), or set TERNAUS_DEFAULT_MODEL.",
+            details=f"expected the embedded default model at {DEFAULT_MODEL}",
+        )
+    return DEFAULT_MODEL
+
+
+def check_device(device: str | None) -> None:
+    """InputError for a CUDA device on a machine without a usable GPU."""
+    if device and device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"Device {device!r} was asked for but this machine has no usable GPU; "
+                         "use 'cpu' or leave the device empty.")
+
+
+# ------------------------------------------------------------------------------ predict
+
+
+def predict_job(request: PredictRequest, settings: Settings) -> JobFunction:
+    """Checks a predict request; the job runs :func:`~ternaus_backend.pipeline.extract.extract`."""
+    from ternaus_backend.pipeline.extract import ExtractOptions, extract
+
+    rgb = existing_file(request.rgb, "RGB raster")
+    ms = existing_file(request.ms, "multispectral raster") if request.ms is not None else None
+    model = (existing_file(request.model, "model file") if request.model is not None
+             else default_model(settings))
+    out = output_file(request.out, "output GeoPackage", ".gpkg")
+    opts = request.options
+    check_device(opts.device)
+    options = ExtractOptions(
+        tile_size_px=opts.tile_size_px, overlap_px=opts.overlap_px, batch_size=opts.batch_size,
+        simplify_px=opts.simplify_px, regularize=opts.regularize, device=opts.device,
+    )
+
+    def run(context: JobContext) -> JobOutcome:
+        target = out or context.work_dir / PREDICT_OUTPUT
+        result = extract(
+            rgb, target, ms=ms, model=model, bbox=request.bbox, bbox_crs=request.bbox_crs,
+            options=options, progress=context.progress, cancel=context.cancel,
+            work_dir=context.work_dir,
+        )
+        summary = {
+            "out": result.path, "buildings": result.count, "width_px": result.width_px,
+            "height_px": result.height_px, "area_km2": round(result.area_km2, 6),
+            "seconds": round(result.seconds, 3), "clipped": result.clipped,
+            "stages": result.stages, "model": model, "layer": "buildings",
+        }
+        return JobOutcome(summary, file=result.path)
+
+    return run
+
+
+# ------------------------------------------------------------------------------ evaluate
+
+
+def evaluate_job(request: EvaluateRequest) -> JobFunction:
+    """Checks an evaluate request; the job scores the files by the SpaceNet rules."""
+    from ternaus_backend.evaluation.spacenet import evaluate_files
+
+    pred = existing_file(request.pred, "prediction file")
+    truth = existing_file(request.truth, "ground-truth file")
+
+    def run(context: JobContext) -> JobOutcome:
+        context.cancel.raise_if_cancelled()
+        context.progress(ProgressEvent("evaluate", 0, 1))
+        scores = evaluate_files(pred, truth, iou_threshold=request.iou_threshold,
+                                min_area=request.min_area)
+        context.progress(ProgressEvent("evaluate", 1, 1))
+        return JobOutcome({**scores.to_dict(), "pred": pred, "truth": truth,
+                           "iou_threshold": request.iou_threshold})
+
+    return run
+
+
+# ------------------------------------------------------------------------------ train
+
+
+def _train_summary(result: Any) -> dict[str, Any]:
+    return dataclasses.asdict(result)
+
+
+def train_job(request: TrainRequest) -> JobFunction:
+    """Checks a train request; the job runs :func:`~ternaus_backend.training.loop.train`."""
+    from ternaus_backend.training.loop import TrainConfig, train
+
+    sources = []
+    for source in request.sources:
+        optional = {name: existing_file(getattr(source, name), role)
+                    for name, role in (("ms", "multispectral raster"), ("aoi", "training area"),
+                                       ("val_aoi", "validation area"))
+                    if getattr(source, name) is not None}
+        sources.append(source.model_copy(update={
+            "rgb": existing_file(source.rgb, "RGB raster"),
+            "labels": existing_file(source.labels, "labels file"), **optional,
+        }))
+    init = existing_file(request.init, "model to fine-tune") if request.init is not None else None
+    out = output_file(request.out, "model file", ".safetensors")
+    if request.resume and out is None:
+        raise InputError("'resume' continues an earlier run: send 'out', that run's model path.")
+    check_device(request.device if request.device != "auto" else None)
+    fields = request.model_dump(exclude={"sources", "init", "out"})
+
+    def run(context: JobContext) -> JobOutcome:
+        config = TrainConfig(**fields, sources=sources, init=init,
+                             out=out or context.work_dir / TRAIN_OUTPUT)
+        try:
+            result = train(config, progress=context.progress, cancel=context.cancel)
+        except CancelledError as exc:
+            partial = getattr(exc, "result", None)
+            if partial is None:
+                raise
+            return JobOutcome(_train_summary(partial), file=partial.model_path, cancelled=True)
+        return JobOutcome(_train_summary(result), file=result.model_path)
+
+    return run

@@ -1,0 +1,214 @@
+"""Request and response bodies of the HTTP API (they make up /v1/openapi.json).
+
+Paths are paths on the backend's machine (the plugin and the backend share it); relative paths
+are taken relative to the backend's working folder, so send absolute ones.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ternaus_backend.models.metadata import ModelMetadata
+from ternaus_backend.training.loop import TrainConfig
+
+# ---------------------------------------------------------------------------------- errors
+
+
+class ErrorBody(BaseModel):
+    """What went wrong and what to do next (``message``), plus ``details`` for logs."""
+
+    message: str
+    details: str | None = None
+
+
+class ErrorOut(BaseModel):
+    """The body of every error response."""
+
+    error: ErrorBody
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorOut, "description": "Bad input (e.g. a path that does not exist)"},
+    401: {"model": ErrorOut, "description": "Token missing or wrong"},
+    404: {"model": ErrorOut, "description": "No such job or model"},
+    409: {"model": ErrorOut, "description": "Not possible in the job's current state"},
+    422: {"model": ErrorOut, "description": "Invalid request body, or a model that does not fit"},
+}
+
+
+# ---------------------------------------------------------------------------------- requests
+
+
+class PredictOptions(BaseModel):
+    """Tunables of one extraction; ``null`` means: as the model's metadata says."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tile_size_px: int | None = Field(
+        None, ge=32, validation_alias=AliasChoices("tile_size_px", "tile"),
+        description="window size in pixels, a multiple of 32",
+    )
+    overlap_px: int | None = Field(
+        None, ge=0, validation_alias=AliasChoices("overlap_px", "overlap"),
+        description="overlap of neighbouring windows in pixels",
+    )
+    batch_size: int = Field(4, ge=1, le=256, description="windows per network call")
+    simplify_px: float = Field(1.0, ge=0, description="polygon simplification tolerance in pixels")
+    regularize: bool = Field(False, description="square the building corners")
+    device: str | None = Field(
+        None, pattern=r"^(cpu|cuda(:\d+)?)$",
+        description="cpu or cuda[:N]; default: CUDA if present",
+    )
+
+    @field_validator("tile_size_px")
+    @classmethod
+    def _tile_multiple_of_32(cls, value: int | None) -> int | None:
+        if value is not None and value % 32:
+            raise ValueError(f"the tile size must be a multiple of 32 (e.g. 256), got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _overlap_below_tile(self) -> PredictOptions:
+        tile, overlap = self.tile_size_px, self.overlap_px
+        if tile and overlap is not None and overlap >= tile:
+            raise ValueError(
+                f"the overlap ({self.overlap_px} px) must be smaller than the tile "
+                f"({self.tile_size_px} px)"
+            )
+        return self
+
+
+class PredictRequest(BaseModel):
+    """Extract building polygons from an RGB raster (+ multispectral) into a GeoPackage."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rgb: Path = Field(description="RGB raster (GeoTIFF)")
+    ms: Path | None = Field(
+        None, description="multispectral raster of the scene (for 11-band models)"
+    )
+    model: Path | None = Field(None, description="model file; default: the backend's default model")
+    bbox: tuple[float, float, float, float] | None = Field(
+        None, description="extent [xmin, ymin, xmax, ymax]; default: the whole raster"
+    )
+    bbox_crs: str | None = Field(
+        None, description="CRS of the bbox if not the raster's, e.g. EPSG:4326"
+    )
+    out: Path | None = Field(
+        None, description="output GeoPackage (*.gpkg); default: a file in the job's folder"
+    )
+    options: PredictOptions = Field(default_factory=PredictOptions)
+
+    @field_validator("bbox")
+    @classmethod
+    def _ordered_bbox(cls, value: tuple[float, ...] | None) -> tuple[float, ...] | None:
+        if value is not None and not (value[0] < value[2] and value[1] < value[3]):
+            raise ValueError(
+                "the bbox must be [xmin, ymin, xmax, ymax] with xmin < xmax and ymin < ymax"
+            )
+        return value
+
+
+class EvaluateRequest(BaseModel):
+    """SpaceNet building F1 of predicted polygons against ground truth."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pred: Path = Field(description="predicted polygons (GeoPackage, GeoJSON, ...)")
+    truth: Path = Field(description="ground-truth polygons (GeoPackage, GeoJSON, ...)")
+    iou_threshold: float = Field(0.5, ge=0, lt=1, description="IoU above which a match counts")
+    min_area: float = Field(
+        0.0, ge=0, description="ignore polygons smaller than this (in CRS units squared)"
+    )
+
+
+class TrainRequest(TrainConfig):
+    """Train or fine-tune a model (the fields of the training configuration).
+
+    ``out`` may be left out: the model is then written to the job's folder.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    out: Path | None = Field(  # type: ignore[assignment]
+        None, description="where to save the best model (*.safetensors); default: the job's folder"
+    )
+
+
+class InspectRequest(BaseModel):
+    """A model file to describe."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: Path
+
+
+# ---------------------------------------------------------------------------------- responses
+
+
+class Health(BaseModel):
+    """The backend is up; what it runs on."""
+
+    status: Literal["ok"] = "ok"
+    version: str
+    api_version: str = "v1"
+    device: Literal["cuda", "cpu"]
+    gpu_name: str | None = None
+    torch_version: str
+    cuda_version: str | None = None
+    inplace_abn: bool = Field(description="the compiled In-Place ABN kernel is installed")
+    default_model: str | None = Field(None, description="the default model file, if installed")
+    max_workers: int
+    auth_required: bool = Field(description="requests need 'Authorization: Bearer <token>'")
+
+
+class ModelInfo(BaseModel):
+    """A model file and its metadata (the plugin fills its options from it)."""
+
+    path: str
+    format: str
+    source: str
+    size_bytes: int
+    num_tensors: int
+    num_parameters: int
+    uses_multispectral: bool = Field(description="the model needs a multispectral raster too")
+    metadata: ModelMetadata
+
+
+class ProgressOut(BaseModel):
+    """The latest progress report of a job."""
+
+    stage: str
+    done: int
+    total: int
+    fraction: float
+    info: dict[str, Any] = Field(default_factory=dict)
+
+
+class JobOut(BaseModel):
+    """A job and where it stands."""
+
+    id: str
+    kind: Literal["predict", "train", "evaluate"]
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    cancel_requested: bool = False
+    progress: ProgressOut | None = None
+    result: dict[str, Any] | None = None
+    result_url: str | None = Field(
+        None, description="where to download the output (GeoPackage, model) once there is one"
+    )
+    error: ErrorBody | None = None
+    request: dict[str, Any] = Field(default_factory=dict)
+    work_dir: str
+    created: datetime
+    started: datetime | None = None
+    finished: datetime | None = None
+
+    @classmethod
+    def from_snapshot(cls, snapshot: dict[str, Any]) -> JobOut:
+        url = f"/v1/jobs/{snapshot['id']}/result" if snapshot.pop("has_file", False) else None
+        return cls(**snapshot, result_url=url)

@@ -1,0 +1,70 @@
+"""``serve()``: run the backend's HTTP app with uvicorn (behind ``ternaus serve``)."""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+from ternaus_backend.api.security import is_loopback
+from ternaus_backend.errors import TernausError
+from ternaus_backend.settings import Settings
+
+
+def check_exposure(host: str, token: str | None) -> None:
+    """Refuses to listen beyond loopback without a token."""
+    if not is_loopback(host) and not token:
+        raise TernausError(
+            f"Listening on {host} makes the backend reachable from other machines; that needs a "
+            "token: pass --token SECRET (or set TERNAUS_TOKEN), or listen on 127.0.0.1."
+        )
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port``; TernausError when the port is taken."""
+    try:
+        info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        return socket.create_server(info[4][:2], family=info[0])
+    except OSError as error:
+        raise TernausError(
+            f"Cannot listen on {host}:{port} ({error.strerror or error}); the port may be in use "
+            "(another backend?): stop that, or pass another --port.",
+            details=str(error),
+        ) from error
+
+
+def make_settings(host: str | None = None, port: int | None = None,
+                  token: str | None = None) -> Settings:
+    """Settings from the environment, with the given (non-None) values taking precedence."""
+    given = {"host": host, "port": port, "token": token}
+    return Settings(**{key: value for key, value in given.items() if value is not None})
+
+
+def serve(host: str | None = None, port: int | None = None, token: str | None = None) -> None:
+    """Serve the API until stopped; Ctrl-C (or SIGTERM) cancels unfinished jobs and returns.
+
+    ``None`` takes the value from TERNAUS_HOST / TERNAUS_PORT / TERNAUS_TOKEN, else
+    127.0.0.1, 8765 and no token. Raises TernausError for a non-loopback host without a token or
+    a port that is in use.
+    """
+    import uvicorn
+
+    from ternaus_backend.api.main import create_app
+
+    settings = make_settings(host, port, token)
+    check_exposure(settings.host, settings.token_value())
+    app = create_app(settings)
+    sock = bind(settings.host, settings.port)
+    actual_port = sock.getsockname()[1]
+    config = uvicorn.Config(app, host=settings.host, port=actual_port, log_level="info",
+                            timeout_graceful_shutdown=10)
+    shown_host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    logging.getLogger("uvicorn.error").info(
+        "Ternaus backend on http://%s:%d/v1 (docs: /v1/docs; jobs in %s; token %s)", shown_host,
+        actual_port, settings.work_dir, "required" if settings.token else "not required",
+    )
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    except KeyboardInterrupt:  # Ctrl-C: uvicorn has shut down cleanly and re-raised it
+        pass
+    finally:
+        sock.close()

@@ -1,0 +1,48 @@
+"""Backend settings, read from ``TERNAUS_*`` environment variables (pydantic-settings).
+
+``TERNAUS_HOST``, ``TERNAUS_PORT``, ``TERNAUS_TOKEN``, ``TERNAUS_WORK_DIR``,
+``TERNAUS_DEFAULT_MODEL`` and ``TERNAUS_MAX_WORKERS``; empty variables count as unset.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_work_dir() -> Path:
+    """A per-user folder for job files: the user's cache folder, ``.../ternaus/jobs``."""
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Caches"
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "ternaus" / "jobs"
+
+
+class Settings(BaseSettings):
+    """How the HTTP backend runs."""
+
+    model_config = SettingsConfigDict(env_prefix="TERNAUS_", env_ignore_empty=True, extra="ignore")
+
+    host: str = Field("127.0.0.1", description="interface to listen on (loopback by default)")
+    port: int = Field(8765, ge=0, le=65535, description="TCP port (0: any free port)")
+    token: SecretStr | None = Field(
+        None, description="bearer token every request except /v1/health must carry"
+    )
+    work_dir: Path = Field(
+        default_factory=default_work_dir, description="folder for job outputs, one folder per job"
+    )
+    default_model: Path | None = Field(
+        None, description="model file used when a request names none (default: the embedded one)"
+    )
+    max_workers: int = Field(1, ge=1, description="jobs run at the same time; others wait queued")
+
+    def token_value(self) -> str | None:
+        """The token as plain text, or None when no token is required."""
+        return self.token.get_secret_value() if self.token is not None else None

@@ -1,0 +1,198 @@
+"""``ternaus train``: the command-line front door of :func:`~ternaus_backend.training.loop.train`.
+
+Errors are ``TernausError``s, printed by ``cli.main`` as one line (exit 2). Ctrl-C asks the loop to
+stop cleanly at the next step (the best model so far is kept, exit 130); a second Ctrl-C aborts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from ternaus_backend.errors import CancelledError, InputError
+from ternaus_backend.progress import CancelToken, ProgressEvent
+from ternaus_backend.training.dataset import TrainingSource
+from ternaus_backend.training.loop import TrainConfig, TrainResult, train
+
+__all__ = ["add_train_parser", "config_from_args", "run_train"]
+
+log = logging.getLogger(__name__)
+
+
+def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``train`` on an ``argparse`` subparsers object; returns the new parser."""
+    p = subparsers.add_parser(
+        "train",
+        help="train or fine-tune a building model on labelled imagery",
+        description=(
+            "Train (or fine-tune with --init) a building model on RGB (+ multispectral) rasters "
+            "and building footprint layers. The best epoch by validation F1 is saved to --out; "
+            "a checkpoint OUT.ckpt.pt allows --resume."
+        ),
+    )
+    p.add_argument("--rgb", action="append", required=True, type=Path, metavar="PATH",
+                   help="RGB raster (repeat for several scenes)")
+    p.add_argument("--ms", action="append", type=Path, metavar="PATH",
+                   help="multispectral raster of the same scene, one per --rgb (optional)")
+    p.add_argument("--labels", action="append", required=True, type=Path, metavar="PATH",
+                   help="building footprints (GeoJSON/GeoPackage/Shapefile): one for all rasters "
+                        "or one per --rgb")
+    p.add_argument("--aoi", action="append", type=Path, metavar="PATH",
+                   help="training area polygons where the labels are complete (default: the "
+                        "whole raster); one for all rasters or one per --rgb")
+    p.add_argument("--val-aoi", action="append", type=Path, metavar="PATH",
+                   help="validation area polygons (default: an automatic split by area); one for "
+                        "all rasters or one per --rgb")
+    p.add_argument("--out", required=True, type=Path, metavar="MODEL",
+                   help="where to save the best model (.safetensors)")
+    p.add_argument("--init", type=Path, metavar="MODEL",
+                   help="model to fine-tune (any model file, also the authors' checkpoint)")
+    p.add_argument("--encoder", help="encoder of a new model (default resnet_light; with --init "
+                                     "the init model's encoder is used)")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--steps-per-epoch", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--crop", type=int, default=256, metavar="PX",
+                   help="training crop size in pixels, a multiple of 32")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--jaccard-weight", type=float, default=0.5,
+                   help="weight w in loss = BCE - w * log(soft Jaccard)")
+    p.add_argument("--val-fraction", type=float, default=0.2,
+                   help="share of each raster held out for validation when --val-aoi is absent")
+    p.add_argument("--allow-empty-labels", action="store_true",
+                   help="accept rasters without buildings in their training area as negative "
+                        "examples (otherwise an error)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    p.add_argument("--no-amp", dest="amp", action="store_false",
+                   help="train in float32 on CUDA too (mixed precision is the CUDA default)")
+    p.add_argument("--num-workers", type=int, default=0, help="data loading worker processes")
+    p.add_argument("--resume", action="store_true", help="continue from OUT.ckpt.pt")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run_train)
+    return p
+
+
+def _per_raster(values: Sequence[Path] | None, n: int, flag: str, one_for_all: bool) -> list:
+    if not values:
+        return [None] * n
+    if len(values) == n:
+        return list(values)
+    if one_for_all and len(values) == 1:
+        return list(values) * n
+    allowed = f"one for all or one per --rgb ({n})" if one_for_all else f"one per --rgb ({n})"
+    raise InputError(f"Got {len(values)} {flag} paths for {n} --rgb rasters; give {allowed}.")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """A :class:`TrainConfig` from parsed arguments (``InputError`` for inconsistent ones)."""
+    n = len(args.rgb)
+    ms = _per_raster(args.ms, n, "--ms", one_for_all=False)
+    labels = _per_raster(args.labels, n, "--labels", one_for_all=True)
+    aoi = _per_raster(args.aoi, n, "--aoi", one_for_all=True)
+    val_aoi = _per_raster(args.val_aoi, n, "--val-aoi", one_for_all=True)
+    try:
+        sources = [
+            TrainingSource(rgb=r, ms=m, labels=lab, aoi=a, val_aoi=v)
+            for r, m, lab, a, v in zip(args.rgb, ms, labels, aoi, val_aoi, strict=True)
+        ]
+        return TrainConfig(
+            sources=sources, out=args.out, init=args.init, encoder=args.encoder,
+            epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
+            batch_size=args.batch_size, crop_px=args.crop, lr=args.lr,
+            weight_decay=args.weight_decay, jaccard_weight=args.jaccard_weight,
+            val_fraction=args.val_fraction, allow_empty_labels=args.allow_empty_labels,
+            device=args.device, amp=args.amp, num_workers=args.num_workers, resume=args.resume,
+            seed=args.seed,
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        raise InputError(f"Invalid training option {where}: {first.get('msg')}.",
+                         details=str(exc)) from exc
+
+
+class _Bar:
+    """Maps training progress events onto one tqdm bar over all steps."""
+
+    def __init__(self) -> None:
+        self.bar = None
+
+    def __call__(self, event: ProgressEvent) -> None:
+        from tqdm import tqdm
+
+        if event.stage == "prepare":
+            if event.done < event.total:
+                print(f"reading {event.info.get('source', '')} ({event.done + 1}/{event.total})",
+                      file=sys.stderr)
+            return
+        if event.stage != "train":
+            return
+        if self.bar is None:
+            self.bar = tqdm(total=event.total, unit="step", desc="train", file=sys.stderr,
+                            dynamic_ncols=True, initial=max(0, event.done - 1))
+        info = event.info
+        self.bar.update(max(0, event.done - self.bar.n))
+        postfix = {"epoch": f"{info.get('epoch')}/{info.get('epochs')}",
+                   "loss": f"{info.get('loss', float('nan')):.4f}"}
+        if info.get("phase") == "validated":
+            f1 = info.get("val_f1")
+            best = "  (best, saved)" if info.get("best") else ""
+            self.bar.write(
+                f"epoch {info['epoch']}: loss {info['loss']:.4f}  val loss {info['val_loss']:.4f}"
+                f"  val IoU {info['val_iou']:.3f}  val F1 "
+                f"{'n/a' if f1 is None else f'{f1:.3f}'}{best}"
+            )
+        else:
+            postfix["crops/s"] = f"{info.get('crops_per_s', 0):.1f}"
+        self.bar.set_postfix(postfix, refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _summary(result: TrainResult) -> str:
+    f1 = "n/a" if result.best_val_f1 is None else f"{result.best_val_f1:.3f}"
+    return (f"best model (epoch {result.best_epoch}, val F1 {f1}) saved to {result.model_path}; "
+            f"{result.epochs_completed} epoch(s) in {result.seconds:.0f} s, "
+            f"{result.crops_per_s:.1f} crops/s")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Run ``ternaus train``; returns the exit code (0 done, 130 cancelled by Ctrl-C)."""
+    config = config_from_args(args)
+    cancel = CancelToken()
+    bar = _Bar()
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        print("\nstopping after this step (Ctrl-C again to abort)...", file=sys.stderr)
+        cancel.cancel()
+        signal.signal(signal.SIGINT, previous)
+
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        signal.signal(signal.SIGINT, on_sigint)
+    except ValueError:  # not the main thread
+        previous = None
+    try:
+        result = train(config, progress=bar, cancel=cancel)
+    except CancelledError as exc:
+        bar.close()
+        print(exc.message, file=sys.stderr)
+        return 130
+    finally:
+        bar.close()
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    for note in result.notes:
+        print(note, file=sys.stderr)
+    print(_summary(result))
+    return 0

@@ -1,0 +1,461 @@
+"""Training data from user rasters and label layers: in-memory sources and random crops.
+
+Each source is an RGB raster (optionally with a multispectral raster of the same scene), a label
+layer of building footprints and optionally a training area (AOI) polygon layer. A source is read
+through :class:`~ternaus_backend.pipeline.raster.RasterInputs` and normalised with the model's
+:class:`~ternaus_backend.pipeline.normalize.Normalizer`, exactly as extraction will read it.
+
+Training rasters are held in memory whole (image, targets, weights), which is what a user-drawn
+training area needs; a grid larger than :data:`MAX_TRAIN_PIXELS` is refused with a message asking
+for a smaller AOI or bounding box.
+
+Pixel weights: 1 inside the training area (default: the raster extent) where the raster holds
+data, 0 elsewhere; 0 in the validation area and a gap around it, so the loss never sees a
+validation label; 0 where a crop runs past the raster edge (reflect padding).
+
+Validation area: the ``val_aoi`` polygons when given, else one contiguous band of the raster
+(:func:`~ternaus_backend.training.targets.split_by_area`), never random pixels.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import shapely
+import torch
+from affine import Affine
+from pydantic import BaseModel
+from rasterio.windows import Window
+from scipy import ndimage
+from shapely.geometry import box
+from shapely.geometry.base import BaseGeometry
+
+from ternaus_backend.errors import InputError, LabelError
+from ternaus_backend.models.metadata import MS_BANDS, RGB_BANDS, Normalization
+from ternaus_backend.pipeline.normalize import Normalizer
+from ternaus_backend.pipeline.raster import GridInfo, RasterInputs
+from ternaus_backend.progress import ProgressCallback, ProgressEvent, no_progress
+from ternaus_backend.training.augment import (
+    AugmentConfig,
+    Sample,
+    augment,
+    random_scale_factor,
+    resize_sample,
+)
+from ternaus_backend.training.targets import aoi_mask, make_targets, split_by_area
+from ternaus_backend.vector_io import read_polygons
+
+__all__ = [
+    "MAX_TRAIN_PIXELS",
+    "TrainingSource",
+    "PreparedSource",
+    "prepare_source",
+    "prepare_sources",
+    "input_band_names",
+    "CropDataset",
+    "val_tiles",
+    "read_window",
+    "describe_sources",
+]
+
+#: Largest grid (pixels) a training source may have: about 12000 x 12000.
+MAX_TRAIN_PIXELS = 12_000 * 12_000
+#: Pixels between the validation area and the nearest training pixel (weight 0).
+VAL_GAP_PX = 8
+#: At most this many candidate crop centres are kept per source and kind.
+_MAX_CANDIDATES = 1_000_000
+
+
+class TrainingSource(BaseModel):
+    """One training scene: RGB (+ optional MS) raster, building labels, optional areas."""
+
+    rgb: Path
+    ms: Path | None = None
+    labels: Path
+    aoi: Path | None = None
+    val_aoi: Path | None = None
+
+
+@dataclass
+class PreparedSource:
+    """A source loaded into memory on its processing grid.
+
+    ``image`` (C, H, W) float32, normalised (nodata pixels 0); ``target`` (2, H, W) uint8 (body,
+    touching border); ``train_weight`` (H, W) float32; ``val_mask`` (H, W) bool;
+    ``val_region`` and ``label_polygons`` are in the raster CRS.
+    """
+
+    source: TrainingSource
+    grid: GridInfo
+    image: np.ndarray
+    target: np.ndarray
+    train_weight: np.ndarray
+    val_mask: np.ndarray
+    val_region: BaseGeometry | None
+    label_polygons: list[BaseGeometry]
+    band_names: list[str]
+    resolution_m: float
+    positive_train_px: int = 0
+    labelled_px: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.source.rgb.name
+
+    @property
+    def has_validation(self) -> bool:
+        return bool(self.val_mask.any()) and self.val_region is not None
+
+    def val_bbox(self) -> tuple[float, float, float, float]:
+        """(xmin, ymin, xmax, ymax) of the validation pixels' bounding box, in the raster CRS."""
+        rows = np.flatnonzero(self.val_mask.any(axis=1))
+        cols = np.flatnonzero(self.val_mask.any(axis=0))
+        return _pixel_box(self.grid.transform, rows[0], cols[0], rows[-1] + 1, cols[-1] + 1).bounds
+
+
+def _pixel_box(transform: Affine, row0: int, col0: int, row1: int, col1: int) -> BaseGeometry:
+    x0, y0 = transform * (col0, row0)
+    x1, y1 = transform * (col1, row1)
+    return box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
+
+
+def input_band_names(rgb: Path, ms: Path | None) -> list[str]:
+    """Band names in the order ``RasterInputs.read`` returns them: red, green, blue, then MS.
+
+    Multispectral names come from the raster's band descriptions; an undescribed 8-band raster
+    is taken as WorldView-2/3 (SpaceNet MUL) order, anything else as ``ms1``..``msN``.
+    """
+    names = list(RGB_BANDS)
+    if ms is None:
+        return names
+    with rasterio.open(ms) as ds:
+        descriptions = [d.strip().lower() if d else "" for d in ds.descriptions]
+        count = ds.count
+    if all(descriptions) and len(set(descriptions)) == count:
+        return names + descriptions
+    if count == len(MS_BANDS):
+        return names + list(MS_BANDS)
+    return names + [f"ms{i}" for i in range(1, count + 1)]
+
+
+def _read_areas(
+    path: Path, crs: Any, transform: Affine, shape: tuple[int, int], role: str
+) -> tuple[np.ndarray, BaseGeometry]:
+    """Mask and union (raster CRS) of an area polygon layer, clipped to the grid."""
+    polygons = read_polygons(path, dst_crs=crs, error_cls=InputError)
+    if not polygons:
+        raise InputError(f"The {role} layer {path.name} holds no polygons; draw the area first.")
+    mask = aoi_mask(polygons, transform, shape)
+    region = shapely.union_all(polygons).intersection(_pixel_box(transform, 0, 0, *shape))
+    return mask, region
+
+
+def prepare_source(
+    source: TrainingSource,
+    normalization: Normalization,
+    *,
+    index: int = 0,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    border_width_px: int = 3,
+    allow_empty_labels: bool = False,
+) -> PreparedSource:
+    """Read one source into memory: normalised image, targets, training weights, validation area.
+
+    Raises ``InputError`` for unreadable or too large rasters and areas that miss the raster, and
+    ``LabelError`` when the labels hold no building inside the training area (unless
+    ``allow_empty_labels``: the area is then a negative example, all background).
+    """
+    with RasterInputs.open(source.rgb, source.ms) as inputs:
+        grid = inputs.grid
+        height, width = grid.height, grid.width
+        if height * width > MAX_TRAIN_PIXELS:
+            side = int(math.sqrt(MAX_TRAIN_PIXELS))
+            raise InputError(
+                f"The training raster {source.rgb.name} is {width}x{height} px; training holds its "
+                f"rasters in memory and takes at most about {side}x{side} px. Use a smaller "
+                "training area (AOI) or clip the raster to the labelled area."
+            )
+        normalizer = Normalizer.fit(normalization, inputs)
+        window = Window(0, 0, width, height)
+        valid = inputs.valid(window)
+        image = normalizer(inputs.read(window))
+    image[:, ~valid] = 0.0
+    shape = (height, width)
+    extent = _pixel_box(grid.transform, 0, 0, height, width)
+
+    polygons = read_polygons(source.labels, dst_crs=grid.crs, error_cls=LabelError)
+    polygons = [p for p in polygons if p.intersects(extent)]
+    targets = make_targets(polygons, grid.transform, shape, border_width_px)
+    target = np.stack([targets.body, targets.border])
+
+    if source.aoi is not None:
+        area, area_region = _read_areas(
+            source.aoi, grid.crs, grid.transform, shape, "training area"
+        )
+        if not area.any():
+            raise InputError(
+                f"The training area {source.aoi.name} does not overlap the raster "
+                f"{source.rgb.name}; check both layers' CRS and extent."
+            )
+    else:
+        area, area_region = np.ones(shape, dtype=bool), extent
+    area &= valid
+
+    labelled = int(targets.body[area].sum())
+    if labelled == 0 and not allow_empty_labels:
+        where = f"its training area {source.aoi.name}" if source.aoi else "the raster extent"
+        raise LabelError(
+            f"The labels {source.labels.name} hold no building inside {where} of "
+            f"{source.rgb.name}. Draw footprints there, check the label layer's CRS, or mark "
+            "the area as building-free on purpose (--allow-empty-labels)."
+        )
+
+    if source.val_aoi is not None:
+        val_area, val_region = _read_areas(
+            source.val_aoi, grid.crs, grid.transform, shape, "validation area"
+        )
+        val = val_area & valid
+        near_val = ndimage.binary_dilation(val, iterations=VAL_GAP_PX) if val.any() else val
+        train = area & ~near_val
+        if not val.any():
+            val_region = None
+    else:
+        train_split, val_split = split_by_area(shape, val_fraction, seed + index, gap_px=VAL_GAP_PX)
+        val = val_split & area
+        train = train_split & area
+        rows = np.flatnonzero(val_split.any(axis=1))
+        cols = np.flatnonzero(val_split.any(axis=0))
+        band = _pixel_box(grid.transform, rows[0], cols[0], rows[-1] + 1, cols[-1] + 1)
+        val_region = band.intersection(area_region) if val.any() else None
+    if not train.any():
+        raise InputError(
+            f"No training pixels are left in {source.rgb.name} once the validation area is taken "
+            "out; give a larger training area or a validation area elsewhere."
+        )
+    return PreparedSource(
+        source=source,
+        grid=grid,
+        image=image,
+        target=target,
+        train_weight=train.astype(np.float32),
+        val_mask=val,
+        val_region=val_region,
+        label_polygons=polygons,
+        band_names=input_band_names(source.rgb, source.ms),
+        resolution_m=float(grid.pixel_size_m),
+        positive_train_px=int(targets.body[train].sum()),
+        labelled_px=labelled,
+    )
+
+
+def prepare_sources(
+    sources: Sequence[TrainingSource],
+    normalization: Normalization,
+    *,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    border_width_px: int = 3,
+    allow_empty_labels: bool = False,
+    progress: ProgressCallback = no_progress,
+) -> list[PreparedSource]:
+    """Prepare every source and check they fit together (same bands, some labels, validation)."""
+    if not sources:
+        raise InputError("Give at least one training raster (--rgb) with its labels (--labels).")
+    prepared: list[PreparedSource] = []
+    for index, source in enumerate(sources):
+        progress(ProgressEvent("prepare", index, len(sources), {"source": source.rgb.name}))
+        prepared.append(
+            prepare_source(
+                source, normalization, index=index, val_fraction=val_fraction, seed=seed,
+                border_width_px=border_width_px, allow_empty_labels=allow_empty_labels,
+            )
+        )
+    progress(ProgressEvent("prepare", len(sources), len(sources), {}))
+    bands = {tuple(p.band_names) for p in prepared}
+    if len({p.image.shape[0] for p in prepared}) > 1 or len(bands) > 1:
+        raise InputError(
+            "The training rasters have different bands "
+            f"({'; '.join(', '.join(b) for b in sorted(bands))}); train on rasters of one sensor "
+            "setup (all RGB, or all RGB + the same multispectral bands)."
+        )
+    if not any(p.positive_train_px for p in prepared):
+        raise LabelError(
+            "No building label falls inside the training area of any raster (outside the "
+            "validation area); draw footprints in the training area or check the labels' CRS."
+        )
+    if not any(p.has_validation for p in prepared):
+        raise InputError(
+            "The validation area (--val-aoi) does not overlap any training raster; draw it over "
+            "a labelled part of the imagery, or leave it out for an automatic split."
+        )
+    return prepared
+
+
+# -- crops ---------------------------------------------------------------------------------
+
+
+def _reflect(index: np.ndarray, size: int) -> np.ndarray:
+    """Reflect indices into [0, size) (edge pixel not repeated), for any offset."""
+    if size == 1:
+        return np.zeros_like(index)
+    period = 2 * size - 2
+    m = np.mod(index, period)
+    return np.where(m >= size, period - m, m)
+
+
+def read_window(
+    source: PreparedSource, row0: int, col0: int, height: int, width: int, weight: np.ndarray
+) -> Sample:
+    """A window of the source, reflect-padded where it leaves the grid (weight 0 there)."""
+    rows = np.arange(row0, row0 + height)
+    cols = np.arange(col0, col0 + width)
+    h, w = source.image.shape[-2:]
+    inside_r = (rows >= 0) & (rows < h)
+    inside_c = (cols >= 0) & (cols < w)
+    if inside_r.all() and inside_c.all():
+        sl = (slice(row0, row0 + height), slice(col0, col0 + width))
+        return Sample(
+            source.image[(slice(None), *sl)].copy(),
+            source.target[(slice(None), *sl)].copy(),
+            weight[sl].astype(np.float32),
+        )
+    rr, cc = np.ix_(_reflect(rows, h), _reflect(cols, w))
+    pad_weight = weight[rr, cc].astype(np.float32)
+    pad_weight *= np.outer(inside_r, inside_c)
+    return Sample(source.image[:, rr, cc], source.target[:, rr, cc], pad_weight)
+
+
+def _subsample(indices: np.ndarray, seed: int) -> np.ndarray:
+    if indices.size <= _MAX_CANDIDATES:
+        return indices
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(indices, _MAX_CANDIDATES, replace=False))
+
+
+@dataclass
+class _Candidates:
+    positive: np.ndarray  # flat indices of labelled training pixels
+    any: np.ndarray  # flat indices of training pixels
+
+
+class CropDataset(torch.utils.data.Dataset):
+    """``length`` random training crops per epoch, reproducible from (seed, epoch, index).
+
+    A crop is centred near a labelled training pixel with probability ``positive_fraction``,
+    else near any training pixel; sources are drawn in proportion to their training pixels.
+    With scaling, a window of ``crop / scale`` px is read and resized to ``crop_px``. Items are
+    dicts of tensors: ``image`` (C, crop, crop), ``target`` (2, crop, crop), ``weight``
+    (crop, crop). Call :meth:`set_epoch` before each epoch.
+    """
+
+    def __init__(
+        self,
+        sources: Sequence[PreparedSource],
+        crop_px: int,
+        length: int,
+        seed: int = 0,
+        augment_config: AugmentConfig | None = None,
+        positive_fraction: float = 0.7,
+    ) -> None:
+        if crop_px < 32 or crop_px % 32:
+            raise InputError(f"The crop size must be a multiple of 32 (e.g. 256), got {crop_px}.")
+        self.sources = list(sources)
+        self.crop_px = crop_px
+        self.length = length
+        self.seed = seed
+        self.augment_config = augment_config or AugmentConfig()
+        self.positive_fraction = positive_fraction
+        self.epoch = 0
+        self._candidates = [
+            _Candidates(
+                _subsample(np.flatnonzero((s.target[0] > 0) & (s.train_weight > 0)), seed + i),
+                _subsample(np.flatnonzero(s.train_weight > 0), seed + i),
+            )
+            for i, s in enumerate(self.sources)
+        ]
+        counts = np.array([c.any.size for c in self._candidates], dtype=np.float64)
+        self._source_p = counts / counts.sum()
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def sample(self, rng: np.random.Generator) -> Sample:
+        """One augmented crop drawn with ``rng``."""
+        k = int(rng.choice(len(self.sources), p=self._source_p))
+        source, cand = self.sources[k], self._candidates[k]
+        positive = cand.positive.size > 0 and rng.random() < self.positive_fraction
+        pool = cand.positive if positive else cand.any
+        flat = int(pool[rng.integers(0, pool.size)])
+        height, width = source.image.shape[-2:]
+        row, col = divmod(flat, width)
+        cfg = self.augment_config
+        scale = random_scale_factor(rng, cfg.scale_min, cfg.scale_max) if cfg.scales else 1.0
+        src = max(8, int(round(self.crop_px / scale)))
+        row0 = _place(row, src, height, rng)
+        col0 = _place(col, src, width, rng)
+        sample = read_window(source, row0, col0, src, src, source.train_weight)
+        sample = resize_sample(sample, (self.crop_px, self.crop_px))
+        return augment(sample, rng, cfg)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        sample = self.sample(rng)
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(sample.image, dtype=np.float32)),
+            "target": torch.from_numpy(np.ascontiguousarray(sample.target, dtype=np.float32)),
+            "weight": torch.from_numpy(np.ascontiguousarray(sample.weight, dtype=np.float32)),
+        }
+
+
+def _place(center: int, size: int, length: int, rng: np.random.Generator) -> int:
+    """Start of a ``size`` window holding ``center``, inside [0, length) whenever it fits."""
+    start = center - int(rng.integers(0, size))
+    low, high = min(0, length - size), max(0, length - size)
+    return int(np.clip(start, low, high))
+
+
+# -- validation tiles -----------------------------------------------------------------------
+
+
+@dataclass
+class ValTile:
+    """A validation window (reflect-padded) with the validation mask as weight."""
+
+    sample: Sample
+    row0: int
+    col0: int
+
+
+def val_tiles(source: PreparedSource, tile_px: int) -> Iterator[ValTile]:
+    """Tiles of ``tile_px`` (a multiple of 32) covering the validation pixels of a source."""
+    if not source.val_mask.any():
+        return
+    rows = np.flatnonzero(source.val_mask.any(axis=1))
+    cols = np.flatnonzero(source.val_mask.any(axis=0))
+    weight = source.val_mask.astype(np.float32)
+    for row0 in range(int(rows[0]), int(rows[-1]) + 1, tile_px):
+        for col0 in range(int(cols[0]), int(cols[-1]) + 1, tile_px):
+            sample = read_window(source, row0, col0, tile_px, tile_px, weight)
+            if sample.weight.any():
+                yield ValTile(sample, row0, col0)
+
+
+def describe_sources(sources: Sequence[PreparedSource]) -> str:
+    """A JSON list of the sources' file paths (for model provenance)."""
+    return json.dumps(
+        [
+            {k: str(v) for k, v in p.source.model_dump().items() if v is not None}
+            for p in sources
+        ]
+    )

@@ -1,0 +1,532 @@
+"""The training loop: AdamW + warm-up/cosine schedule, validation through the real pipeline.
+
+``train(config, progress, cancel)`` prepares the sources (:mod:`.dataset`), builds or loads the
+network (:mod:`.finetune`), trains on random augmented crops with :class:`.losses.BceJaccardLoss`
+and, after every epoch, validates on the validation area (:mod:`.validation`: loss, body pixel
+IoU, SpaceNet F1 through the real extraction pipeline).
+
+The best epoch (highest ``val_f1``, ties by lower ``val_loss``) is saved to ``config.out`` with
+full metadata; a resumable checkpoint (model, optimizer, scheduler, scaler, epoch, best score,
+RNG state) is written to ``<out>.ckpt.pt`` after every epoch. Files are replaced atomically, so an
+interrupted run never leaves a broken model. On CUDA the forward pass runs under
+``torch.autocast`` (float16) with a ``GradScaler``; on the CPU in float32.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, Field, field_validator
+from torch import nn
+from torch.utils.data import DataLoader
+
+from ternaus_backend.errors import CancelledError, InputError, TernausError
+from ternaus_backend.models.metadata import ModelMetadata
+from ternaus_backend.progress import CancelToken, ProgressCallback, ProgressEvent, no_progress
+from ternaus_backend.training.dataset import (
+    CropDataset,
+    PreparedSource,
+    TrainingSource,
+    describe_sources,
+    input_band_names,
+    prepare_sources,
+)
+from ternaus_backend.training.finetune import build_model
+from ternaus_backend.training.losses import BceJaccardLoss
+from ternaus_backend.training.validation import validate
+
+log = logging.getLogger(__name__)
+
+__all__ = ["TrainConfig", "TrainResult", "EpochStats", "train", "checkpoint_path"]
+
+CHECKPOINT_FORMAT = "ternaus-train-checkpoint/1"
+
+
+class TrainConfig(BaseModel):
+    """Everything one training run needs (the CLI and the HTTP API fill it)."""
+
+    sources: list[TrainingSource] = Field(min_length=1)
+    out: Path
+    init: Path | None = None
+    encoder: str | None = None  # default: resnet_light, or the init model's encoder
+    epochs: int = Field(10, ge=1)
+    steps_per_epoch: int = Field(100, ge=1)
+    batch_size: int = Field(8, ge=1)
+    crop_px: int = 256
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    warmup_fraction: float = Field(0.05, ge=0, lt=1)
+    jaccard_weight: float = Field(0.5, ge=0)
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+    border_width_px: int = Field(3, ge=1)
+    positive_fraction: float = Field(0.7, ge=0, le=1)
+    allow_empty_labels: bool = False
+    seed: int = 0
+    device: str = "auto"
+    num_workers: int = Field(0, ge=0)
+    amp: bool = True  # mixed precision, used on CUDA only
+    resume: bool = False
+    name: str | None = None
+
+    @field_validator("crop_px")
+    @classmethod
+    def _crop_multiple_of_32(cls, value: int) -> int:
+        if value < 32 or value % 32:
+            raise ValueError(f"the crop size must be a multiple of 32 (e.g. 256), got {value}")
+        return value
+
+
+@dataclass
+class EpochStats:
+    """What one epoch measured."""
+
+    epoch: int
+    train_loss: float
+    val_loss: float
+    val_iou: float
+    val_f1: float | None
+    val_tp: int = 0
+    val_fp: int = 0
+    val_fn: int = 0
+    seconds: float = 0.0
+    crops_per_s: float = 0.0
+    best: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class TrainResult:
+    """Outcome of ``train``: where the best model is and how it scored."""
+
+    status: Literal["completed", "cancelled"]
+    model_path: Path | None
+    checkpoint_path: Path
+    epochs_completed: int
+    best_epoch: int | None
+    best_val_f1: float | None
+    best_val_loss: float | None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    crops_per_s: float = 0.0
+
+
+def checkpoint_path(out: Path) -> Path:
+    """The resumable checkpoint beside a model file: ``<out>.ckpt.pt``."""
+    return out.with_name(out.name + ".ckpt.pt")
+
+
+class WarmupCosine:
+    """LR factor: linear warm-up over ``warmup`` steps, then cosine down to ``floor``."""
+
+    def __init__(self, warmup: int, total: int, floor: float = 0.01) -> None:
+        self.warmup = warmup
+        self.total = max(total, 1)
+        self.floor = floor
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / (self.warmup + 1)
+        progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
+        return self.floor + (1 - self.floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _device(name: str) -> torch.device:
+    if name in ("", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise InputError(f"Unknown device {name!r}: use auto, cpu or cuda.") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(
+            "--device cuda was asked for but no CUDA GPU is available; use --device cpu."
+        )
+    return device
+
+
+def _atomic_replace(write: Any, path: Path) -> None:
+    """Write through ``write(tmp_path)`` beside ``path``, then rename over it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix or ".tmp",
+                               dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _save_model(model: nn.Module, meta: ModelMetadata, path: Path) -> None:
+    from ternaus_backend.models.model_file import save_model  # writes atomically
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_model(model, meta, path)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _is_better(f1: float | None, loss: float, best: dict[str, Any] | None) -> bool:
+    if best is None:
+        return True
+    if f1 is not None and best.get("val_f1") is not None:
+        if f1 > best["val_f1"] + 1e-9:
+            return True
+        if f1 < best["val_f1"] - 1e-9:
+            return False
+    return loss < best["val_loss"]
+
+
+# -- training -------------------------------------------------------------------------------
+
+
+def _provenance(
+    config: TrainConfig, sources: Sequence[PreparedSource], notes: Sequence[str],
+    best: dict[str, Any] | None, epochs_done: int, init_meta: dict[str, str] | None,
+) -> dict[str, str]:
+    prov = {
+        "trained_by": "ternaus train",
+        "date": _now(),
+        "datasets": describe_sources(sources),
+        "init_model": str(config.init) if config.init else "none (trained from scratch)",
+        "epochs": str(epochs_done),
+        "epochs_planned": str(config.epochs),
+        "steps_per_epoch": str(config.steps_per_epoch),
+        "batch_size": str(config.batch_size),
+        "crop_px": str(config.crop_px),
+        "lr": str(config.lr),
+        "seed": str(config.seed),
+        "notes": "; ".join(notes),
+    }
+    if best is not None:
+        prov.update(
+            best_epoch=str(best.get("epoch")),
+            val_f1="n/a" if best.get("val_f1") is None else f"{best['val_f1']:.4f}",
+            val_loss=f"{best['val_loss']:.4f}" if best.get("val_loss") is not None else "n/a",
+            val_pixel_iou=f"{best['val_iou']:.4f}" if best.get("val_iou") is not None else "n/a",
+        )
+    if init_meta:
+        prov["init_provenance"] = json.dumps(init_meta)
+    return prov
+
+
+def _rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _load_checkpoint(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise InputError(
+            f"There is no checkpoint {path} to resume from; run without --resume to start afresh."
+        )
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise InputError(
+            f"The checkpoint {path} cannot be read; delete it and train without --resume.",
+            details=f"{type(exc).__name__}: {exc}",
+        ) from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise InputError(f"{path} is not a Ternaus training checkpoint; train without --resume.")
+    return ckpt
+
+
+def _band_names(sources: Sequence[TrainingSource]) -> list[str]:
+    names = {tuple(input_band_names(s.rgb, s.ms)) for s in _checked_paths(sources)}
+    if len(names) > 1:
+        raise InputError(
+            "Give a multispectral raster (--ms) for every RGB raster, or for none: the training "
+            "rasters must all have the same bands."
+        )
+    return list(names.pop())
+
+
+def _checked_paths(sources: Sequence[TrainingSource]) -> Sequence[TrainingSource]:
+    for s in sources:
+        for role, path in (("RGB raster", s.rgb), ("multispectral raster", s.ms)):
+            if path is not None and not Path(path).exists():
+                raise InputError(f"The {role} {path} does not exist; check the path.")
+    return sources
+
+
+def train(
+    config: TrainConfig,
+    progress: ProgressCallback = no_progress,
+    cancel: CancelToken | None = None,
+) -> TrainResult:
+    """Train (or fine-tune) a model as ``config`` says; see the module docstring.
+
+    Raises ``CancelledError`` (with ``.result``, a :class:`TrainResult`) when ``cancel`` is set:
+    the best model so far is kept (or, before the first epoch finished, the current weights are
+    saved as best-so-far, unvalidated).
+    """
+    started = time.perf_counter()
+    cancel = cancel or CancelToken()
+    device = _device(config.device)
+    torch.manual_seed(config.seed)
+    out = Path(config.out)
+    ckpt_path = checkpoint_path(out)
+    band_names = _band_names(config.sources)
+
+    ckpt = _load_checkpoint(ckpt_path) if config.resume else None
+    init_provenance: dict[str, str] | None = None
+    if ckpt is not None:
+        from ternaus_backend.models.registry import create_model_from_metadata
+
+        meta = ModelMetadata.model_validate_json(ckpt["metadata"])
+        if list(meta.band_names) != band_names:
+            raise InputError(
+                f"The checkpoint {ckpt_path.name} was trained on bands {meta.band_names}, the "
+                f"inputs have {band_names}; resume with the same rasters or train afresh."
+            )
+        model = create_model_from_metadata(meta)
+        model.load_state_dict(ckpt["model"])
+        notes = list(ckpt.get("notes", [])) + [f"resumed after epoch {ckpt['epoch']}"]
+        init_provenance = ckpt.get("init_provenance")
+    else:
+        model, meta, notes = build_model(band_names, 0.0, config.init, config.encoder)
+        if config.init is not None:
+            init_provenance = dict(meta.provenance)
+        if config.name:
+            meta.name = config.name
+    for note in notes:
+        log.info(note)
+
+    sources = prepare_sources(
+        config.sources, meta.normalization, val_fraction=config.val_fraction, seed=config.seed,
+        border_width_px=config.border_width_px, allow_empty_labels=config.allow_empty_labels,
+        progress=progress,
+    )
+    meta.resolution_m = round(float(np.median([s.resolution_m for s in sources])), 4)
+    model.metadata = meta
+    model.to(device).train()
+
+    dataset = CropDataset(
+        sources, config.crop_px, config.steps_per_epoch * config.batch_size, seed=config.seed,
+        positive_fraction=config.positive_fraction,
+    )
+    loader = DataLoader(
+        dataset, batch_size=config.batch_size, shuffle=False, drop_last=True,
+        num_workers=config.num_workers, pin_memory=device.type == "cuda",
+    )
+    loss_fn = BceJaccardLoss(config.jaccard_weight)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
+                                  weight_decay=config.weight_decay)
+    total_steps = config.epochs * config.steps_per_epoch
+    schedule = WarmupCosine(int(config.warmup_fraction * total_steps), total_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    use_amp = device.type == "cuda" and config.amp
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    start_epoch, best, history = 0, None, []
+    if ckpt is not None:
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        if ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        _set_rng_state(ckpt["rng"])
+        start_epoch, best, history = int(ckpt["epoch"]), ckpt.get("best"), list(ckpt["history"])
+
+    run = _Run(config, model, meta, sources, notes, init_provenance, out, ckpt_path, progress,
+               started)
+    run.best, run.history, run.epochs_done = best, history, start_epoch
+    step_seconds: list[float] = []
+    val_seconds = 0.0
+    crops_per_s = 0.0
+    last_f1 = history[-1].get("val_f1") if history else None
+    try:
+        for epoch in range(start_epoch, config.epochs):
+            dataset.set_epoch(epoch)
+            model.train()
+            epoch_loss, epoch_start = 0.0, time.perf_counter()
+            tick = time.perf_counter()
+            for step, batch in enumerate(loader):
+                cancel.raise_if_cancelled()
+                image = batch["image"].to(device, non_blocking=True)
+                target = batch["target"].to(device, non_blocking=True)
+                weight = batch["weight"].to(device, non_blocking=True)
+                with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                    logits = model(image)
+                loss = loss_fn(logits, target, weight)
+                if not torch.isfinite(loss):
+                    raise TernausError(
+                        "Training diverged (the loss is not finite); lower the learning rate "
+                        "(--lr) and train again.", details=f"epoch {epoch + 1}, step {step + 1}",
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                epoch_loss += loss.item()
+                now = time.perf_counter()
+                step_seconds.append(now - tick)
+                tick = now
+                recent = step_seconds[-20:]
+                per_step = sum(recent) / len(recent)
+                crops_per_s = config.batch_size / per_step if per_step > 0 else 0.0
+                done = epoch * config.steps_per_epoch + step + 1
+                eta = per_step * (total_steps - done) + val_seconds * (config.epochs - epoch)
+                progress(ProgressEvent("train", done, total_steps, {
+                    "phase": "step", "epoch": epoch + 1, "epochs": config.epochs,
+                    "step": step + 1, "steps": config.steps_per_epoch,
+                    "loss": epoch_loss / (step + 1), "lr": scheduler.get_last_lr()[0],
+                    "crops_per_s": crops_per_s, "eta_s": eta, "val_f1": last_f1,
+                }))
+            train_seconds = time.perf_counter() - epoch_start
+            cancel.raise_if_cancelled()
+            t0 = time.perf_counter()
+            stats = validate(model, sources, meta, loss_fn, device, config.crop_px,
+                             config.batch_size, cancel)
+            val_seconds = time.perf_counter() - t0
+            epoch_stats = EpochStats(
+                epoch=epoch + 1, train_loss=epoch_loss / config.steps_per_epoch,
+                val_loss=stats["val_loss"], val_iou=stats["val_iou"], val_f1=stats["val_f1"],
+                val_tp=stats["val_tp"], val_fp=stats["val_fp"], val_fn=stats["val_fn"],
+                seconds=train_seconds + val_seconds,
+                crops_per_s=config.steps_per_epoch * config.batch_size / train_seconds,
+            )
+            last_f1 = epoch_stats.val_f1
+            run.end_epoch(epoch_stats)
+            run.save_checkpoint(optimizer, scheduler, scaler)
+            done = (epoch + 1) * config.steps_per_epoch
+            progress(ProgressEvent("train", done, total_steps, {
+                "phase": "validated", "epoch": epoch + 1, "epochs": config.epochs,
+                "loss": epoch_stats.train_loss, "val_loss": epoch_stats.val_loss,
+                "val_iou": epoch_stats.val_iou, "val_f1": epoch_stats.val_f1,
+                "best": epoch_stats.best, "crops_per_s": epoch_stats.crops_per_s,
+                "eta_s": (_mean_step(step_seconds) * (total_steps - done)
+                          + val_seconds * (config.epochs - epoch - 1)),
+            }))
+    except CancelledError as exc:
+        result = run.cancelled(crops_per_s)
+        where = f"kept in {result.model_path}" if result.model_path else "not saved"
+        error = CancelledError(
+            f"Training was cancelled after {result.epochs_completed} epoch(s); the best model so "
+            f"far is {where}. Resume with --resume.", details="; ".join(result.notes),
+        )
+        error.result = result  # type: ignore[attr-defined]
+        raise error from exc
+    return run.result("completed", crops_per_s)
+
+
+def _mean_step(seconds: Sequence[float]) -> float:
+    recent = list(seconds[-20:])
+    return sum(recent) / len(recent) if recent else 0.0
+
+
+class _Run:
+    """Book-keeping of one run: best score, history, saving the model and the checkpoint."""
+
+    def __init__(
+        self, config: TrainConfig, model: nn.Module, meta: ModelMetadata,
+        sources: Sequence[PreparedSource], notes: list[str], init_provenance: dict | None,
+        out: Path, ckpt_path: Path, progress: ProgressCallback, started: float,
+    ) -> None:
+        self.config, self.model, self.meta, self.sources = config, model, meta, sources
+        self.notes, self.init_provenance = notes, init_provenance
+        self.out, self.ckpt_path, self.progress, self.started = out, ckpt_path, progress, started
+        self.best: dict[str, Any] | None = None
+        self.history: list[dict[str, Any]] = []
+        self.epochs_done = 0
+
+    def _metadata(self, extra_notes: Sequence[str] = ()) -> ModelMetadata:
+        meta = self.meta.model_copy(deep=True)
+        meta.provenance = _provenance(
+            self.config, self.sources, [*self.notes, *extra_notes], self.best, self.epochs_done,
+            self.init_provenance,
+        )
+        return meta
+
+    def end_epoch(self, stats: EpochStats) -> None:
+        self.epochs_done = stats.epoch
+        stats.best = _is_better(stats.val_f1, stats.val_loss, self.best)
+        if stats.best:
+            self.best = {"epoch": stats.epoch, "val_f1": stats.val_f1,
+                         "val_loss": stats.val_loss, "val_iou": stats.val_iou}
+            _save_model(self.model, self._metadata(), self.out)
+        self.history.append(stats.as_dict())
+        log.info(
+            "epoch %d: loss %.4f, val loss %.4f, val IoU %.4f, val F1 %s%s", stats.epoch,
+            stats.train_loss, stats.val_loss, stats.val_iou, _fmt(stats.val_f1),
+            " (best, saved)" if stats.best else "",
+        )
+
+    def save_checkpoint(self, optimizer: Any, scheduler: Any, scaler: Any) -> None:
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "metadata": self.meta.model_dump_json(),
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict() if scaler.is_enabled() else {},
+            "epoch": self.epochs_done,
+            "best": self.best,
+            "history": self.history,
+            "rng": _rng_state(),
+            "notes": [n for n in self.notes if not n.startswith("resumed after")],
+            "init_provenance": self.init_provenance,
+            "config": self.config.model_dump_json(),
+        }
+        _atomic_replace(lambda tmp: torch.save(state, tmp), self.ckpt_path)
+
+    def cancelled(self, crops_per_s: float) -> TrainResult:
+        if self.best is None:
+            note = ("cancelled before the first epoch finished: the current, unvalidated "
+                    "weights were saved as the best model so far")
+            self.notes.append(note)
+            log.warning(note)
+            _save_model(self.model, self._metadata(), self.out)
+        return self.result("cancelled", crops_per_s)
+
+    def result(self, status: Literal["completed", "cancelled"], crops_per_s: float) -> TrainResult:
+        best = self.best or {}
+        return TrainResult(
+            status=status,
+            model_path=self.out if self.out.exists() else None,
+            checkpoint_path=self.ckpt_path,
+            epochs_completed=self.epochs_done,
+            best_epoch=best.get("epoch"),
+            best_val_f1=best.get("val_f1"),
+            best_val_loss=best.get("val_loss"),
+            history=list(self.history),
+            notes=list(self.notes),
+            seconds=time.perf_counter() - self.started,
+            crops_per_s=crops_per_s,
+        )

@@ -1,0 +1,164 @@
+"""Short real training runs on a tiny synthetic scene (CPU, light encoder, 64 px crops)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ternaus_backend.errors import CancelledError, InputError
+from ternaus_backend.models import create_model, load_model, save_model, spacenet2_metadata
+from ternaus_backend.progress import CancelToken, ProgressEvent
+from ternaus_backend.synthetic import make_scene
+from ternaus_backend.training.command import add_train_parser, run_train
+from ternaus_backend.training.dataset import TrainingSource
+from ternaus_backend.training.finetune import build_model, first_conv
+from ternaus_backend.training.loop import TrainConfig, checkpoint_path, train
+
+extract_module = pytest.importorskip("ternaus_backend.pipeline.extract")
+
+TINY = dict(steps_per_epoch=4, batch_size=4, crop_px=64, lr=3e-3, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory: pytest.TempPathFactory):
+    return make_scene(tmp_path_factory.mktemp("scene"), seed=11, size_px=128, with_ms=False)
+
+
+def _config(scene, out: Path, **overrides) -> TrainConfig:
+    fields = dict(TINY, epochs=2)
+    fields.update(overrides)
+    return TrainConfig(sources=[TrainingSource(rgb=scene.rgb, labels=scene.labels)], out=out,
+                       **fields)
+
+
+class Recorder:
+    """Progress callback that records events and may cancel after ``cancel_at`` steps."""
+
+    def __init__(self, cancel: CancelToken | None = None, cancel_at: int | None = None) -> None:
+        self.events: list[ProgressEvent] = []
+        self.cancel, self.cancel_at = cancel, cancel_at
+
+    def __call__(self, event: ProgressEvent) -> None:
+        self.events.append(event)
+        if self.cancel and event.stage == "train" and event.done >= (self.cancel_at or 0):
+            self.cancel.cancel()
+
+    def steps(self) -> list[ProgressEvent]:
+        return [e for e in self.events if e.stage == "train" and e.info.get("phase") == "step"]
+
+
+def test_training_lowers_the_loss_and_the_model_extracts(scene, tmp_path: Path) -> None:
+    out = tmp_path / "model.safetensors"
+    rec = Recorder()
+    result = train(_config(scene, out, epochs=2, steps_per_epoch=8), progress=rec)
+
+    losses = [e.info["loss"] for e in rec.steps()]  # running mean per epoch
+    assert result.status == "completed" and result.epochs_completed == 2
+    assert np.mean(losses[-3:]) < np.mean(losses[:3])
+    info = rec.steps()[-1].info
+    assert {"epoch", "step", "loss", "eta_s", "crops_per_s"} <= set(info)
+    validated = [e.info for e in rec.events if e.info.get("phase") == "validated"]
+    assert len(validated) == 2 and all("val_f1" in v and "val_iou" in v for v in validated)
+    assert checkpoint_path(out).exists()
+
+    model = load_model(out)
+    meta = model.metadata
+    assert meta.encoder == "resnet_light" and meta.in_channels == 3
+    assert meta.band_names == ["red", "green", "blue"]
+    assert meta.resolution_m == pytest.approx(0.5)
+    assert meta.provenance["val_f1"] != "" and str(scene.rgb) in meta.provenance["datasets"]
+    assert meta.provenance["best_epoch"] == str(result.best_epoch)
+    extracted = extract_module.extract(scene.rgb, tmp_path / "out.gpkg", model=out)
+    assert extracted.path.exists()
+
+
+def test_fine_tuning_an_11_band_model_on_rgb(scene, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    net = create_model("resnet_light", in_channels=11)
+    init_meta = spacenet2_metadata(encoder="resnet_light", num_filters=net.num_filters,
+                                   name="light-11")
+    init = save_model(net, init_meta, tmp_path / "init11.safetensors")
+    original = first_conv(net)[2].weight.detach().clone()
+
+    model, meta, notes = build_model(["red", "green", "blue"], 0.5, init=init)
+    assert first_conv(model)[2].weight.shape[1] == 3
+    assert torch.equal(first_conv(model)[2].weight.detach(), original[:, :3])  # RGB kept
+    assert any("11 to 3 bands" in n for n in notes)
+    assert meta.normalization.mean == init_meta.normalization.mean[:3]
+    assert meta.encoder == "resnet_light"
+
+    out = tmp_path / "tuned.safetensors"
+    result = train(_config(scene, out, epochs=1, steps_per_epoch=2, init=init))
+    tuned = load_model(result.model_path)
+    assert tuned.metadata.in_channels == 3 and tuned.metadata.encoder == "resnet_light"
+    assert tuned.metadata.provenance["init_model"] == str(init)
+    assert "11 to 3 bands" in tuned.metadata.provenance["notes"]
+
+    with pytest.raises(InputError, match="encoder"):
+        train(_config(scene, out, init=init, encoder="wrn38"))
+
+
+def test_cancel_before_the_first_epoch_keeps_the_current_model(scene, tmp_path: Path) -> None:
+    out = tmp_path / "cancelled.safetensors"
+    cancel = CancelToken()
+    with pytest.raises(CancelledError) as info:
+        train(_config(scene, out), progress=Recorder(cancel, cancel_at=2), cancel=cancel)
+    result = info.value.result
+    assert result.status == "cancelled" and result.epochs_completed == 0
+    assert result.model_path == out
+    assert any("unvalidated" in n for n in result.notes)
+    model = load_model(out)
+    assert "unvalidated" in model.metadata.provenance["notes"]
+
+
+def test_cancel_then_resume_continues_from_the_checkpoint_epoch(scene, tmp_path: Path) -> None:
+    out = tmp_path / "resumed.safetensors"
+    cancel = CancelToken()
+    steps = TINY["steps_per_epoch"]
+    with pytest.raises(CancelledError) as info:  # cancelled during epoch 2
+        train(_config(scene, out, epochs=2), progress=Recorder(cancel, cancel_at=steps + 2),
+              cancel=cancel)
+    first = info.value.result
+    assert first.epochs_completed == 1 and first.best_epoch == 1
+    kept = out.read_bytes()
+    load_model(out)
+
+    rec = Recorder()
+    result = train(_config(scene, out, epochs=2, resume=True), progress=rec)
+    assert {e.info["epoch"] for e in rec.steps()} == {2}  # epoch 1 is not trained again
+    assert rec.steps()[0].done == steps + 1
+    assert result.epochs_completed == 2 and len(result.history) == 2
+    assert any("resumed after epoch 1" in n for n in result.notes)
+    if result.best_epoch == 1:
+        assert out.read_bytes() == kept
+
+    with pytest.raises(InputError, match="checkpoint"):
+        train(_config(scene, tmp_path / "other.safetensors", resume=True))
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="ternaus")
+    add_train_parser(parser.add_subparsers(dest="command"))
+    return parser.parse_args(argv)
+
+
+def test_cli_trains_and_reports(scene, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "cli.safetensors"
+    args = _parse(["train", "--rgb", str(scene.rgb), "--labels", str(scene.labels),
+                   "--out", str(out), "--epochs", "1", "--steps-per-epoch", "2",
+                   "--batch-size", "2", "--crop", "64", "--device", "cpu"])
+    assert args.func(args) == 0
+    assert "best model" in capsys.readouterr().out
+    assert load_model(out).metadata.in_channels == 3
+
+    bad = _parse(["train", "--rgb", str(scene.rgb), "--rgb", str(scene.rgb), "--ms", str(scene.rgb),
+                  "--labels", str(scene.labels), "--out", str(out)])
+    with pytest.raises(InputError, match="--ms"):
+        run_train(bad)
+    with pytest.raises(InputError, match="multiple of 32"):
+        run_train(_parse(["train", "--rgb", str(scene.rgb), "--labels", str(scene.labels),
+                          "--out", str(out), "--crop", "100"]))
