@@ -22,8 +22,8 @@ MS_BANDS = ("coastal", "blue", "green", "yellow", "red", "red_edge", "nir1", "ni
 class BandScaling(BaseModel):
     """How the raw values of one raster (RGB or multispectral) are brought to about [0, 1].
 
-    ``percentile``: per band, values at the ``low``/``high`` percentiles of the whole input extent are
-    mapped to 0/1 (low=0, high=100 is the authors' per-tile min-max for SpaceNet-2 RGB);
+    ``percentile``: per band, values at the ``low``/``high`` percentiles of the whole input extent
+    are mapped to 0/1 (low=0, high=100 is the authors' per-tile min-max for SpaceNet-2 RGB);
     ``divide``: values are divided by ``divisor`` (the authors' MUL scaling is 2047).
     """
 

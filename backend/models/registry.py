@@ -1,0 +1,134 @@
+"""Building networks by encoder name: ``create_model("wrn38")``, ``create_model("resnet_light")``.
+
+Every network is the TernausNetV2 two-head decoder behind a registered encoder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+from ..errors import ModelError
+from .decoder import TwoHeadUNet
+from .light import LightTernausNet
+from .metadata import MS_BANDS, RGB_BANDS, ModelMetadata, Normalization, spacenet2_metadata
+from .ternausnetv2 import TernausNetV2
+
+
+@dataclass(frozen=True)
+class EncoderEntry:
+    """A registered encoder: how to build its two-head network, and the default decoder width."""
+
+    build: Callable[[int, int, int], TwoHeadUNet]  # (in_channels, num_classes, num_filters)
+    default_num_filters: int
+    description: str
+
+
+ENCODERS: dict[str, EncoderEntry] = {
+    "wrn38": EncoderEntry(
+        build=lambda in_ch, classes, nf: TernausNetV2(classes, nf, in_ch),
+        default_num_filters=32,
+        description="WiderResNet-38 with In-Place ABN: the authors' TernausNetV2 (67 M parameters)",
+    ),
+    "resnet_light": EncoderEntry(
+        build=lambda in_ch, classes, nf: LightTernausNet(classes, nf, in_ch),
+        default_num_filters=16,
+        description="small residual encoder for CPUs (3.1 M parameters, ~14x faster than wrn38)",
+    ),
+}
+
+
+def _check_positive(name: str, value: int) -> None:
+    if not isinstance(value, int) or value < 1:
+        raise ModelError(f"{name} must be a positive integer, got {value!r}")
+
+
+def create_model(
+    encoder: str = "wrn38",
+    in_channels: int = 11,
+    num_classes: int = 2,
+    num_filters: int | None = None,
+) -> nn.Module:
+    """A freshly initialised TernausNetV2-style network with the named encoder.
+
+    ``num_filters`` (decoder width nf) defaults to the encoder's own default. The network has
+    attributes ``encoder_name``, ``in_channels``, ``num_classes`` and ``num_filters``.
+    """
+    entry = ENCODERS.get(encoder)
+    if entry is None:
+        options = ", ".join(sorted(ENCODERS))
+        raise ModelError(f"unknown encoder {encoder!r}: choose one of {options}")
+    num_filters = entry.default_num_filters if num_filters is None else num_filters
+    for name, value in (
+        ("in_channels", in_channels),
+        ("num_classes", num_classes),
+        ("num_filters", num_filters),
+    ):
+        _check_positive(name, value)
+    return entry.build(in_channels, num_classes, num_filters)
+
+
+def create_model_from_metadata(meta: ModelMetadata) -> nn.Module:
+    """The (untrained) network that ``meta`` describes."""
+    return create_model(meta.encoder, meta.in_channels, meta.num_classes, meta.num_filters)
+
+
+def metadata_for(model: nn.Module, **overrides) -> ModelMetadata:
+    """Metadata matching ``model``'s architecture; everything else from ``overrides`` or defaults.
+
+    Band layout defaults: 3 bands = RGB with ImageNet normalisation; 11 bands = the SpaceNet-2
+    RGB + 8 MUL layout of :func:`spacenet2_metadata`; other counts = ``band1``.. with mean 0, std 1.
+    """
+    bands = model.in_channels
+    fields: dict = dict(
+        name=f"ternausnetv2-{model.encoder_name}",
+        encoder=model.encoder_name,
+        in_channels=bands,
+        num_classes=model.num_classes,
+        num_filters=model.num_filters,
+    )
+    if bands == len(RGB_BANDS):
+        fields["band_names"] = list(RGB_BANDS)
+    elif bands == len(RGB_BANDS) + len(MS_BANDS):
+        fields["band_names"] = list(RGB_BANDS + MS_BANDS)
+        fields["normalization"] = spacenet2_metadata().normalization
+    else:
+        fields["band_names"] = [f"band{index + 1}" for index in range(bands)]
+        fields["normalization"] = Normalization(mean=[0.0] * bands, std=[1.0] * bands)
+    fields.update(overrides)
+    return ModelMetadata(**fields)
+
+
+def check_metadata_matches(model: nn.Module, meta: ModelMetadata) -> None:
+    """Raise :class:`ModelError` where ``meta`` does not describe ``model``'s architecture."""
+    expected = {
+        "encoder": getattr(model, "encoder_name", None),
+        "in_channels": getattr(model, "in_channels", None),
+        "num_classes": getattr(model, "num_classes", None),
+        "num_filters": getattr(model, "num_filters", None),
+    }
+    wrong = [
+        f"{field}={getattr(meta, field)!r} (network: {value!r})"
+        for field, value in expected.items()
+        if value is not None and getattr(meta, field) != value
+    ]
+    if wrong:
+        raise ModelError(
+            "the metadata does not describe this network: " + ", ".join(wrong),
+            details="build the metadata with ternaus_backend.models.registry.metadata_for(model)",
+        )
+    norm = meta.normalization
+    counts = {
+        "band_names": len(meta.band_names),
+        "normalization.mean": len(norm.mean),
+        "normalization.std": len(norm.std),
+    }
+    wrong = [f"{field} has {count}" for field, count in counts.items() if count != meta.in_channels]
+    if wrong:
+        raise ModelError(
+            f"the metadata is inconsistent for a {meta.in_channels}-band network: "
+            + ", ".join(wrong),
+            details="give one band name, mean and std per input band",
+        )

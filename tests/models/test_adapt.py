@@ -1,0 +1,37 @@
+"""Changing the number of input bands for fine-tuning."""
+
+from __future__ import annotations
+
+import torch
+
+from ternaus_backend.models import adapt_first_layer, create_model
+
+
+def test_widening_with_zeros_keeps_the_function(pure_abn, random_bn) -> None:
+    model = random_bn(create_model("resnet_light", in_channels=3)).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        before = model(x)
+        adapt_first_layer(model, 11)
+        after = model(torch.cat([x, torch.randn(1, 8, 64, 64)], 1))
+    assert model.in_channels == 11
+    torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-5)
+
+
+def test_narrowing_keeps_the_rgb_filters() -> None:
+    with torch.no_grad():
+        model = create_model("resnet_light", in_channels=11)
+    state = model.state_dict()
+    rgb = state["conv1.conv1.weight"][:, :3].clone()
+    adapted = adapt_first_layer(state, 3)
+    assert adapted is not state and state["conv1.conv1.weight"].shape[1] == 11
+    assert torch.equal(adapted["conv1.conv1.weight"], rgb)
+    create_model("resnet_light", in_channels=3).load_state_dict(adapted, strict=True)
+
+
+def test_mean_mode_keeps_the_response_to_equal_bands() -> None:
+    weight = torch.randn(16, 3, 3, 3)
+    state = adapt_first_layer({"conv1.conv1.weight": weight}, 5, mode="mean")
+    widened = state["conv1.conv1.weight"]
+    assert widened.shape == (16, 5, 3, 3)
+    torch.testing.assert_close(widened.sum(1), weight.sum(1))
