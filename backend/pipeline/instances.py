@@ -24,17 +24,37 @@ from ternaus_backend.pipeline.store import ProbabilityStore
 
 
 def label_instances(body: np.ndarray, border: np.ndarray, thresholds: Thresholds) -> np.ndarray:
-    """Instance labels (int32, 0 = background) from body and border probabilities."""
+    """Instance labels (int32, 0 = background) from body and border probabilities.
+
+    The watershed only matters where one 8-connected part of the mask holds several seeds; a part
+    with one seed is that seed's instance and a part with none is dropped, exactly as the watershed
+    would decide, so the watershed runs on the crowded parts alone.
+    """
     mask = body > thresholds.body
     seeds = mask & (border < thresholds.border)
     markers = label(seeds, connectivity=1)
-    labels = watershed(mask.astype(np.uint8), markers, mask=mask, connectivity=2).astype(np.int32)
+    parts, count = ndimage.label(mask, structure=np.ones((3, 3), bool))
+    if count == 0:
+        return np.zeros(body.shape, np.int32)
+    seeded = markers > 0
+    seeds_per_part = np.bincount(parts[seeded], minlength=count + 1)
+    # The seed id of each part that holds exactly one seed (ids in a part with one seed agree).
+    part_seed = np.zeros(count + 1, np.int32)
+    part_seed[parts[seeded]] = markers[seeded]
+    part_seed[seeds_per_part != 1] = 0
+    labels = part_seed[parts]
+    crowded = seeds_per_part[parts] > 1
+    if crowded.any():
+        rows, cols = np.nonzero(crowded)
+        box = np.s_[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+        split = watershed(crowded[box].astype(np.uint8), markers[box], mask=crowded[box], connectivity=2)
+        labels[box][crowded[box]] = split[crowded[box]]
     if thresholds.min_area_px > 1 and labels.max() > 0:
         sizes = np.bincount(labels.ravel())
         small = sizes < thresholds.min_area_px
         small[0] = False
         labels[small[labels]] = 0
-    return labels
+    return labels.astype(np.int32, copy=False)
 
 
 @dataclass
