@@ -60,18 +60,32 @@ def network_alone(model_path: str | None, rgb: Path, repeats: int = 1) -> dict:
     return {"seconds": best, "windows": grid.count, "pixels": pixels, "device": str(device)}
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory. VmHWM belongs to the process's own memory map;
+    ru_maxrss would also count the parent's size at fork, which Linux carries across exec."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def extraction_child(model_path: str | None, rgb: Path, out: Path) -> dict:
-    """Runs in a fresh process: one warm-up on a tiny crop, then the timed extraction."""
+    """Runs in a fresh process: one warm-up window, then the timed extraction."""
     from ternaus_backend.pipeline.extract import extract
     from ternaus_backend.pipeline.inference import pick_device
 
+    from ternaus_backend.pipeline.inference import run_network
+
     device = pick_device()
     model = load_bench_model(model_path, device)
+    meta = model.metadata
+    tile = np.zeros((1, meta.in_channels, meta.tile_size_px, meta.tile_size_px), np.float32)
+    run_network(model, tile, device)  # warm-up, as network_alone has
     result = extract(rgb, out, model=model)
     return {
         "seconds": result.seconds, "buildings": result.count, "area_km2": result.area_km2,
         "pixels": result.width_px * result.height_px, "stages": result.stages,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb(),
         "cuda_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else 0.0,
     }
 

@@ -40,7 +40,7 @@ class ExtractOptions:
     batch_size: int = 4
     simplify_px: float = 1.0
     regularize: bool = False
-    block_px: int = 2048
+    block_px: int = 1024
     halo_px: int = 256
     device: str | None = None
 

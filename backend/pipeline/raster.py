@@ -16,7 +16,7 @@ import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
-from rasterio.enums import ColorInterp, Resampling
+from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.errors import RasterioIOError
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
@@ -67,6 +67,8 @@ def _read_padded(
 ) -> np.ndarray:
     """Reads ``window`` (float32 values or uint8 masks); parts outside the dataset are 0."""
     shape = out_shape or (int(window.height), int(window.width))
+    if masks and all(MaskFlags.all_valid in ds.mask_flag_enums[i - 1] for i in indexes):
+        return _inside_mask(ds, window, shape)  # no nodata, alpha or mask band: skip reading
     read = ds.read_masks if masks else ds.read
     kwargs = {} if masks else {"out_dtype": "float32"}
     col0, row0 = int(window.col_off), int(window.row_off)
@@ -81,6 +83,19 @@ def _read_padded(
     if inside.width > 0 and inside.height > 0:
         r, c = int(inside.row_off) - row0, int(inside.col_off) - col0
         out[:, r : r + int(inside.height), c : c + int(inside.width)] = read(indexes, window=inside, **kwargs)
+    return out
+
+
+def _inside_mask(ds, window: Window, shape: tuple[int, int]) -> np.ndarray:
+    """255 where the (full-resolution) window lies inside the dataset, 0 outside."""
+    out = np.zeros((1, *shape), np.uint8)
+    if shape != (int(window.height), int(window.width)):
+        out[:] = 255  # decimated reads lie inside the raster
+        return out
+    r0, c0 = max(0, -int(window.row_off)), max(0, -int(window.col_off))
+    r1 = min(shape[0], ds.height - int(window.row_off))
+    c1 = min(shape[1], ds.width - int(window.col_off))
+    out[:, r0:r1, c0:c1] = 255
     return out
 
 
@@ -271,7 +286,7 @@ class RasterInputs:
             valid &= inside
         return valid
 
-    def read_overview(self, max_pixels: int = 4_000_000) -> tuple[np.ndarray, np.ndarray]:
+    def read_overview(self, max_pixels: int = 1_048_576) -> tuple[np.ndarray, np.ndarray]:
         """The whole raster (RGB ∩ MS, ignoring the bbox), decimated to at most ``max_pixels``
         pixels: (values, valid). Normalisation statistics come from here, so results do not
         depend on the extent the user picked."""
