@@ -20,7 +20,7 @@ from ternaus_backend.progress import CancelToken, ProgressCallback, ProgressEven
 from ternaus_backend.pipeline.inference import pick_device, predict_probabilities
 from ternaus_backend.pipeline.instances import find_instances
 from ternaus_backend.pipeline.normalize import Normalizer
-from ternaus_backend.pipeline.polygons import BuildingWriter, finish_polygon, label_polygons
+from ternaus_backend.pipeline.polygons import BuildingWriter, finish_polygons, label_polygons
 from ternaus_backend.pipeline.raster import Bounds, RasterInputs
 from ternaus_backend.pipeline.store import ProbabilityStore
 from ternaus_backend.pipeline.windows import window_grid
@@ -153,14 +153,10 @@ def _polygons(store, transform, meta, opts, writer, progress, cancel) -> int:
         clipped += block.clipped
         block_transform = transform * transform.translation(block.col0, block.row0)
         outlines = label_polygons(block.labels, block.ids, block_transform)
-        polys, confs = [], []
-        for instance_id, conf in zip(block.ids, block.confidence):
-            poly = outlines.get(int(instance_id))
-            if poly is not None:
-                poly = finish_polygon(poly, pixel_size, opts.simplify_px, opts.regularize)
-            if poly is not None:
-                polys.append(poly)
-                confs.append(conf)
+        kept = [(outlines[int(i)], c) for i, c in zip(block.ids, block.confidence) if int(i) in outlines]
+        finished = finish_polygons([k[0] for k in kept], pixel_size, opts.simplify_px, opts.regularize)
+        polys = [p for p in finished if p is not None]
+        confs = [k[1] for k, p in zip(kept, finished) if p is not None]
         writer.write(polys, confs)
     if clipped:
         log.warning("%d buildings were larger than the %d px halo and may be cut at block seams",

@@ -27,8 +27,7 @@ def _scale_terms(
     pixels = values[:, valid]
     if pixels.shape[1] == 0:
         raise InputError("The input extent holds no valid pixels (all nodata); pick another extent.")
-    low = np.percentile(pixels, scaling.low, axis=1)
-    high = np.percentile(pixels, scaling.high, axis=1)
+    low, high = np.percentile(pixels, [scaling.low, scaling.high], axis=1)
     span = np.where(high - low > 0, high - low, 1.0)
     return low, span
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import fiona
 import numpy as np
+import shapely
 from affine import Affine
 from pyproj import Geod
 from rasterio.crs import CRS
@@ -124,26 +125,31 @@ def regularize(poly: Polygon, max_area_change: float = 0.25) -> Polygon:
     return candidate
 
 
-def area_m2(poly: Polygon, crs: CRS | None) -> float:
-    """True area in square metres."""
+def areas_m2(polygons: list[Polygon], crs: CRS | None) -> np.ndarray:
+    """True areas in square metres."""
     if crs is not None and crs.is_geographic:
-        area, _ = GEOD.geometry_area_perimeter(poly)
-        return abs(float(area))
+        return np.array([abs(GEOD.geometry_area_perimeter(p)[0]) for p in polygons], dtype=float)
     factor = 1.0
     if crs is not None and crs.linear_units_factor:
         factor = float(crs.linear_units_factor[1])
-    return float(poly.area) * factor * factor
+    return shapely.area(np.asarray(polygons, dtype=object)) * factor * factor
 
 
-def finish_polygon(poly: Polygon, pixel_size: float, simplify_px: float, regular: bool) -> Polygon | None:
-    """Simplified (and optionally right-angled) outline; None if nothing is left."""
-    if simplify_px > 0:
-        poly = poly.simplify(simplify_px * pixel_size, preserve_topology=True)
-    if regular and not poly.is_empty:
-        poly = regularize(poly)
-    if poly.is_empty or not poly.is_valid:
-        poly = largest_polygon(make_valid(poly))
-    return poly
+def finish_polygons(
+    polygons: list[Polygon], pixel_size: float, simplify_px: float, regular: bool
+) -> list[Polygon | None]:
+    """Simplified (and optionally right-angled) outlines; None where nothing is left."""
+    shapes_ = np.asarray(polygons, dtype=object)
+    if simplify_px > 0 and len(shapes_):
+        shapes_ = shapely.simplify(shapes_, simplify_px * pixel_size, preserve_topology=True)
+    result = []
+    for poly in shapes_:
+        if regular and not poly.is_empty:
+            poly = regularize(poly)
+        if poly.is_empty or not poly.is_valid:
+            poly = largest_polygon(make_valid(poly))
+        result.append(poly)
+    return result
 
 
 class BuildingWriter:
@@ -171,14 +177,12 @@ class BuildingWriter:
 
     def write(self, polygons: list[Polygon], confidences: list[float]) -> None:
         records = []
-        for poly, conf in zip(polygons, confidences):
+        for poly, conf, area in zip(polygons, confidences, areas_m2(polygons, self.crs)):
             self.count += 1
             records.append({
                 "geometry": mapping(poly),
                 "properties": {
-                    "id": self.count,
-                    "confidence": round(float(conf), 4),
-                    "area_m2": round(area_m2(poly, self.crs), 2),
+                    "id": self.count, "confidence": round(float(conf), 4), "area_m2": round(float(area), 2),
                 },
             })
         if records:
