@@ -44,6 +44,19 @@ class ExtractOptions:
     halo_px: int = 256
     device: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.tile_size_px is not None and (self.tile_size_px < 32 or self.tile_size_px % 32):
+            raise InputError(f"The tile size must be a multiple of 32 px (e.g. 256 or 512), "
+                             f"got {self.tile_size_px}.")
+        if self.overlap_px is not None and self.overlap_px < 0:
+            raise InputError(f"The overlap must be 0 or more px, got {self.overlap_px}.")
+        if self.batch_size < 1:
+            raise InputError(f"The batch size must be at least 1, got {self.batch_size}.")
+        if self.simplify_px < 0:
+            raise InputError(f"The simplification tolerance must be 0 or more px, got {self.simplify_px}.")
+        if self.block_px < 64 or self.halo_px < 0:
+            raise InputError("block_px must be at least 64 and halo_px 0 or more.")
+
 
 @dataclass
 class ExtractResult:
@@ -118,7 +131,8 @@ def extract(
         normalizer = Normalizer.fit(meta.normalization, inputs)
         tile = opts.tile_size_px or meta.tile_size_px
         overlap = opts.overlap_px if opts.overlap_px is not None else meta.overlap_px
-        grid = window_grid(grid_info.height, grid_info.width, tile, min(overlap, tile - 32))
+        overlap = min(overlap, tile - 32)
+        grid = window_grid(grid_info.height, grid_info.width, tile, overlap)
         writer = BuildingWriter(out, grid_info.crs)
         try:
             with tempfile.TemporaryDirectory(prefix="ternaus-", dir=work_dir) as tmp:
@@ -135,12 +149,10 @@ def extract(
             writer.abort()
             raise
         path = writer.commit()
-    width_m = grid_info.width * grid_info.pixel_size_m
-    height_m = grid_info.height * grid_info.pixel_size_m
     progress(ProgressEvent("done", writer.count, writer.count))
     return ExtractResult(
         path=path, count=writer.count, width_px=grid_info.width, height_px=grid_info.height,
-        area_km2=width_m * height_m / 1e6, seconds=time.perf_counter() - started,
+        area_km2=grid_info.area_km2, seconds=time.perf_counter() - started,
         clipped=clipped, stages=stages,
     )
 
@@ -148,7 +160,7 @@ def extract(
 def _polygons(store, transform, meta, opts, writer, progress, cancel) -> int:
     """Instances -> polygons -> writer; returns how many instances were larger than the halo."""
     clipped = 0
-    pixel_size = abs(transform.a)
+    pixel_size = abs(transform.determinant) ** 0.5  # in CRS units, any orientation
     for block in find_instances(store, meta.thresholds, opts.block_px, opts.halo_px, progress, cancel):
         clipped += block.clipped
         block_transform = transform * transform.translation(block.col0, block.row0)

@@ -121,7 +121,7 @@ class StripStitcher:
             return
         wsum = self.wsum[:rows]
         logits = self.acc[:, :rows] / np.maximum(wsum, 1e-6)
-        probs = expit(logits)
+        probs = np.nan_to_num(expit(logits), nan=0.0)  # an fp16 overflow must not poison the map
         probs[:, wsum <= 0] = 0.0  # nothing valid saw these pixels
         self.store.write_rows(self.top, probs)
         self.acc[:, :-rows] = self.acc[:, rows:].copy() if rows < self.acc.shape[1] else 0.0

@@ -50,7 +50,8 @@ class Normalizer:
         if len(normalization.mean) != channels or len(normalization.std) != channels:
             raise InputError(
                 f"The model's normalisation describes {len(normalization.mean)} channels but the "
-                f"input has {channels}."
+                f"input has {channels}; give the bands the model was made for (see `ternaus info "
+                "MODEL`) or use another model."
             )
         low_rgb, span_rgb = _scale_terms(normalization.rgb, values[:rgb_bands], valid)
         lows, spans, clips = [low_rgb], [span_rgb], [normalization.rgb.clip] * rgb_bands

@@ -2,8 +2,7 @@
 
 Outlines come from ``rasterio.features.shapes`` (8-connected pixels), are simplified by a tolerance
 in pixels and, on request, regularised to right angles around the building's dominant direction.
-``area_m2`` is true square metres: geodesic on the WGS84 ellipsoid for geographic rasters, planar
-area times the CRS unit factor otherwise.
+``area_m2`` is true square metres in any CRS (see ``geodesy.GroundMeasure``).
 """
 
 from __future__ import annotations
@@ -16,15 +15,14 @@ import fiona
 import numpy as np
 import shapely
 from affine import Affine
-from pyproj import Geod
 from rasterio.crs import CRS
 from rasterio.features import shapes
 from shapely import affinity, make_valid
 from shapely.geometry import MultiPolygon, Polygon, mapping, shape
 
 from ternaus_backend.errors import InputError
+from ternaus_backend.pipeline.geodesy import GroundMeasure
 
-GEOD = Geod(ellps="WGS84")
 LAYER_NAME = "buildings"
 SCHEMA = {
     "geometry": "Polygon",
@@ -125,16 +123,6 @@ def regularize(poly: Polygon, max_area_change: float = 0.25) -> Polygon:
     return candidate
 
 
-def areas_m2(polygons: list[Polygon], crs: CRS | None) -> np.ndarray:
-    """True areas in square metres."""
-    if crs is not None and crs.is_geographic:
-        return np.array([abs(GEOD.geometry_area_perimeter(p)[0]) for p in polygons], dtype=float)
-    factor = 1.0
-    if crs is not None and crs.linear_units_factor:
-        factor = float(crs.linear_units_factor[1])
-    return shapely.area(np.asarray(polygons, dtype=object)) * factor * factor
-
-
 def finish_polygons(
     polygons: list[Polygon], pixel_size: float, simplify_px: float, regular: bool
 ) -> list[Polygon | None]:
@@ -166,6 +154,7 @@ class BuildingWriter:
         if not self.out.parent.exists():
             raise InputError(f"The output folder {self.out.parent} does not exist; create it first.")
         self.crs = crs
+        self._measure = GroundMeasure(crs)
         self.partial = self.out.with_name(self.out.stem + ".partial.gpkg")
         if self.partial.exists():
             self.partial.unlink()
@@ -177,7 +166,7 @@ class BuildingWriter:
 
     def write(self, polygons: list[Polygon], confidences: list[float]) -> None:
         records = []
-        for poly, conf, area in zip(polygons, confidences, areas_m2(polygons, self.crs)):
+        for poly, conf, area in zip(polygons, confidences, self._measure.areas_m2(polygons)):
             self.count += 1
             records.append({
                 "geometry": mapping(poly),

@@ -20,9 +20,10 @@ from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.errors import RasterioIOError
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
-from rasterio.windows import Window, from_bounds
+from rasterio.windows import Window
 
 from ternaus_backend.errors import InputError
+from ternaus_backend.pipeline.geodesy import GroundMeasure
 
 Bounds = tuple[float, float, float, float]
 
@@ -54,7 +55,14 @@ def _rgb_band_indexes(ds: rasterio.DatasetReader) -> list[int]:
     return [1, 2, 3]
 
 
+def _sorted(bounds) -> Bounds:
+    """(xmin, ymin, xmax, ymax) whatever the raster's orientation."""
+    x0, y0, x1, y1 = bounds
+    return min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)
+
+
 def _intersect(a: Bounds, b: Bounds) -> Bounds | None:
+    a, b = _sorted(a), _sorted(b)
     left, bottom = max(a[0], b[0]), max(a[1], b[1])
     right, top = min(a[2], b[2]), min(a[3], b[3])
     if right <= left or top <= bottom:
@@ -115,15 +123,19 @@ class GridInfo:
         return min(left, right), min(top, bottom), max(left, right), max(top, bottom)
 
     @property
+    def pixel_size_xy_m(self) -> tuple[float, float]:
+        """Ground width and height of a pixel at the grid's centre, in metres (any CRS)."""
+        return GroundMeasure(self.crs).pixel_size_m(self.transform, self.width / 2, self.height / 2)
+
+    @property
     def pixel_size_m(self) -> float:
-        """Approximate ground size of one pixel in metres (also for geographic CRS)."""
-        size = abs(self.transform.a)
-        if self.crs is not None and self.crs.is_geographic:
-            lat = (self.bounds[1] + self.bounds[3]) / 2
-            return size * 111_320.0 * math.cos(math.radians(lat))
-        if self.crs is not None and self.crs.linear_units_factor:
-            return size * self.crs.linear_units_factor[1]
-        return size
+        """Mean ground size of one pixel in metres."""
+        return float(np.mean(self.pixel_size_xy_m))
+
+    @property
+    def area_km2(self) -> float:
+        width_m, height_m = self.pixel_size_xy_m
+        return self.width * self.height * width_m * height_m / 1e6
 
 
 class RasterInputs:
@@ -175,7 +187,7 @@ class RasterInputs:
         ms = vrt = None
         try:
             _rgb_band_indexes(rgb)
-            region: Bounds | None = tuple(rgb.bounds)  # type: ignore[assignment]
+            region: Bounds | None = _sorted(rgb.bounds)
             full_region = region
             if bbox is not None:
                 region = _intersect(region, cls._bbox_in_crs(bbox, bbox_crs, rgb.crs))
@@ -188,9 +200,9 @@ class RasterInputs:
             if ms_path is not None:
                 ms = _open(ms_path, "multispectral")
                 if ms.crs is not None and rgb.crs is not None and ms.crs != rgb.crs:
-                    ms_bounds = transform_bounds(ms.crs, rgb.crs, *ms.bounds, densify_pts=21)
+                    ms_bounds = transform_bounds(ms.crs, rgb.crs, *_sorted(ms.bounds), densify_pts=21)
                 else:
-                    ms_bounds = tuple(ms.bounds)
+                    ms_bounds = _sorted(ms.bounds)
                 overlap = _intersect(region, ms_bounds)
                 if overlap is None:
                     raise InputError(
@@ -209,6 +221,7 @@ class RasterInputs:
                     width=rgb.width,
                     height=rgb.height,
                     resampling=Resampling.bilinear,
+                    add_alpha=True,  # pixels the MS raster does not cover are masked
                 )
             return cls(rgb, ms, vrt, window, stats_window)
         except Exception:
@@ -231,11 +244,15 @@ class RasterInputs:
 
     @staticmethod
     def _window_for(ds: rasterio.DatasetReader, region: Bounds) -> Window:
-        win = from_bounds(*region, transform=ds.transform)
-        col0 = max(0, int(math.floor(win.col_off + 1e-6)))
-        row0 = max(0, int(math.floor(win.row_off + 1e-6)))
-        col1 = min(ds.width, int(math.ceil(win.col_off + win.width - 1e-6)))
-        row1 = min(ds.height, int(math.ceil(win.row_off + win.height - 1e-6)))
+        """The whole pixels of ``ds`` covering ``region`` (any transform orientation)."""
+        left, bottom, right, top = region
+        inverse = ~ds.transform
+        corners = [inverse * xy for xy in ((left, bottom), (left, top), (right, bottom), (right, top))]
+        cols, rows = [c for c, _ in corners], [r for _, r in corners]
+        col0 = max(0, int(math.floor(min(cols) + 1e-6)))
+        row0 = max(0, int(math.floor(min(rows) + 1e-6)))
+        col1 = min(ds.width, int(math.ceil(max(cols) - 1e-6)))
+        row1 = min(ds.height, int(math.ceil(max(rows) - 1e-6)))
         if col1 - col0 < 1 or row1 - row0 < 1:
             raise InputError(
                 "The requested extent covers no whole pixel of the RGB raster; give a larger extent."
@@ -274,9 +291,9 @@ class RasterInputs:
         win = self._abs(window)
         masks = _read_padded(self._rgb, self._rgb_bands, win, out_shape, masks=True)
         valid = np.all(masks > 0, axis=0)
-        if self._ms_vrt is not None:
-            bands = list(range(1, self.ms_band_count + 1))
-            valid &= np.all(_read_padded(self._ms_vrt, bands, win, out_shape, masks=True) > 0, axis=0)
+        if self._ms_vrt is not None:  # the warp's alpha band: 0 where the MS raster has no data
+            alpha = _read_padded(self._ms_vrt, [self.ms_band_count + 1], win, out_shape)
+            valid &= alpha[0] > 0
         if out_shape is None:  # pixels outside the grid are never valid
             inside = np.zeros_like(valid)
             r0, c0 = max(0, -int(window.row_off)), max(0, -int(window.col_off))

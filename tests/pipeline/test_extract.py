@@ -140,3 +140,23 @@ def test_regularize_squares_a_rotated_building(tmp_path):
         cosine = np.dot(a - b, c - b) / np.linalg.norm(a - b) / np.linalg.norm(c - b)
         assert abs(cosine) < 1e-6
     assert props["area_m2"] == pytest.approx(60 * 36 * 0.25, rel=0.06)
+
+
+def test_area_is_true_square_metres_in_web_mercator(tmp_path):
+    from pyproj import Transformer
+
+    x, y = Transformer.from_crs(4326, 3857, always_xy=True).transform(10.0, 50.0)
+    img = rectangles_image(100, 100, [(20, 20, 60, 60)])  # 40 x 40 px of 1 "metre" each in 3857
+    rgb = write_raster(tmp_path / "rgb.tif", img, crs="EPSG:3857", origin=(x, y), pixel=1.0)
+    result = extract(rgb, tmp_path / "out.gpkg", model=ThresholdModel())
+    (_, props), = read_buildings(result.path)
+    assert props["area_m2"] == pytest.approx(1600 * np.cos(np.radians(50)) ** 2, rel=0.02)
+
+
+@pytest.mark.parametrize("options,message", [
+    (dict(tile_size_px=100), "multiple of 32"), (dict(batch_size=0), "batch size"),
+    (dict(overlap_px=-1), "overlap"),
+])
+def test_bad_options_are_refused_with_a_clear_message(options, message):
+    with pytest.raises(InputError, match=message):
+        ExtractOptions(**options)

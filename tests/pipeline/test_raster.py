@@ -94,3 +94,36 @@ def test_real_spacenet_tiles_read(tmp_path):
     with RasterInputs.open(vegas) as r:  # RGB + alpha: three bands are read
         assert r.band_count == 3
         assert r.valid(Window(0, 0, 64, 64)).all()
+
+
+def test_south_up_raster_with_bbox(tmp_path):
+    import rasterio
+    from rasterio.transform import Affine
+
+    data = np.zeros((3, 40, 50), np.uint8)
+    data[:, :10] = 200  # the first rows are the southern edge in a south-up raster
+    path = tmp_path / "southup.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=50, height=40, count=3, dtype="uint8",
+                       crs="EPSG:32723", transform=Affine(1.0, 0, 500000, 0, 1.0, 7450000)) as dst:
+        dst.write(data)
+    with RasterInputs.open(path, bbox=(500000, 7450000, 500020, 7450010)) as r:
+        assert (r.grid.width, r.grid.height) == (20, 10)
+        assert r.read(Window(0, 0, 20, 10)).min() == 200
+
+
+def test_ms_pixels_outside_its_footprint_are_invalid(tmp_path):
+    rgb = write_raster(tmp_path / "rgb.tif", np.full((3, 40, 40), 100, np.uint8), pixel=1.0)
+    from rasterio.transform import Affine
+    import rasterio
+
+    # An MS raster rotated by 45 degrees (a diamond): the corners of its envelope are uncovered.
+    rot = Affine.translation(500020, 7449990) * Affine.rotation(45) * Affine.scale(1, -1)
+    ms = tmp_path / "ms.tif"
+    with rasterio.open(ms, "w", driver="GTiff", width=20, height=20, count=8, dtype="uint16",
+                       crs="EPSG:32723", transform=rot) as dst:
+        dst.write(np.full((8, 20, 20), 700, np.uint16))
+    with RasterInputs.open(rgb, ms) as r:
+        window = Window(0, 0, r.grid.width, r.grid.height)
+        valid, values = r.valid(window), r.read(window)
+        assert 0 < valid.sum() < valid.size
+        assert np.all(values[3:, valid] > 0)  # every valid pixel has real MS data
