@@ -145,12 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ignore polygons smaller than this (in the truth CRS's units squared)")
     p.set_defaults(func=cmd_evaluate)
 
-    try:
-        from ternaus_backend.training.command import add_train_parser
-    except ImportError:  # training not installed in this build
-        pass
-    else:
-        add_train_parser(sub)
+    from ternaus_backend.training.command import add_train_parser
+
+    add_train_parser(sub)
 
     p = sub.add_parser("synth", help="make synthetic scenes (RGB, multispectral, building labels)")
     p.add_argument("--out", required=True, help="output folder")

@@ -5,16 +5,19 @@ layer of building footprints and optionally a training area (AOI) polygon layer.
 through :class:`~ternaus_backend.pipeline.raster.RasterInputs` and normalised with the model's
 :class:`~ternaus_backend.pipeline.normalize.Normalizer`, exactly as extraction will read it.
 
-Training rasters are held in memory whole (image, targets, weights), which is what a user-drawn
-training area needs; a grid larger than :data:`MAX_TRAIN_PIXELS` is refused with a message asking
-for a smaller AOI or bounding box.
+Training rasters are held in memory (image, targets, weights). With a training area (AOI) only
+the bounding box of the AOI and the validation area, plus a margin of one crop size (so crops
+near the AOI edge see real context), is read; without one, the whole raster. A grid larger than
+:data:`MAX_TRAIN_PIXELS` (after that cropping) is refused. Normalisation statistics always come
+from the whole raster (``RasterInputs.read_overview``), as in extraction, whatever is read.
 
 Pixel weights: 1 inside the training area (default: the raster extent) where the raster holds
 data, 0 elsewhere; 0 in the validation area and a gap around it, so the loss never sees a
 validation label; 0 where a crop runs past the raster edge (reflect padding).
 
-Validation area: the ``val_aoi`` polygons when given, else one contiguous band of the raster
-(:func:`~ternaus_backend.training.targets.split_by_area`), never random pixels.
+Validation area: the ``val_aoi`` polygons when given, else one contiguous band of the pixel
+bounding box of the training area (:func:`~ternaus_backend.training.targets.split_by_area` on that
+box), never random pixels.
 """
 
 from __future__ import annotations
@@ -40,8 +43,8 @@ from shapely.geometry.base import BaseGeometry
 from ternaus_backend.errors import InputError, LabelError
 from ternaus_backend.models.metadata import MS_BANDS, RGB_BANDS, Normalization
 from ternaus_backend.pipeline.normalize import Normalizer
-from ternaus_backend.pipeline.raster import GridInfo, RasterInputs
-from ternaus_backend.progress import ProgressCallback, ProgressEvent, no_progress
+from ternaus_backend.pipeline.raster import Bounds, GridInfo, RasterInputs
+from ternaus_backend.progress import CancelToken, ProgressCallback, ProgressEvent, no_progress
 from ternaus_backend.training.augment import (
     AugmentConfig,
     Sample,
@@ -145,16 +148,75 @@ def input_band_names(rgb: Path, ms: Path | None) -> list[str]:
     return names + [f"ms{i}" for i in range(1, count + 1)]
 
 
-def _read_areas(
-    path: Path, crs: Any, transform: Affine, shape: tuple[int, int], role: str
-) -> tuple[np.ndarray, BaseGeometry]:
-    """Mask and union (raster CRS) of an area polygon layer, clipped to the grid."""
+def _read_area_polygons(path: Path, crs: Any, role: str) -> list[BaseGeometry]:
+    """The polygons of an area layer, in the raster CRS (``InputError`` when it holds none)."""
     polygons = read_polygons(path, dst_crs=crs, error_cls=InputError)
     if not polygons:
         raise InputError(f"The {role} layer {path.name} holds no polygons; draw the area first.")
+    return polygons
+
+
+def _area_mask(
+    polygons: Sequence[BaseGeometry], transform: Affine, shape: tuple[int, int]
+) -> tuple[np.ndarray, BaseGeometry]:
+    """Mask and union (raster CRS) of area polygons, clipped to the grid."""
     mask = aoi_mask(polygons, transform, shape)
     region = shapely.union_all(polygons).intersection(_pixel_box(transform, 0, 0, *shape))
     return mask, region
+
+
+def _read_bbox(
+    source: TrainingSource, grid: GridInfo, areas: Sequence[BaseGeometry], margin_px: int
+) -> Bounds:
+    """Bounds (raster CRS) of the training and validation areas plus ``margin_px`` pixels.
+
+    ``InputError`` when they miss the raster altogether.
+    """
+    xmin, ymin, xmax, ymax = shapely.union_all(list(areas)).bounds
+    dx = margin_px * math.hypot(grid.transform.a, grid.transform.d)
+    dy = margin_px * math.hypot(grid.transform.b, grid.transform.e)
+    bounds = (xmin - dx, ymin - dy, xmax + dx, ymax + dy)
+    left, bottom, right, top = grid.bounds
+    if bounds[2] <= left or bounds[0] >= right or bounds[3] <= bottom or bounds[1] >= top:
+        raise InputError(
+            f"The training area {source.aoi.name if source.aoi else ''} does not overlap the "
+            f"raster {source.rgb.name}; check both layers' CRS and extent."
+        )
+    return bounds
+
+
+def _automatic_split(
+    area: np.ndarray, val_fraction: float, seed: int, source: TrainingSource
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int]]:
+    """Train and validation masks from a band of the training area's pixel bounding box.
+
+    Returns ``(train_split, val_split, (row0, col0, row1, col1))`` where the last is the band's
+    pixel box; the masks are not yet restricted to ``area``.
+    """
+    rows = np.flatnonzero(area.any(axis=1))
+    cols = np.flatnonzero(area.any(axis=0))
+    r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    try:
+        sub_train, sub_val = split_by_area((r1 - r0, c1 - c0), val_fraction, seed,
+                                           gap_px=VAL_GAP_PX)
+    except InputError as exc:
+        where = (f"training area {source.aoi.name}" if source.aoi is not None
+                 else "valid part of the raster")
+        raise InputError(
+            f"The {where} of {source.rgb.name} is only {c1 - c0}x{r1 - r0} px, too small to "
+            "split automatically into training and validation areas; draw a larger training "
+            "area or give a validation area (--val-aoi).",
+            details=exc.message,
+        ) from exc
+    train_split = np.zeros(area.shape, dtype=bool)
+    val_split = np.zeros(area.shape, dtype=bool)
+    train_split[r0:r1, c0:c1] = sub_train
+    val_split[r0:r1, c0:c1] = sub_val
+    vrows = np.flatnonzero(sub_val.any(axis=1))
+    vcols = np.flatnonzero(sub_val.any(axis=0))
+    band = (r0 + int(vrows[0]), c0 + int(vcols[0]), r0 + int(vrows[-1]) + 1,
+            c0 + int(vcols[-1]) + 1)
+    return train_split, val_split, band
 
 
 def prepare_source(
@@ -166,24 +228,47 @@ def prepare_source(
     seed: int = 0,
     border_width_px: int = 3,
     allow_empty_labels: bool = False,
+    margin_px: int = 256,
 ) -> PreparedSource:
     """Read one source into memory: normalised image, targets, training weights, validation area.
 
-    Raises ``InputError`` for unreadable or too large rasters and areas that miss the raster, and
+    With a training area only its bounding box (with the validation area's) plus ``margin_px``
+    pixels (use the crop size) is read; the grid of the result is that cropped grid. Raises
+    ``InputError`` for unreadable or too large rasters and areas that miss the raster, and
     ``LabelError`` when the labels hold no building inside the training area (unless
     ``allow_empty_labels``: the area is then a negative example, all background).
     """
-    with RasterInputs.open(source.rgb, source.ms) as inputs:
+    aoi_polygons = val_polygons = None
+    bbox: Bounds | None = None
+    if source.aoi is not None:
+        with RasterInputs.open(source.rgb, source.ms) as full:
+            crs, full_grid = full.grid.crs, full.grid
+        aoi_polygons = _read_area_polygons(source.aoi, crs, "training area")
+        if source.val_aoi is not None:
+            val_polygons = _read_area_polygons(source.val_aoi, crs, "validation area")
+        bbox = _read_bbox(source, full_grid, [*aoi_polygons, *(val_polygons or [])],
+                          max(0, margin_px))
+
+    with RasterInputs.open(source.rgb, source.ms, bbox=bbox) as inputs:
         grid = inputs.grid
         height, width = grid.height, grid.width
         if height * width > MAX_TRAIN_PIXELS:
             side = int(math.sqrt(MAX_TRAIN_PIXELS))
+            if source.aoi is not None:
+                what = (f"The training area {source.aoi.name} (with the validation area and a "
+                        f"margin of {margin_px} px) covers {width}x{height} px of "
+                        f"{source.rgb.name}")
+                fix = ("Draw a smaller training area (or several sources, each with its own "
+                       "area), or use a smaller crop size.")
+            else:
+                what = f"The training raster {source.rgb.name} is {width}x{height} px"
+                fix = ("Draw a training area (--aoi) around the labelled part, or clip the raster "
+                       "to it.")
             raise InputError(
-                f"The training raster {source.rgb.name} is {width}x{height} px; training holds its "
-                f"rasters in memory and takes at most about {side}x{side} px. Use a smaller "
-                "training area (AOI) or clip the raster to the labelled area."
+                f"{what}; training holds its rasters in memory and takes at most about "
+                f"{side}x{side} px. {fix}"
             )
-        normalizer = Normalizer.fit(normalization, inputs)
+        normalizer = Normalizer.fit(normalization, inputs)  # whole-raster statistics
         window = Window(0, 0, width, height)
         valid = inputs.valid(window)
         image = normalizer(inputs.read(window))
@@ -197,9 +282,7 @@ def prepare_source(
     target = np.stack([targets.body, targets.border])
 
     if source.aoi is not None:
-        area, area_region = _read_areas(
-            source.aoi, grid.crs, grid.transform, shape, "training area"
-        )
+        area, area_region = _area_mask(aoi_polygons, grid.transform, shape)
         if not area.any():
             raise InputError(
                 f"The training area {source.aoi.name} does not overlap the raster "
@@ -208,6 +291,12 @@ def prepare_source(
     else:
         area, area_region = np.ones(shape, dtype=bool), extent
     area &= valid
+    if not area.any():
+        where = f"training area {source.aoi.name}" if source.aoi else "raster"
+        raise InputError(
+            f"The {where} of {source.rgb.name} holds no valid pixel (all nodata); train on a "
+            "part of the raster that holds imagery."
+        )
 
     labelled = int(targets.body[area].sum())
     if labelled == 0 and not allow_empty_labels:
@@ -219,21 +308,20 @@ def prepare_source(
         )
 
     if source.val_aoi is not None:
-        val_area, val_region = _read_areas(
-            source.val_aoi, grid.crs, grid.transform, shape, "validation area"
-        )
+        if val_polygons is None:
+            val_polygons = _read_area_polygons(source.val_aoi, grid.crs, "validation area")
+        val_area, val_region = _area_mask(val_polygons, grid.transform, shape)
         val = val_area & valid
         near_val = ndimage.binary_dilation(val, iterations=VAL_GAP_PX) if val.any() else val
         train = area & ~near_val
         if not val.any():
             val_region = None
     else:
-        train_split, val_split = split_by_area(shape, val_fraction, seed + index, gap_px=VAL_GAP_PX)
+        train_split, val_split, band_px = _automatic_split(area, val_fraction, seed + index,
+                                                           source)
         val = val_split & area
         train = train_split & area
-        rows = np.flatnonzero(val_split.any(axis=1))
-        cols = np.flatnonzero(val_split.any(axis=0))
-        band = _pixel_box(grid.transform, rows[0], cols[0], rows[-1] + 1, cols[-1] + 1)
+        band = _pixel_box(grid.transform, *band_px)
         val_region = band.intersection(area_region) if val.any() else None
     if not train.any():
         raise InputError(
@@ -264,20 +352,30 @@ def prepare_sources(
     seed: int = 0,
     border_width_px: int = 3,
     allow_empty_labels: bool = False,
+    margin_px: int = 256,
     progress: ProgressCallback = no_progress,
+    cancel: CancelToken | None = None,
 ) -> list[PreparedSource]:
-    """Prepare every source and check they fit together (same bands, some labels, validation)."""
+    """Prepare every source and check they fit together (same bands, some labels, validation).
+
+    ``cancel`` is checked before each source (``CancelledError``).
+    """
     if not sources:
         raise InputError("Give at least one training raster (--rgb) with its labels (--labels).")
     prepared: list[PreparedSource] = []
     for index, source in enumerate(sources):
+        if cancel is not None:
+            cancel.raise_if_cancelled()
         progress(ProgressEvent("prepare", index, len(sources), {"source": source.rgb.name}))
         prepared.append(
             prepare_source(
                 source, normalization, index=index, val_fraction=val_fraction, seed=seed,
                 border_width_px=border_width_px, allow_empty_labels=allow_empty_labels,
+                margin_px=margin_px,
             )
         )
+    if cancel is not None:
+        cancel.raise_if_cancelled()
     progress(ProgressEvent("prepare", len(sources), len(sources), {}))
     bands = {tuple(p.band_names) for p in prepared}
     if len({p.image.shape[0] for p in prepared}) > 1 or len(bands) > 1:
@@ -292,11 +390,30 @@ def prepare_sources(
             "validation area); draw footprints in the training area or check the labels' CRS."
         )
     if not any(p.has_validation for p in prepared):
-        raise InputError(
-            "The validation area (--val-aoi) does not overlap any training raster; draw it over "
-            "a labelled part of the imagery, or leave it out for an automatic split."
-        )
+        raise InputError(_no_validation_message(sources))
     return prepared
+
+
+def _no_validation_message(sources: Sequence[TrainingSource]) -> str:
+    """Why no source has validation pixels, and what to do, for given and automatic areas."""
+    given = [s for s in sources if s.val_aoi is not None]
+    automatic = [s for s in sources if s.val_aoi is None]
+    parts = []
+    if given:
+        names = ", ".join(sorted({s.val_aoi.name for s in given}))  # type: ignore[union-attr]
+        parts.append(
+            f"The validation area (--val-aoi {names}) does not overlap the valid imagery of its "
+            "training raster; draw it over a labelled part of the imagery, or leave it out for "
+            "an automatic split."
+        )
+    if automatic:
+        names = ", ".join(s.rgb.name for s in automatic)
+        parts.append(
+            f"The automatic validation split (a band of each training area) holds no valid "
+            f"pixel of the training area in {names}; draw a validation area (--val-aoi) over a "
+            "labelled part of the imagery, or draw a more compact training area (--aoi)."
+        )
+    return " ".join(parts)
 
 
 # -- crops ---------------------------------------------------------------------------------

@@ -6,9 +6,12 @@ and, after every epoch, validates on the validation area (:mod:`.validation`: lo
 IoU, SpaceNet F1 through the real extraction pipeline).
 
 The best epoch (highest ``val_f1``, ties by lower ``val_loss``) is saved to ``config.out`` with
-full metadata; a resumable checkpoint (model, optimizer, scheduler, scaler, epoch, best score,
-RNG state) is written to ``<out>.ckpt.pt`` after every epoch. Files are replaced atomically, so an
-interrupted run never leaves a broken model. On CUDA the forward pass runs under
+full metadata. ``config.out`` is only ever replaced by a validated model: a run cancelled before
+its first validation saves its unvalidated weights to ``config.out`` only when that file does not
+exist yet, else beside it (:func:`unvalidated_path`), so an earlier model (``--init X --out X``
+included) stays intact. A resumable checkpoint (model, optimizer, scheduler, scaler, epoch, best
+score, RNG state) is written to ``<out>.ckpt.pt`` after every epoch. Files are replaced
+atomically, so an interrupted run never leaves a broken model. On CUDA the forward pass runs under
 ``torch.autocast`` (float16) with a ``GradScaler``; on the CPU in float32.
 """
 
@@ -49,7 +52,9 @@ from ternaus_backend.training.validation import validate
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TrainConfig", "TrainResult", "EpochStats", "train", "checkpoint_path"]
+__all__ = [
+    "TrainConfig", "TrainResult", "EpochStats", "train", "checkpoint_path", "unvalidated_path",
+]
 
 CHECKPOINT_FORMAT = "ternaus-train-checkpoint/1"
 
@@ -128,6 +133,11 @@ class TrainResult:
 def checkpoint_path(out: Path) -> Path:
     """The resumable checkpoint beside a model file: ``<out>.ckpt.pt``."""
     return out.with_name(out.name + ".ckpt.pt")
+
+
+def unvalidated_path(out: Path) -> Path:
+    """Where a cancelled run's unvalidated weights go when ``out`` already holds a model."""
+    return out.with_name(out.stem + ".unvalidated.safetensors")
 
 
 class WarmupCosine:
@@ -292,7 +302,9 @@ def train(
 
     Raises ``CancelledError`` (with ``.result``, a :class:`TrainResult`) when ``cancel`` is set:
     the best model so far is kept (or, before the first epoch finished, the current weights are
-    saved as best-so-far, unvalidated).
+    saved unvalidated: to ``config.out`` if it does not exist, else to
+    :func:`unvalidated_path`, leaving ``config.out`` untouched). Cancelled while the sources are
+    read, it raises ``CancelledError`` without ``.result`` (nothing written).
     """
     started = time.perf_counter()
     cancel = cancel or CancelToken()
@@ -326,11 +338,18 @@ def train(
     for note in notes:
         log.info(note)
 
-    sources = prepare_sources(
-        config.sources, meta.normalization, val_fraction=config.val_fraction, seed=config.seed,
-        border_width_px=config.border_width_px, allow_empty_labels=config.allow_empty_labels,
-        progress=progress,
-    )
+    try:
+        sources = prepare_sources(
+            config.sources, meta.normalization, val_fraction=config.val_fraction,
+            seed=config.seed, border_width_px=config.border_width_px,
+            allow_empty_labels=config.allow_empty_labels, margin_px=config.crop_px,
+            progress=progress, cancel=cancel,
+        )
+    except CancelledError as exc:
+        raise CancelledError(
+            "Training was cancelled while reading the training data; nothing was written "
+            "(earlier models and checkpoints are unchanged)."
+        ) from exc
     meta.resolution_m = round(float(np.median([s.resolution_m for s in sources])), 4)
     model.metadata = meta
     model.to(device).train()
@@ -348,14 +367,15 @@ def train(
                                   weight_decay=config.weight_decay)
     total_steps = config.epochs * config.steps_per_epoch
     schedule = WarmupCosine(int(config.warmup_fraction * total_steps), total_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     use_amp = device.type == "cuda" and config.amp
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
     start_epoch, best, history = 0, None, []
-    if ckpt is not None:
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
+    if ckpt is None:
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    else:
+        optimizer.load_state_dict(ckpt["optimizer"])  # holds each group's initial_lr
+        scheduler = _resumed_scheduler(optimizer, schedule, int(ckpt["scheduler"]["last_epoch"]))
         if ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
         _set_rng_state(ckpt["rng"])
@@ -436,14 +456,37 @@ def train(
             }))
     except CancelledError as exc:
         result = run.cancelled(crops_per_s)
-        where = f"kept in {result.model_path}" if result.model_path else "not saved"
-        error = CancelledError(
-            f"Training was cancelled after {result.epochs_completed} epoch(s); the best model so "
-            f"far is {where}. Resume with --resume.", details="; ".join(result.notes),
-        )
+        if run.unvalidated_saved is not None:
+            kept = f"; {out} was left unchanged" if run.unvalidated_saved != out else ""
+            message = (
+                "Training was cancelled before the first epoch finished; the current, unvalidated "
+                f"weights were saved to {run.unvalidated_saved}{kept}. No epoch finished, so "
+                "there is no checkpoint to resume from: train again to continue."
+            )
+        else:
+            where = f"kept in {result.model_path}" if result.model_path else "not saved"
+            message = (
+                f"Training was cancelled after {result.epochs_completed} epoch(s); the best model "
+                f"so far is {where}. Resume with --resume."
+            )
+        error = CancelledError(message, details="; ".join(result.notes))
         error.result = result  # type: ignore[attr-defined]
         raise error from exc
     return run.result("completed", crops_per_s)
+
+
+def _resumed_scheduler(
+    optimizer: torch.optim.Optimizer, schedule: WarmupCosine, step: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """A LambdaLR at optimizer step ``step`` of ``schedule`` (this run's total, not the old one).
+
+    The checkpoint's scheduler state is not loaded: it would restore the old run's schedule
+    (``WarmupCosine.total`` from its ``--epochs``). Building the scheduler with
+    ``last_epoch=step - 1`` makes its initial step land on ``step`` with the new schedule's LR.
+    """
+    if step < 1:
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule, last_epoch=step - 1)
 
 
 def _mean_step(seconds: Sequence[float]) -> float:
@@ -465,6 +508,7 @@ class _Run:
         self.best: dict[str, Any] | None = None
         self.history: list[dict[str, Any]] = []
         self.epochs_done = 0
+        self.unvalidated_saved: Path | None = None  # where cancelled() put unvalidated weights
 
     def _metadata(self, extra_notes: Sequence[str] = ()) -> ModelMetadata:
         meta = self.meta.model_copy(deep=True)
@@ -507,19 +551,31 @@ class _Run:
         _atomic_replace(lambda tmp: torch.save(state, tmp), self.ckpt_path)
 
     def cancelled(self, crops_per_s: float) -> TrainResult:
+        """Before any validated epoch, save the current weights, never over an existing OUT."""
         if self.best is None:
-            note = ("cancelled before the first epoch finished: the current, unvalidated "
-                    "weights were saved as the best model so far")
+            if self.out.exists():
+                path = unvalidated_path(self.out)
+                note = (f"cancelled before the first epoch finished: the current, unvalidated "
+                        f"weights were saved to {path}; {self.out} was left unchanged")
+            else:
+                path = self.out
+                note = ("cancelled before the first epoch finished: the current, unvalidated "
+                        "weights were saved as the best model so far")
             self.notes.append(note)
             log.warning(note)
-            _save_model(self.model, self._metadata(), self.out)
+            _save_model(self.model, self._metadata(), path)
+            self.unvalidated_saved = path
         return self.result("cancelled", crops_per_s)
 
     def result(self, status: Literal["completed", "cancelled"], crops_per_s: float) -> TrainResult:
         best = self.best or {}
+        if self.unvalidated_saved is not None:
+            model_path: Path | None = self.unvalidated_saved
+        else:
+            model_path = self.out if self.out.exists() else None
         return TrainResult(
             status=status,
-            model_path=self.out if self.out.exists() else None,
+            model_path=model_path,
             checkpoint_path=self.ckpt_path,
             epochs_completed=self.epochs_done,
             best_epoch=best.get("epoch"),

@@ -5,8 +5,9 @@
   whole validation area;
 * ``val_f1``: SpaceNet F1 (IoU 0.5) of the polygons that
   :func:`~ternaus_backend.pipeline.extract.extract` writes for the bounding box of each source's
-  validation area, against the labels, both clipped to the validation area. Extraction normalises
-  over that bounding box, as it would for a user's extent.
+  validation area, against the labels, both clipped to the validation area. Extraction takes its
+  normalisation statistics from the whole raster (``RasterInputs.read_overview``), not from that
+  bounding box, exactly as training does, so the network sees the same values in both.
 """
 
 from __future__ import annotations
@@ -22,10 +23,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from ternaus_backend.evaluation.spacenet import Scores, score
 from ternaus_backend.models.metadata import ModelMetadata
+from ternaus_backend.pipeline.extract import ExtractOptions, extract
 from ternaus_backend.progress import CancelToken
 from ternaus_backend.training.dataset import PreparedSource, val_tiles
 from ternaus_backend.training.losses import BceJaccardLoss
+from ternaus_backend.vector_io import read_polygons_with_properties
 
 log = logging.getLogger(__name__)
 
@@ -96,15 +100,8 @@ def _val_f1(
     meta: ModelMetadata,
     device: torch.device,
     cancel: CancelToken | None,
-) -> tuple[float | None, int, int, int]:
-    """SpaceNet F1 of ``extract`` on the validation areas; None when extraction is unavailable."""
-    try:
-        from ternaus_backend.evaluation.spacenet import Scores, score
-        from ternaus_backend.pipeline.extract import ExtractOptions, extract
-        from ternaus_backend.vector_io import read_polygons_with_properties
-    except ImportError as exc:  # pragma: no cover - only while the pipeline is being built
-        log.warning("validation F1 skipped: the extraction pipeline is unavailable (%s)", exc)
-        return None, 0, 0, 0
+) -> tuple[float, int, int, int]:
+    """SpaceNet F1 (with TP, FP, FN) of ``extract`` on the validation areas."""
     total = Scores()
     with tempfile.TemporaryDirectory(prefix="ternaus-val-") as tmp:
         for i, src in enumerate(sources):

@@ -16,6 +16,8 @@ from ternaus_backend.pipeline.raster import RasterInputs
 from ternaus_backend.pipeline.store import ProbabilityStore
 from ternaus_backend.pipeline.windows import window_grid
 from ternaus_backend.progress import CancelToken
+import torch
+
 from tests.helpers import ThresholdModel, rectangles_image, write_raster
 
 
@@ -160,3 +162,32 @@ def test_area_is_true_square_metres_in_web_mercator(tmp_path):
 def test_bad_options_are_refused_with_a_clear_message(options, message):
     with pytest.raises(InputError, match=message):
         ExtractOptions(**options)
+
+
+class WindowBiasModel(ThresholdModel):
+    """Adds a bias that depends on the whole window (like a network's context): cropping windows
+    would show it as steps at the seams, blending must fade it smoothly."""
+
+    def forward(self, x):
+        out = super().forward(x)
+        bias = 4.0 * x[:, :1].mean(dim=(2, 3), keepdim=True)
+        return torch.cat([out[:, :1] * 0 + bias, out[:, 1:]], dim=1)
+
+
+def test_blending_leaves_no_step_at_window_seams(tmp_path):
+    # A left-to-right ramp gives every window column another bias.
+    ramp = np.tile(np.linspace(0, 255, 256), (192, 1)).astype(np.uint8)
+    rgb = write_raster(tmp_path / "rgb.tif", np.stack([ramp] * 3))
+    model, overlap = WindowBiasModel(), 32
+    with RasterInputs.open(rgb) as inputs:
+        norm = Normalizer.fit(model.metadata.normalization, inputs)
+        store = ProbabilityStore(tmp_path / "p.u8", 192, 256)
+        grid = window_grid(192, 256, 64, overlap)
+        predict_probabilities(model, inputs, norm, store, grid, overlap, 4, torch.device("cpu"))
+    probs = np.clip(store.read(0, 192, 0, 256)[0], 1e-3, 1 - 1e-3)
+    logit = np.log(probs / (1 - probs))
+    step = np.abs(np.diff(logit, axis=1)).max()
+    # Windows start 32 px apart: their biases differ by 4 * (32/255) / 0.25 = 2.0 in logit units;
+    # cropping would jump by that much at a seam, blending spreads it over the 32 px overlap.
+    window_bias_gap = 4.0 * (32 / 255) / 0.25
+    assert step < window_bias_gap / 4, (step, window_bias_gap)

@@ -10,8 +10,9 @@ import rasterio
 from rasterio.transform import from_origin
 from shapely.geometry import Polygon, box
 
-from ternaus_backend.errors import InputError, LabelError
+from ternaus_backend.errors import CancelledError, InputError, LabelError
 from ternaus_backend.models.metadata import Normalization
+from ternaus_backend.progress import CancelToken
 from ternaus_backend.training import dataset as dataset_module
 from ternaus_backend.training.augment import (
     AugmentConfig,
@@ -28,6 +29,7 @@ from ternaus_backend.training.dataset import (
     val_tiles,
 )
 from ternaus_backend.training.loop import TrainConfig, train
+from ternaus_backend.training.targets import split_by_area
 from ternaus_backend.vector_io import write_polygons
 
 CRS = "EPSG:32723"
@@ -111,7 +113,7 @@ def test_source_masks_weights_and_automatic_validation_band(tmp_path: Path) -> N
     assert src.image.shape == (3, 100, 80) and src.image.dtype == np.float32
     assert src.target[0].sum() == 10 * 20 + 15 * 20
     assert src.band_names == ["red", "green", "blue"]
-    assert src.resolution_m == pytest.approx(0.5)
+    assert src.resolution_m == pytest.approx(0.5, rel=1e-4)  # ground size, geodesic
     val_rows = np.flatnonzero(src.val_mask.any(axis=1))
     assert np.array_equal(val_rows, np.arange(val_rows[0], val_rows[0] + 20))  # 20 % of 100 rows
     assert src.val_mask[val_rows].all()  # a band of whole rows, not random pixels
@@ -168,11 +170,116 @@ def test_empty_label_file_and_missing_area_overlap(tmp_path: Path) -> None:
         prepare_source(TrainingSource(rgb=rgb, labels=labels, aoi=far), NORM)
 
 
-def test_too_large_raster_asks_for_a_smaller_area(tmp_path: Path, monkeypatch) -> None:
+def test_too_large_raster_asks_for_a_training_area(tmp_path: Path, monkeypatch) -> None:
     rgb, labels = write_scene(tmp_path, 64, 64, [(10, 10, 20, 20)])
     monkeypatch.setattr(dataset_module, "MAX_TRAIN_PIXELS", 1000)
-    with pytest.raises(InputError, match="smaller training area"):
+    with pytest.raises(InputError, match=r"64x64 px.*training area \(--aoi\)"):
         prepare_source(TrainingSource(rgb=rgb, labels=labels), NORM)
+
+
+def test_training_area_reads_only_its_box_plus_a_crop_margin(
+    tmp_path: Path, monkeypatch
+) -> None:
+    # a small AOI in a raster that would be too large whole: only the AOI box + margin is read
+    rgb, labels = write_scene(tmp_path, 200, 160, [(110, 60, 125, 80), (20, 20, 40, 40)])
+    aoi = write_area(tmp_path / "aoi.geojson", px_box(100, 50, 140, 90))
+    monkeypatch.setattr(dataset_module, "MAX_TRAIN_PIXELS", 100 * 100)
+    src = prepare_source(TrainingSource(rgb=rgb, labels=labels, aoi=aoi), NORM, margin_px=16)
+    assert src.image.shape == (3, 40 + 32, 40 + 32)
+    c, f = src.grid.transform.c, src.grid.transform.f
+    assert (c, f) == pytest.approx((X0 + (50 - 16) * RES, Y0 - (100 - 16) * RES))
+    # targets on the cropped grid: the building at rows 110-125, cols 60-80 is at 26-41, 26-46
+    body = src.target[0].astype(bool)
+    assert body.sum() == 15 * 20 and body[26:41, 26:46].all()
+    assert np.array_equal(src.image[0] > src.image[0].mean(), body)  # image aligned with labels
+    assert src.train_weight[:16].sum() == 0 and src.train_weight[:, :16].sum() == 0  # margin
+    # the margin is clamped at the raster edge
+    edge = write_area(tmp_path / "edge.geojson", px_box(0, 0, 50, 50))
+    src = prepare_source(TrainingSource(rgb=rgb, labels=labels, aoi=edge), NORM, margin_px=16)
+    assert src.image.shape == (3, 66, 66)
+    assert src.grid.transform.c == pytest.approx(X0) and src.grid.transform.f == pytest.approx(Y0)
+    # the size limit applies to what is read, with advice about the area
+    monkeypatch.setattr(dataset_module, "MAX_TRAIN_PIXELS", 1000)
+    with pytest.raises(InputError, match="training area aoi.geojson.*smaller training area"):
+        prepare_source(TrainingSource(rgb=rgb, labels=labels, aoi=aoi), NORM, margin_px=16)
+
+
+def test_training_area_box_includes_the_validation_area(tmp_path: Path) -> None:
+    rgb, labels = write_scene(tmp_path, 200, 160, [(20, 20, 40, 40), (150, 100, 170, 120)])
+    aoi = write_area(tmp_path / "aoi.geojson", px_box(10, 10, 50, 50))
+    val = write_area(tmp_path / "val.geojson", px_box(140, 90, 180, 130))
+    src = prepare_source(TrainingSource(rgb=rgb, labels=labels, aoi=aoi, val_aoi=val), NORM,
+                         margin_px=8)
+    assert src.image.shape == (3, 180 + 8 - 2, 130 + 8 - 2)  # rows 2-188, cols 2-138
+    assert src.val_mask.sum() == 40 * 40 and src.has_validation
+    xmin, ymin, xmax, ymax = src.val_bbox()
+    assert (xmin, ymax) == pytest.approx((X0 + 90 * RES, Y0 - 140 * RES))
+
+
+def test_automatic_split_lies_inside_a_small_training_area(tmp_path: Path) -> None:
+    # before: the band was drawn over the whole raster and usually missed a small AOI
+    rgb, labels = write_scene(tmp_path, 400, 300, [(305, 25, 315, 35), (325, 40, 335, 55)])
+    aoi_box = px_box(300, 20, 340, 60)
+    aoi = write_area(tmp_path / "aoi.geojson", aoi_box)
+    for seed in range(6):
+        src = prepare_source(TrainingSource(rgb=rgb, labels=labels, aoi=aoi), NORM, seed=seed,
+                             margin_px=32)
+        assert src.has_validation
+        rows = np.flatnonzero(src.val_mask.any(axis=1))
+        assert rows.size == 8 and src.val_mask[rows].sum() == 8 * 40  # 20 % of the AOI's rows
+        assert src.val_region.area == pytest.approx(8 * 40 * RES * RES)
+        assert src.val_region.within(aoi_box.buffer(1e-6))
+        assert src.train_weight.sum() > 0
+        assert not (src.train_weight.astype(bool) & src.val_mask).any()
+
+
+def test_automatic_split_too_small_training_area(tmp_path: Path) -> None:
+    rgb, labels = write_scene(tmp_path, 100, 100, [(42, 42, 48, 48)])
+    aoi = write_area(tmp_path / "aoi.geojson", px_box(40, 40, 50, 50))
+    with pytest.raises(InputError, match="training area aoi.geojson.*too small.*--val-aoi"):
+        prepare_source(TrainingSource(rgb=rgb, labels=labels, aoi=aoi), NORM)
+
+
+def _seed_missing(shape: tuple[int, int], rows: tuple[int, int]) -> int:
+    """A seed whose automatic validation band misses the rows ``[rows[0], rows[1])``."""
+    for seed in range(200):
+        _, val = split_by_area(shape, 0.2, seed, gap_px=dataset_module.VAL_GAP_PX)
+        band = np.flatnonzero(val.any(axis=1))
+        if band[0] >= rows[0] and band[-1] < rows[1]:
+            return seed
+    raise AssertionError("no seed found")
+
+
+def test_no_validation_messages_tell_automatic_from_given_areas(tmp_path: Path) -> None:
+    rgb, labels = write_scene(tmp_path, 200, 200, [(10, 10, 30, 30), (170, 170, 190, 190)])
+    # two far-apart squares: a band of their common box may fall between them
+    aoi = write_area(tmp_path / "aoi.geojson", px_box(0, 0, 40, 40), px_box(160, 160, 200, 200))
+    seed = _seed_missing((200, 200), (40, 160))
+    source = TrainingSource(rgb=rgb, labels=labels, aoi=aoi)
+    with pytest.raises(InputError, match="automatic validation split") as info:
+        prepare_sources([source], NORM, seed=seed)
+    assert "--val-aoi" in str(info.value) and "does not overlap" not in str(info.value)
+    far = write_area(tmp_path / "far.geojson",
+                     box(X0 + 1e4, Y0 - 1e4 - 10, X0 + 1e4 + 10, Y0 - 1e4))
+    given = TrainingSource(rgb=rgb, labels=labels, val_aoi=far)
+    with pytest.raises(InputError, match=r"--val-aoi far.geojson\) does not overlap") as info:
+        prepare_sources([given], NORM)
+    assert "automatic" not in str(info.value).replace("automatic split.", "")
+
+
+def test_prepare_sources_stops_when_cancelled(tmp_path: Path) -> None:
+    rgb, labels = write_scene(tmp_path, 64, 64, [(10, 10, 30, 30)])
+    cancel = CancelToken()
+    seen = []
+
+    def progress(event) -> None:
+        seen.append(event.done)
+        cancel.cancel()  # cancelled while the first source is read
+
+    sources = [TrainingSource(rgb=rgb, labels=labels)] * 3
+    with pytest.raises(CancelledError):
+        prepare_sources(sources, NORM, progress=progress, cancel=cancel)
+    assert seen == [0]  # the second source was never started
 
 
 def test_small_raster_crops_are_reflect_padded_with_zero_weight(tmp_path: Path) -> None:

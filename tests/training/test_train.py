@@ -11,14 +11,19 @@ import torch
 
 from ternaus_backend.errors import CancelledError, InputError
 from ternaus_backend.models import create_model, load_model, save_model, spacenet2_metadata
+from ternaus_backend.pipeline.extract import extract
 from ternaus_backend.progress import CancelToken, ProgressEvent
 from ternaus_backend.synthetic import make_scene
 from ternaus_backend.training.command import add_train_parser, run_train
 from ternaus_backend.training.dataset import TrainingSource
 from ternaus_backend.training.finetune import build_model, first_conv
-from ternaus_backend.training.loop import TrainConfig, checkpoint_path, train
-
-extract_module = pytest.importorskip("ternaus_backend.pipeline.extract")
+from ternaus_backend.training.loop import (
+    TrainConfig,
+    WarmupCosine,
+    checkpoint_path,
+    train,
+    unvalidated_path,
+)
 
 TINY = dict(steps_per_epoch=4, batch_size=4, crop_px=64, lr=3e-3, device="cpu")
 
@@ -63,6 +68,8 @@ def test_training_lowers_the_loss_and_the_model_extracts(scene, tmp_path: Path) 
     assert {"epoch", "step", "loss", "eta_s", "crops_per_s"} <= set(info)
     validated = [e.info for e in rec.events if e.info.get("phase") == "validated"]
     assert len(validated) == 2 and all("val_f1" in v and "val_iou" in v for v in validated)
+    for v in validated:  # a real F1 through the extraction pipeline, never skipped
+        assert isinstance(v["val_f1"], float) and 0.0 <= v["val_f1"] <= 1.0
     assert checkpoint_path(out).exists()
 
     model = load_model(out)
@@ -70,9 +77,10 @@ def test_training_lowers_the_loss_and_the_model_extracts(scene, tmp_path: Path) 
     assert meta.encoder == "resnet_light" and meta.in_channels == 3
     assert meta.band_names == ["red", "green", "blue"]
     assert meta.resolution_m == pytest.approx(0.5)
-    assert meta.provenance["val_f1"] != "" and str(scene.rgb) in meta.provenance["datasets"]
+    assert 0.0 <= float(meta.provenance["val_f1"]) <= 1.0
+    assert str(scene.rgb) in meta.provenance["datasets"]
     assert meta.provenance["best_epoch"] == str(result.best_epoch)
-    extracted = extract_module.extract(scene.rgb, tmp_path / "out.gpkg", model=out)
+    extracted = extract(scene.rgb, tmp_path / "out.gpkg", model=out)
     assert extracted.path.exists()
 
 
@@ -113,6 +121,44 @@ def test_cancel_before_the_first_epoch_keeps_the_current_model(scene, tmp_path: 
     assert any("unvalidated" in n for n in result.notes)
     model = load_model(out)
     assert "unvalidated" in model.metadata.provenance["notes"]
+
+
+def test_cancel_before_the_first_epoch_never_overwrites_an_existing_out(
+    scene, tmp_path: Path
+) -> None:
+    torch.manual_seed(0)
+    net, meta, _ = build_model(["red", "green", "blue"], 0.5)
+    out = save_model(net, meta, tmp_path / "mine.safetensors")
+    before = out.read_bytes()
+    cancel = CancelToken()
+    with pytest.raises(CancelledError) as info:  # --init X --out X, cancelled in epoch 1
+        train(_config(scene, out, init=out), progress=Recorder(cancel, cancel_at=2),
+              cancel=cancel)
+    result = info.value.result
+    side = unvalidated_path(out)
+    assert side == tmp_path / "mine.unvalidated.safetensors"
+    assert out.read_bytes() == before  # the user's model is intact
+    assert result.model_path == side and side.exists()
+    assert "unvalidated" in load_model(side).metadata.provenance["notes"]
+    assert any(str(side) in n and "unchanged" in n for n in result.notes)
+    assert str(side) in info.value.message and "unchanged" in info.value.message
+
+
+def test_resume_with_more_epochs_follows_the_new_schedule(scene, tmp_path: Path) -> None:
+    out = tmp_path / "longer.safetensors"
+    steps = 2
+    train(_config(scene, out, epochs=1, steps_per_epoch=steps, batch_size=2))
+    cancel = CancelToken()
+    rec = Recorder(cancel, cancel_at=0)  # one step of the resumed run is enough
+    with pytest.raises(CancelledError):
+        train(_config(scene, out, epochs=3, steps_per_epoch=steps, batch_size=2, resume=True),
+              progress=rec, cancel=cancel)
+    first = rec.steps()[0]
+    assert first.done == steps + 1 and first.total == 3 * steps
+    total = 3 * steps
+    expected = TINY["lr"] * WarmupCosine(int(0.05 * total), total)(steps + 1)
+    assert first.info["lr"] == pytest.approx(expected)  # not the old run's floor
+    assert expected > 10 * TINY["lr"] * WarmupCosine(0, steps).floor
 
 
 def test_cancel_then_resume_continues_from_the_checkpoint_epoch(scene, tmp_path: Path) -> None:
