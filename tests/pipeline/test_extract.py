@@ -170,7 +170,7 @@ class WindowBiasModel(ThresholdModel):
 
     def forward(self, x):
         out = super().forward(x)
-        bias = 4.0 * x[:, :1].mean(dim=(2, 3), keepdim=True)
+        bias = 0.5 * x[:, :1].mean(dim=(2, 3), keepdim=True)
         return torch.cat([out[:, :1] * 0 + bias, out[:, 1:]], dim=1)
 
 
@@ -187,7 +187,7 @@ def test_blending_leaves_no_step_at_window_seams(tmp_path):
     probs = np.clip(store.read(0, 192, 0, 256)[0], 1e-3, 1 - 1e-3)
     logit = np.log(probs / (1 - probs))
     step = np.abs(np.diff(logit, axis=1)).max()
-    # Windows start 32 px apart: their biases differ by 4 * (32/255) / 0.25 = 2.0 in logit units;
+    # Windows start 32 px apart: their biases differ by 0.5 * (32/255) / 0.25 = 0.25 in logit units;
     # cropping would jump by that much at a seam, blending spreads it over the 32 px overlap.
-    window_bias_gap = 4.0 * (32 / 255) / 0.25
+    window_bias_gap = 0.5 * (32 / 255) / 0.25
     assert step < window_bias_gap / 4, (step, window_bias_gap)
