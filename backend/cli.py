@@ -103,10 +103,9 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from ternaus_backend.models.model_file import load_model
+    from ternaus_backend.models.model_file import describe_model
 
-    model = load_model(args.model)
-    print(model.metadata.model_dump_json(indent=2))
+    print(json.dumps(describe_model(args.model), indent=2, default=str))
     return 0
 
 

@@ -21,7 +21,8 @@ from ternaus_backend.pipeline.inference import pick_device, predict_probabilitie
 from ternaus_backend.pipeline.instances import find_instances
 from ternaus_backend.pipeline.normalize import Normalizer
 from ternaus_backend.pipeline.polygons import BuildingWriter, finish_polygons, label_polygons
-from ternaus_backend.pipeline.raster import Bounds, RasterInputs
+from ternaus_backend.models.metadata import MS_BANDS, ModelMetadata
+from ternaus_backend.pipeline.raster import Bounds, RasterInputs, input_band_names
 from ternaus_backend.pipeline.store import ProbabilityStore
 from ternaus_backend.pipeline.windows import window_grid
 
@@ -88,9 +89,19 @@ def resolve_model(model: str | Path | torch.nn.Module | None, device: torch.devi
     return load_model(path, device=str(device))
 
 
-def check_bands(inputs: RasterInputs, in_channels: int, has_ms: bool) -> None:
-    """Refuses inputs whose band count does not fit the model, saying why."""
+def check_bands(inputs: RasterInputs, meta: ModelMetadata, has_ms: bool) -> None:
+    """Refuses inputs whose bands do not fit the model (count, or a known MS band order), saying why."""
+    in_channels = meta.in_channels
     if inputs.band_count == in_channels:
+        given = input_band_names(inputs.rgb_path, inputs.ms_path)[3:]
+        wanted = meta.band_names[3:]
+        known = set(MS_BANDS)
+        if set(given) <= known and set(wanted) <= known and given != wanted:
+            raise InputError(
+                f"The multispectral bands are in another order than the model expects: the raster "
+                f"has {', '.join(given)}; the model needs {', '.join(wanted)}. Reorder the bands "
+                "(e.g. gdal_translate with -b) or give the matching raster."
+            )
         return
     if in_channels > 3 and not has_ms:
         raise InputError(
@@ -125,7 +136,7 @@ def extract(
     with RasterInputs.open(rgb, ms, bbox=bbox, bbox_crs=bbox_crs) as inputs:
         net = resolve_model(model, device)
         meta = net.metadata
-        check_bands(inputs, meta.in_channels, ms is not None)
+        check_bands(inputs, meta, ms is not None)
         grid_info = inputs.grid
         _warn_resolution(grid_info.pixel_size_m, meta.resolution_m)
         normalizer = Normalizer.fit(meta.normalization, inputs)

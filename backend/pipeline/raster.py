@@ -23,6 +23,7 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from ternaus_backend.errors import InputError
+from ternaus_backend.models.metadata import MS_BANDS, RGB_BANDS
 from ternaus_backend.pipeline.geodesy import GroundMeasure
 
 Bounds = tuple[float, float, float, float]
@@ -105,6 +106,25 @@ def _inside_mask(ds, window: Window, shape: tuple[int, int]) -> np.ndarray:
     c1 = min(shape[1], ds.width - int(window.col_off))
     out[:, r0:r1, c0:c1] = 255
     return out
+
+
+def input_band_names(rgb: Path, ms: Path | None) -> list[str]:
+    """Band names in the order ``RasterInputs.read`` returns them: red, green, blue, then MS.
+
+    Multispectral names come from the raster's band descriptions; an undescribed 8-band raster
+    is taken as WorldView-2/3 (SpaceNet MUL) order, anything else as ``ms1``..``msN``.
+    """
+    names = list(RGB_BANDS)
+    if ms is None:
+        return names
+    with rasterio.open(ms) as ds:
+        descriptions = [d.strip().lower() if d else "" for d in ds.descriptions]
+        count = ds.count
+    if all(descriptions) and len(set(descriptions)) == count:
+        return names + descriptions
+    if count == len(MS_BANDS):
+        return names + list(MS_BANDS)
+    return names + [f"ms{i}" for i in range(1, count + 1)]
 
 
 @dataclass(frozen=True)

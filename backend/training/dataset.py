@@ -43,7 +43,7 @@ from shapely.geometry.base import BaseGeometry
 from ternaus_backend.errors import InputError, LabelError
 from ternaus_backend.models.metadata import MS_BANDS, RGB_BANDS, Normalization
 from ternaus_backend.pipeline.normalize import Normalizer
-from ternaus_backend.pipeline.raster import Bounds, GridInfo, RasterInputs
+from ternaus_backend.pipeline.raster import Bounds, GridInfo, RasterInputs, input_band_names
 from ternaus_backend.progress import CancelToken, ProgressCallback, ProgressEvent, no_progress
 from ternaus_backend.training.augment import (
     AugmentConfig,
@@ -127,25 +127,6 @@ def _pixel_box(transform: Affine, row0: int, col0: int, row1: int, col1: int) ->
     x0, y0 = transform * (col0, row0)
     x1, y1 = transform * (col1, row1)
     return box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
-
-
-def input_band_names(rgb: Path, ms: Path | None) -> list[str]:
-    """Band names in the order ``RasterInputs.read`` returns them: red, green, blue, then MS.
-
-    Multispectral names come from the raster's band descriptions; an undescribed 8-band raster
-    is taken as WorldView-2/3 (SpaceNet MUL) order, anything else as ``ms1``..``msN``.
-    """
-    names = list(RGB_BANDS)
-    if ms is None:
-        return names
-    with rasterio.open(ms) as ds:
-        descriptions = [d.strip().lower() if d else "" for d in ds.descriptions]
-        count = ds.count
-    if all(descriptions) and len(set(descriptions)) == count:
-        return names + descriptions
-    if count == len(MS_BANDS):
-        return names + list(MS_BANDS)
-    return names + [f"ms{i}" for i in range(1, count + 1)]
 
 
 def _read_area_polygons(path: Path, crs: Any, role: str) -> list[BaseGeometry]:

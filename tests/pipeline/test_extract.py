@@ -95,6 +95,21 @@ def test_eleven_band_model_with_ms_runs(tmp_path):
     assert result.count == 1
 
 
+def test_multispectral_bands_in_another_order_are_refused(tmp_path):
+    import rasterio
+
+    from ternaus_backend.models.metadata import MS_BANDS, RGB_BANDS
+
+    rgb = write_raster(tmp_path / "rgb.tif", rectangles_image(64, 64, []))
+    ms = write_raster(tmp_path / "ms.tif", np.full((8, 16, 16), 500, np.uint16), pixel=2.0)
+    with rasterio.open(ms, "r+") as dst:
+        dst.descriptions = tuple(reversed(MS_BANDS))
+    model = ThresholdModel(in_channels=11)
+    model.metadata.band_names = list(RGB_BANDS + MS_BANDS)
+    with pytest.raises(InputError, match="another order"):
+        extract(rgb, tmp_path / "out.gpkg", ms=ms, model=model)
+
+
 def test_failed_or_cancelled_run_keeps_the_earlier_result(tmp_path):
     rgb = write_raster(tmp_path / "rgb.tif", rectangles_image(200, 200, [(20, 20, 60, 60)]))
     out = tmp_path / "out.gpkg"
