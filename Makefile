@@ -38,6 +38,7 @@ demo: setup
 	$(PY) scripts/demo.py --out demo_out
 
 bench: setup
+	$(PY) benchmarks/bench_encoders.py --size 512 --rounds 5
 	$(PY) benchmarks/bench_extract.py --size 1024 --json bench_out.json
 
 # The embedded default model: light encoder, RGB, synthetic scenes + real Rio tiles (used by path).

@@ -1,6 +1,6 @@
-"""One-off CPU timing of the light encoder against WRN-38 (not collected by pytest).
+"""CPU timing of the light encoder against WRN-38, side by side (part of make bench).
 
-    .venv/bin/python tests/models/bench_speed.py [--size 256] [--threads 2]
+    python benchmarks/bench_encoders.py [--size 256] [--threads 2]
 
 Each network runs in the layout it is fastest in (WRN-38: NCHW; light: channels-last, chosen
 inside its forward). Prints median milliseconds per 11-band tile and the speed ratio.
