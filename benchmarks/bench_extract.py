@@ -90,6 +90,52 @@ def extraction_child(model_path: str | None, rgb: Path, out: Path) -> dict:
     }
 
 
+class PixelModel(torch.nn.Module):
+    """A 1x1-convolution stand-in network for measuring the pipeline's own memory on huge rasters
+    (the real networks would take hours there on a CPU); it carries the default model's metadata."""
+
+    def __init__(self, metadata) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(metadata.in_channels, 2, 1)
+        with torch.no_grad():  # body: bright pixels; touching borders: none
+            self.conv.weight.zero_()
+            self.conv.weight[0] = 1.5
+            self.conv.bias.copy_(torch.tensor([-2.0, -5.0]))
+        self.metadata = metadata
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+def tile_raster(source: Path, out: Path, side_px: int) -> Path:
+    """A side_px x side_px GeoTIFF made by repeating ``source``, written block by block."""
+    import rasterio
+    from rasterio.windows import Window
+
+    with rasterio.open(source) as src:
+        block = src.read()
+        profile = src.profile | {"width": side_px, "height": side_px, "tiled": True,
+                                 "blockxsize": 512, "blockysize": 512, "compress": "deflate"}
+    h, w = block.shape[1:]
+    with rasterio.open(out, "w", **profile) as dst:
+        for row in range(0, side_px, h):
+            for col in range(0, side_px, w):
+                win = Window(col, row, min(w, side_px - col), min(h, side_px - row))
+                dst.write(block[:, : int(win.height), : int(win.width)], window=win)
+    return out
+
+
+def huge_child(rgb: Path, out: Path) -> dict:
+    """Extraction of a huge raster with the stand-in network: the pipeline's peak memory."""
+    from ternaus_backend.pipeline.extract import extract, resolve_model
+    from ternaus_backend.pipeline.inference import pick_device
+
+    model = PixelModel(resolve_model(None, pick_device()).metadata)
+    result = extract(rgb, out, model=model)
+    return {"seconds": result.seconds, "buildings": result.count, "peak_rss_mb": peak_rss_mb(),
+            "pixels": result.width_px * result.height_px}
+
+
 def make_raster(folder: Path, size_px: int, seed: int) -> Path:
     from ternaus_backend.synthetic import make_scene
 
@@ -101,9 +147,19 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=1024, help="side of the small raster in px")
     parser.add_argument("--model", help="model file (default: the embedded default model)")
     parser.add_argument("--json", help="also write the figures here")
+    parser.add_argument("--huge", type=int, metavar="SIDE",
+                        help="instead: pipeline memory on a SIDE x SIDE raster vs a 2048 px one "
+                             "(stand-in 1x1 network)")
     parser.add_argument("--child", nargs=3, metavar=("MODEL", "RGB", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument("--huge-child", nargs=2, metavar=("RGB", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())
+    if args.huge_child:
+        print(json.dumps(huge_child(Path(args.huge_child[0]), Path(args.huge_child[1]))))
+        return
+    if args.huge:
+        run_huge(args.huge)
+        return
     if args.child:
         model, rgb, out = args.child
         print(json.dumps(extraction_child(None if model == "-" else model, Path(rgb), Path(out))))
@@ -140,6 +196,21 @@ def main() -> None:
     print(f"extraction / network throughput: {min(r['efficiency'] for r in rows):.1%} (target >= 85%)")
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "memory_ratio": ratio}, indent=2))
+
+
+def run_huge(side_px: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="ternaus-huge-") as tmp:
+        folder = Path(tmp)
+        source = make_raster(folder, 1024, seed=1)
+        for side in (2048, side_px):
+            rgb = tile_raster(source, folder / f"huge{side}.tif", side)
+            child = subprocess.run([sys.executable, __file__, "--huge-child", str(rgb),
+                                    str(folder / f"huge{side}.gpkg")],
+                                   check=True, capture_output=True, text=True)
+            row = json.loads(child.stdout.strip().splitlines()[-1])
+            print(f"{side}x{side} px: peak RSS {row['peak_rss_mb']:.0f} MB, "
+                  f"{row['pixels'] / 1e6 / row['seconds']:.2f} Mpx/s, {row['buildings']} buildings")
+            (folder / f"huge{side}.tif").unlink()
 
 
 if __name__ == "__main__":
