@@ -32,7 +32,8 @@ def load_bench_model(model_path: str | None, device: torch.device) -> torch.nn.M
 def network_alone(model_path: str | None, rgb: Path, repeats: int = 1) -> dict:
     """Seconds for the extraction's windows through the network, inputs prepared beforehand."""
     from ternaus_backend.pipeline.extract import ExtractOptions
-    from ternaus_backend.pipeline.inference import pick_device, run_network
+    from ternaus_backend.device import pick_device
+    from ternaus_backend.pipeline.inference import run_network
     from ternaus_backend.pipeline.raster import RasterInputs
     from ternaus_backend.pipeline.windows import window_grid
 
@@ -72,7 +73,7 @@ def peak_rss_mb() -> float:
 def extraction_child(model_path: str | None, rgb: Path, out: Path) -> dict:
     """Runs in a fresh process: one warm-up window, then the timed extraction."""
     from ternaus_backend.pipeline.extract import extract
-    from ternaus_backend.pipeline.inference import pick_device
+    from ternaus_backend.device import pick_device
 
     from ternaus_backend.pipeline.inference import run_network
 
@@ -128,7 +129,7 @@ def tile_raster(source: Path, out: Path, side_px: int) -> Path:
 def huge_child(rgb: Path, out: Path) -> dict:
     """Extraction of a huge raster with the stand-in network: the pipeline's peak memory."""
     from ternaus_backend.pipeline.extract import extract, resolve_model
-    from ternaus_backend.pipeline.inference import pick_device
+    from ternaus_backend.device import pick_device
 
     model = PixelModel(resolve_model(None, pick_device()).metadata)
     result = extract(rgb, out, model=model)

@@ -11,10 +11,10 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-import torch
 
 from ternaus_backend.api.jobs import JobContext, JobFunction, JobOutcome
 from ternaus_backend.api.schemas import EvaluateRequest, PredictRequest, TrainRequest
+from ternaus_backend.device import pick_device
 from ternaus_backend.errors import CancelledError, InputError, ModelError
 from ternaus_backend.progress import ProgressEvent
 from ternaus_backend.settings import Settings
@@ -77,13 +77,6 @@ def default_model(settings: Settings) -> Path:
     return DEFAULT_MODEL
 
 
-def check_device(device: str | None) -> None:
-    """InputError for a CUDA device on a machine without a usable GPU."""
-    if device and device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"Device {device!r} was asked for but this machine has no usable GPU; "
-                         "use 'cpu' or leave the device empty.")
-
-
 # ------------------------------------------------------------------------------ predict
 
 
@@ -97,7 +90,7 @@ def predict_job(request: PredictRequest, settings: Settings) -> JobFunction:
              else default_model(settings))
     out = output_file(request.out, "output GeoPackage", ".gpkg")
     opts = request.options
-    check_device(opts.device)
+    pick_device(opts.device)
     options = ExtractOptions(
         tile_size_px=opts.tile_size_px, overlap_px=opts.overlap_px, batch_size=opts.batch_size,
         simplify_px=opts.simplify_px, regularize=opts.regularize, device=opts.device,
@@ -168,7 +161,7 @@ def train_job(request: TrainRequest) -> JobFunction:
     out = output_file(request.out, "model file", ".safetensors")
     if request.resume and out is None:
         raise InputError("'resume' continues an earlier run: send 'out', that run's model path.")
-    check_device(request.device if request.device != "auto" else None)
+    pick_device(request.device)
     fields = request.model_dump(exclude={"sources", "init", "out"})
 
     def run(context: JobContext) -> JobOutcome:

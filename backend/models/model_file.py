@@ -29,6 +29,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from ..device import pick_device
 from ..errors import InputError, ModelError
 from .metadata import ModelMetadata, spacenet2_metadata
 from .registry import (
@@ -199,18 +200,6 @@ def _infer_metadata(state: StateDict, path: Path) -> ModelMetadata:
     )
 
 
-def _resolve_device(device: str | torch.device) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError) as error:
-        raise ModelError(f"unknown device {device!r}: use cpu, cuda or auto") from error
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ModelError("CUDA was asked for but no usable GPU is present: use device cpu")
-    return resolved
-
-
 # --------------------------------------------------------------------------- public API
 
 
@@ -262,7 +251,7 @@ def load_model(
     11-band model). The result has ``.metadata`` (:class:`ModelMetadata`) and ``.load_report``
     (source, format, key renames, ``negative_bn_weights``). Raises :class:`ModelError`.
     """
-    target = _resolve_device(device)
+    target = pick_device(device)
     state, meta, report = read_model_file(path, metadata)
     try:
         model = _build_empty(meta)

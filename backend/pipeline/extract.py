@@ -17,7 +17,8 @@ import torch
 
 from ternaus_backend.errors import InputError, ModelError
 from ternaus_backend.progress import CancelToken, ProgressCallback, ProgressEvent, no_progress
-from ternaus_backend.pipeline.inference import pick_device, predict_probabilities
+from ternaus_backend.device import pick_device
+from ternaus_backend.pipeline.inference import predict_probabilities
 from ternaus_backend.pipeline.instances import find_instances
 from ternaus_backend.pipeline.normalize import Normalizer
 from ternaus_backend.pipeline.polygons import BuildingWriter, finish_polygons, label_polygons

@@ -25,13 +25,6 @@ from ternaus_backend.pipeline.store import ProbabilityStore
 from ternaus_backend.pipeline.windows import WindowGrid, blend_weights
 
 
-def pick_device(device: str | torch.device | None = None) -> torch.device:
-    """The given device, else CUDA when present, else the CPU."""
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 @dataclass
 class Batch:
     """Normalised windows ready for the network."""

@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rasterio
 import shapely
 import torch
 from affine import Affine
@@ -41,7 +40,7 @@ from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
 from ternaus_backend.errors import InputError, LabelError
-from ternaus_backend.models.metadata import MS_BANDS, RGB_BANDS, Normalization
+from ternaus_backend.models.metadata import Normalization
 from ternaus_backend.pipeline.normalize import Normalizer
 from ternaus_backend.pipeline.raster import Bounds, GridInfo, RasterInputs, input_band_names
 from ternaus_backend.progress import CancelToken, ProgressCallback, ProgressEvent, no_progress

@@ -35,6 +35,7 @@ from pydantic import BaseModel, Field, field_validator
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ternaus_backend.device import pick_device
 from ternaus_backend.errors import CancelledError, InputError, TernausError
 from ternaus_backend.models.metadata import ModelMetadata
 from ternaus_backend.progress import CancelToken, ProgressCallback, ProgressEvent, no_progress
@@ -156,20 +157,6 @@ class WarmupCosine:
 
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-def _device(name: str) -> torch.device:
-    if name in ("", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise InputError(f"Unknown device {name!r}: use auto, cpu or cuda.") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(
-            "--device cuda was asked for but no CUDA GPU is available; use --device cpu."
-        )
-    return device
 
 
 def _atomic_replace(write: Any, path: Path) -> None:
@@ -308,7 +295,7 @@ def train(
     """
     started = time.perf_counter()
     cancel = cancel or CancelToken()
-    device = _device(config.device)
+    device = pick_device(config.device)
     torch.manual_seed(config.seed)
     out = Path(config.out)
     ckpt_path = checkpoint_path(out)
