@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 OUT=${1:-resources/models/default.safetensors}
-EPOCHS=${EPOCHS:-12}
+EPOCHS=${EPOCHS:-30}
 STEPS=${STEPS:-100}
 WORK=build/train-default
 RIO=../shared/data/spacenet1_rio
