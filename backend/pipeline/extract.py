@@ -23,7 +23,7 @@ from ternaus_backend.pipeline.instances import find_instances
 from ternaus_backend.pipeline.normalize import Normalizer
 from ternaus_backend.pipeline.polygons import BuildingWriter, finish_polygons, label_polygons
 from ternaus_backend.models.metadata import MS_BANDS, ModelMetadata
-from ternaus_backend.pipeline.raster import Bounds, RasterInputs, input_band_names
+from ternaus_backend.pipeline.raster import Bounds, RasterInputs, input_band_names, raster_env
 from ternaus_backend.pipeline.store import ProbabilityStore
 from ternaus_backend.pipeline.windows import window_grid
 
@@ -134,7 +134,7 @@ def extract(
     started = time.perf_counter()
     device = pick_device(opts.device)
     stages: dict[str, float] = {}
-    with RasterInputs.open(rgb, ms, bbox=bbox, bbox_crs=bbox_crs) as inputs:
+    with raster_env(), RasterInputs.open(rgb, ms, bbox=bbox, bbox_crs=bbox_crs) as inputs:
         net = resolve_model(model, device)
         meta = net.metadata
         check_bands(inputs, meta, ms is not None)

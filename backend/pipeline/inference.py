@@ -85,6 +85,9 @@ def run_network(model: torch.nn.Module, images: np.ndarray, device: torch.device
     return logits.float().cpu().numpy()
 
 
+FLUSH_CHUNK_PX = 2048
+
+
 class StripStitcher:
     """Accumulates weighted logits of one window-row and flushes finished rows to the store."""
 
@@ -110,17 +113,26 @@ class StripStitcher:
             self._flush(min(y0, self.grid.height) - self.top)
 
     def _flush(self, rows: int) -> None:
+        """Writes the first ``rows`` buffer rows as probabilities and shifts the rest up.
+
+        Works in column chunks so no temporary grows with the raster's width.
+        """
         if rows <= 0:
             return
-        wsum = self.wsum[:rows]
-        logits = self.acc[:, :rows] / np.maximum(wsum, 1e-6)
-        probs = np.nan_to_num(expit(logits), nan=0.0)  # an fp16 overflow must not poison the map
-        probs[:, wsum <= 0] = 0.0  # nothing valid saw these pixels
-        self.store.write_rows(self.top, probs)
-        self.acc[:, :-rows] = self.acc[:, rows:].copy() if rows < self.acc.shape[1] else 0.0
-        self.wsum[:-rows] = self.wsum[rows:].copy() if rows < self.wsum.shape[0] else 0.0
-        self.acc[:, -rows:] = 0.0
-        self.wsum[-rows:] = 0.0
+        keep = self.acc.shape[1] - rows
+        for c0 in range(0, self.grid.width, FLUSH_CHUNK_PX):
+            cols = slice(c0, min(c0 + FLUSH_CHUNK_PX, self.grid.width))
+            wsum = self.wsum[:rows, cols]
+            logits = self.acc[:, :rows, cols] / np.maximum(wsum, 1e-6)
+            probs = np.nan_to_num(expit(logits), nan=0.0)  # an fp16 overflow must not poison the map
+            probs[:, wsum <= 0] = 0.0  # nothing valid saw these pixels
+            self.store.write_block(self.top, c0, probs)
+            for r0 in range(0, keep, rows):  # source and target rows never overlap
+                r1 = min(r0 + rows, keep)
+                self.acc[:, r0:r1, cols] = self.acc[:, r0 + rows : r1 + rows, cols]
+                self.wsum[r0:r1, cols] = self.wsum[r0 + rows : r1 + rows, cols]
+        self.acc[:, max(keep, 0):] = 0.0
+        self.wsum[max(keep, 0):] = 0.0
         self.top += rows
 
     def finish(self) -> None:

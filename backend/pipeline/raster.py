@@ -28,6 +28,15 @@ from ternaus_backend.pipeline.geodesy import GroundMeasure
 
 Bounds = tuple[float, float, float, float]
 
+# GDAL's block cache defaults to 5 % of the machine's memory and fills up as a large raster is
+# read; a fixed cap keeps extraction memory independent of the raster's size.
+GDAL_CACHE_BYTES = 128 * 2**20
+
+
+def raster_env() -> rasterio.Env:
+    """The GDAL settings every read of the pipeline runs under."""
+    return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES)
+
 
 def _open(path: str | Path, role: str) -> rasterio.DatasetReader:
     path = Path(path)

@@ -24,11 +24,12 @@ class ProbabilityStore:
     def _map(self, mode: str) -> np.memmap:
         return np.memmap(self.path, dtype=np.uint8, mode=mode, shape=self.shape)
 
-    def write_rows(self, row0: int, probabilities: np.ndarray) -> None:
-        """Store probabilities (channels, rows, width) in [0, 1] from row ``row0`` on."""
+    def write_block(self, row0: int, col0: int, probabilities: np.ndarray) -> None:
+        """Store probabilities (channels, rows, cols) in [0, 1] with their corner at (row0, col0)."""
         values = np.clip(probabilities * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        rows, cols = values.shape[1:]
         mm = self._map("r+")
-        mm[row0 : row0 + values.shape[1]] = np.moveaxis(values, 0, -1)
+        mm[row0 : row0 + rows, col0 : col0 + cols] = np.moveaxis(values, 0, -1)
         mm.flush()
         del mm
 

@@ -42,7 +42,13 @@ from shapely.geometry.base import BaseGeometry
 from ternaus_backend.errors import InputError, LabelError
 from ternaus_backend.models.metadata import Normalization
 from ternaus_backend.pipeline.normalize import Normalizer
-from ternaus_backend.pipeline.raster import Bounds, GridInfo, RasterInputs, input_band_names
+from ternaus_backend.pipeline.raster import (
+    Bounds,
+    GridInfo,
+    RasterInputs,
+    input_band_names,
+    raster_env,
+)
 from ternaus_backend.progress import CancelToken, ProgressCallback, ProgressEvent, no_progress
 from ternaus_backend.training.augment import (
     AugmentConfig,
@@ -229,7 +235,7 @@ def prepare_source(
         bbox = _read_bbox(source, full_grid, [*aoi_polygons, *(val_polygons or [])],
                           max(0, margin_px))
 
-    with RasterInputs.open(source.rgb, source.ms, bbox=bbox) as inputs:
+    with raster_env(), RasterInputs.open(source.rgb, source.ms, bbox=bbox) as inputs:
         grid = inputs.grid
         height, width = grid.height, grid.width
         if height * width > MAX_TRAIN_PIXELS:

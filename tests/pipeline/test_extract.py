@@ -26,8 +26,13 @@ def read_buildings(path):
         return [(shape(f["geometry"]), dict(f["properties"])) for f in src]
 
 
-def test_blended_windows_reproduce_the_per_pixel_answer(tmp_path):
-    """With a per-pixel model, stitching must give exactly the per-pixel probabilities."""
+@pytest.mark.parametrize("flush_chunk_px", [2048, 50])
+def test_blended_windows_reproduce_the_per_pixel_answer(tmp_path, monkeypatch, flush_chunk_px):
+    """With a per-pixel model, stitching must give exactly the per-pixel probabilities (also when
+    finished rows are written in column chunks)."""
+    from ternaus_backend.pipeline import inference
+
+    monkeypatch.setattr(inference, "FLUSH_CHUNK_PX", flush_chunk_px)
     rng = np.random.default_rng(1)
     data = rng.integers(0, 255, size=(3, 150, 210)).astype(np.uint8)
     rgb = write_raster(tmp_path / "rgb.tif", data)
