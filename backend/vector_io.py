@@ -87,6 +87,8 @@ def reproject_geometries(
     transformer = Transformer.from_crs(src, dst, always_xy=True)
 
     def _xy(coords: np.ndarray) -> np.ndarray:
+        if len(coords) == 1:  # pyproj takes one-element arrays as a point and warns
+            return np.array([transformer.transform(*map(float, coords[0, :2]), errcheck=True)])
         x, y = transformer.transform(coords[:, 0], coords[:, 1], errcheck=True)
         return np.column_stack([x, y])
 

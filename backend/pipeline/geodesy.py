@@ -39,6 +39,10 @@ class GroundMeasure:
 
     def to_lonlat(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         _, transformer = self._geodetic  # type: ignore[misc]
+        x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+        if x.size == 1:  # pyproj takes one-element arrays as a point and warns
+            lon, lat = transformer.transform(float(x.item()), float(y.item()))
+            return np.array([lon]), np.array([lat])
         return transformer.transform(x, y)
 
     def areas_m2(self, polygons: list) -> np.ndarray:
