@@ -38,13 +38,19 @@ class TqdmProgress:
             if bar is not None:
                 bar.close()
             bar = self._bars[event.stage] = tqdm(
-                total=event.total, desc=self.LABELS[event.stage], unit="step", leave=True,
-                dynamic_ncols=True, file=sys.stderr,
+                total=event.total,
+                desc=self.LABELS[event.stage],
+                unit="step",
+                leave=True,
+                dynamic_ncols=True,
+                file=sys.stderr,
             )
         bar.update(event.done - bar.n)
         if event.info:
-            bar.set_postfix({k: v for k, v in event.info.items() if isinstance(v, (int, float, str))},
-                            refresh=False)
+            bar.set_postfix(
+                {k: v for k, v in event.info.items() if isinstance(v, (int, float, str))},
+                refresh=False,
+            )
 
     def close(self) -> None:
         for bar in self._bars.values():
@@ -67,20 +73,39 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from ternaus_backend.pipeline.extract import ExtractOptions, extract
 
     options = ExtractOptions(
-        tile_size_px=args.tile, overlap_px=args.overlap, batch_size=args.batch_size,
-        simplify_px=args.simplify, regularize=args.regularize, device=args.device,
+        tile_size_px=args.tile,
+        overlap_px=args.overlap,
+        batch_size=args.batch_size,
+        simplify_px=args.simplify,
+        regularize=args.regularize,
+        device=args.device,
     )
     bars = TqdmProgress()
     try:
-        result = extract(args.rgb, args.out, ms=args.ms, model=args.model, bbox=args.bbox,
-                         bbox_crs=args.bbox_crs, options=options, progress=bars)
+        result = extract(
+            args.rgb,
+            args.out,
+            ms=args.ms,
+            model=args.model,
+            bbox=args.bbox,
+            bbox_crs=args.bbox_crs,
+            options=options,
+            progress=bars,
+        )
     finally:
         bars.close()
-    print(json.dumps({
-        "out": str(result.path), "buildings": result.count, "width_px": result.width_px,
-        "height_px": result.height_px, "area_km2": round(result.area_km2, 4),
-        "seconds": round(result.seconds, 2),
-    }))
+    print(
+        json.dumps(
+            {
+                "out": str(result.path),
+                "buildings": result.count,
+                "width_px": result.width_px,
+                "height_px": result.height_px,
+                "area_km2": round(result.area_km2, 4),
+                "seconds": round(result.seconds, 2),
+            }
+        )
+    )
     return 0
 
 
@@ -96,8 +121,13 @@ def cmd_synth(args: argparse.Namespace) -> int:
     from ternaus_backend.synthetic import make_scene
 
     for i in range(args.count):
-        scene = make_scene(args.out, seed=args.seed + i, size_px=args.size, with_ms=args.ms,
-                           name=f"{args.name}{i}" if args.count > 1 else args.name)
+        scene = make_scene(
+            args.out,
+            seed=args.seed + i,
+            size_px=args.size,
+            with_ms=args.ms,
+            name=f"{args.name}{i}" if args.count > 1 else args.name,
+        )
         print(json.dumps({k: str(v) for k, v in vars(scene).items()}))
     return 0
 
@@ -117,7 +147,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ternaus", description="Building footprints from imagery.")
+    parser = argparse.ArgumentParser(
+        prog="ternaus", description="Building footprints from imagery."
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log details")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -140,8 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pred", required=True, help="predicted polygons (GeoPackage or GeoJSON)")
     p.add_argument("--truth", required=True, help="ground-truth polygons (GeoPackage or GeoJSON)")
     p.add_argument("--iou", type=float, default=0.5, help="IoU above which a match counts")
-    p.add_argument("--min-area", type=float, default=0.0,
-                   help="ignore polygons smaller than this (in the truth CRS's units squared)")
+    p.add_argument(
+        "--min-area",
+        type=float,
+        default=0.0,
+        help="ignore polygons smaller than this (in the truth CRS's units squared)",
+    )
     p.set_defaults(func=cmd_evaluate)
 
     from ternaus_backend.training.command import add_train_parser
@@ -174,7 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(levelname)s: %(message)s", stream=sys.stderr,
+        format="%(levelname)s: %(message)s",
+        stream=sys.stderr,
     )
     try:
         return int(args.func(args) or 0)
@@ -189,8 +226,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug or an unforeseen input: one line unless --verbose
         if args.verbose:
             raise
-        print(f"ternaus: unexpected error: {type(exc).__name__}: {exc} (run with -v for details)",
-              file=sys.stderr)
+        print(
+            f"ternaus: unexpected error: {type(exc).__name__}: {exc} (run with -v for details)",
+            file=sys.stderr,
+        )
         return 1
 
 

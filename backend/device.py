@@ -22,6 +22,8 @@ def pick_device(name: str | torch.device | None = None) -> torch.device:
         except (RuntimeError, TypeError) as exc:
             raise InputError(f"Unknown device {name!r}: use auto, cpu or cuda.") from exc
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"The device {str(device)!r} was asked for but this machine has no usable "
-                         "GPU; use cpu (or auto).")
+        raise InputError(
+            f"The device {str(device)!r} was asked for but this machine has no usable "
+            "GPU; use cpu (or auto)."
+        )
     return device

@@ -21,14 +21,19 @@ def _stretch(rgb: np.ndarray) -> np.ndarray:
 
 
 def render_overlay(
-    rgb: str | Path, buildings: str | Path, out_png: str | Path,
-    truth: str | Path | None = None, max_side_px: int = 2048,
+    rgb: str | Path,
+    buildings: str | Path,
+    out_png: str | Path,
+    truth: str | Path | None = None,
+    max_side_px: int = 2048,
 ) -> Path:
     """Draws ``buildings`` (yellow) and optionally ``truth`` (cyan) over the RGB raster."""
     with RasterInputs.open(rgb) as inputs:
         grid = inputs.grid
         scale = min(1.0, max_side_px / max(grid.width, grid.height))
-        values, _ = inputs.read_overview(max_pixels=int(grid.width * grid.height * scale * scale) + 1)
+        values, _ = inputs.read_overview(
+            max_pixels=int(grid.width * grid.height * scale * scale) + 1
+        )
         crs = grid.crs
     image = Image.fromarray(_stretch(values[:3]))
     sx, sy = image.width / grid.width, image.height / grid.height

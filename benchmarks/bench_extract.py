@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-
 REPEATS = 3  # best of three for both sides: this machine's timings vary by several per cent
 
 
@@ -35,8 +34,8 @@ def load_bench_model(model_path: str | None, device: torch.device) -> torch.nn.M
 
 def network_alone(model_path: str | None, rgb: Path, repeats: int = 1) -> dict:
     """Seconds for the extraction's windows through the network, inputs prepared beforehand."""
-    from ternaus_backend.pipeline.extract import ExtractOptions
     from ternaus_backend.device import pick_device
+    from ternaus_backend.pipeline.extract import ExtractOptions
     from ternaus_backend.pipeline.inference import run_network
     from ternaus_backend.pipeline.raster import RasterInputs
     from ternaus_backend.pipeline.windows import window_grid
@@ -45,11 +44,14 @@ def network_alone(model_path: str | None, rgb: Path, repeats: int = 1) -> dict:
     model = load_bench_model(model_path, device)
     meta, opts = model.metadata, ExtractOptions()
     with RasterInputs.open(rgb) as inputs:
-        grid = window_grid(inputs.grid.height, inputs.grid.width, meta.tile_size_px, meta.overlap_px)
+        grid = window_grid(
+            inputs.grid.height, inputs.grid.width, meta.tile_size_px, meta.overlap_px
+        )
         pixels = inputs.grid.height * inputs.grid.width
     rng = np.random.default_rng(0)
-    batch = rng.standard_normal((opts.batch_size, meta.in_channels, grid.tile_h, grid.tile_w),
-                                dtype=np.float32)
+    batch = rng.standard_normal(
+        (opts.batch_size, meta.in_channels, grid.tile_h, grid.tile_w), dtype=np.float32
+    )
     run_network(model, batch[:1], device)  # warm-up
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -76,9 +78,8 @@ def peak_rss_mb() -> float:
 
 def extraction_child(model_path: str | None, rgb: Path, out: Path) -> dict:
     """Runs in a fresh process: one warm-up window, then the timed extraction."""
-    from ternaus_backend.pipeline.extract import extract
     from ternaus_backend.device import pick_device
-
+    from ternaus_backend.pipeline.extract import extract
     from ternaus_backend.pipeline.inference import run_network
 
     device = pick_device()
@@ -88,8 +89,11 @@ def extraction_child(model_path: str | None, rgb: Path, out: Path) -> dict:
     run_network(model, tile, device)  # warm-up, as network_alone has
     result = min((extract(rgb, out, model=model) for _ in range(REPEATS)), key=lambda r: r.seconds)
     return {
-        "seconds": result.seconds, "buildings": result.count, "area_km2": result.area_km2,
-        "pixels": result.width_px * result.height_px, "stages": result.stages,
+        "seconds": result.seconds,
+        "buildings": result.count,
+        "area_km2": result.area_km2,
+        "pixels": result.width_px * result.height_px,
+        "stages": result.stages,
         "peak_rss_mb": peak_rss_mb(),
         "cuda_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else 0.0,
     }
@@ -119,8 +123,14 @@ def tile_raster(source: Path, out: Path, side_px: int) -> Path:
 
     with rasterio.open(source) as src:
         block = src.read()
-        profile = src.profile | {"width": side_px, "height": side_px, "tiled": True,
-                                 "blockxsize": 512, "blockysize": 512, "compress": "deflate"}
+        profile = src.profile | {
+            "width": side_px,
+            "height": side_px,
+            "tiled": True,
+            "blockxsize": 512,
+            "blockysize": 512,
+            "compress": "deflate",
+        }
     h, w = block.shape[1:]
     with rasterio.open(out, "w", **profile) as dst:
         for row in range(0, side_px, h):
@@ -132,19 +142,25 @@ def tile_raster(source: Path, out: Path, side_px: int) -> Path:
 
 def huge_child(rgb: Path, out: Path) -> dict:
     """Extraction of a huge raster with the stand-in network: the pipeline's peak memory."""
-    from ternaus_backend.pipeline.extract import extract, resolve_model
     from ternaus_backend.device import pick_device
+    from ternaus_backend.pipeline.extract import extract, resolve_model
 
     model = PixelModel(resolve_model(None, pick_device()).metadata)
     result = extract(rgb, out, model=model)
-    return {"seconds": result.seconds, "buildings": result.count, "peak_rss_mb": peak_rss_mb(),
-            "pixels": result.width_px * result.height_px}
+    return {
+        "seconds": result.seconds,
+        "buildings": result.count,
+        "peak_rss_mb": peak_rss_mb(),
+        "pixels": result.width_px * result.height_px,
+    }
 
 
 def make_raster(folder: Path, size_px: int, seed: int) -> Path:
     from ternaus_backend.synthetic import make_scene
 
-    return Path(make_scene(folder, seed=seed, size_px=size_px, with_ms=False, name=f"bench{size_px}").rgb)
+    return Path(
+        make_scene(folder, seed=seed, size_px=size_px, with_ms=False, name=f"bench{size_px}").rgb
+    )
 
 
 def main() -> None:
@@ -152,9 +168,13 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=1024, help="side of the small raster in px")
     parser.add_argument("--model", help="model file (default: the embedded default model)")
     parser.add_argument("--json", help="also write the figures here")
-    parser.add_argument("--huge", type=int, metavar="SIDE",
-                        help="instead: pipeline memory on a SIDE x SIDE raster vs a 2048 px one "
-                             "(stand-in 1x1 network)")
+    parser.add_argument(
+        "--huge",
+        type=int,
+        metavar="SIDE",
+        help="instead: pipeline memory on a SIDE x SIDE raster vs a 2048 px one "
+        "(stand-in 1x1 network)",
+    )
     parser.add_argument("--child", nargs=3, metavar=("MODEL", "RGB", "OUT"), help=argparse.SUPPRESS)
     parser.add_argument("--huge-child", nargs=2, metavar=("RGB", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -176,29 +196,50 @@ def main() -> None:
             rgb = make_raster(folder, side, seed=side)
             net = network_alone(args.model, rgb, repeats=REPEATS)
             child = subprocess.run(
-                [sys.executable, __file__, "--child", args.model or "-", str(rgb),
-                 str(folder / f"out{side}.gpkg")],
-                check=True, capture_output=True, text=True,
+                [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    args.model or "-",
+                    str(rgb),
+                    str(folder / f"out{side}.gpkg"),
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
             )
             ext = json.loads(child.stdout.strip().splitlines()[-1])
             mpx = ext["pixels"] / 1e6
-            rows.append({
-                "raster": f"{label} {side}x{side}", "device": net["device"], "windows": net["windows"],
-                "network_mpx_s": mpx / net["seconds"], "extract_mpx_s": mpx / ext["seconds"],
-                "extract_km2_h": ext["area_km2"] / ext["seconds"] * 3600,
-                "efficiency": net["seconds"] / ext["seconds"], "peak_rss_mb": ext["peak_rss_mb"],
-                "cuda_peak_mb": ext["cuda_peak_mb"], "buildings": ext["buildings"],
-                "stages_s": ext["stages"],
-            })
-    header = f"{'raster':<20}{'device':<8}{'net Mpx/s':>10}{'extract Mpx/s':>15}{'km2/h':>9}" \
-             f"{'extract/net':>13}{'peak RSS MB':>13}{'buildings':>11}"
+            rows.append(
+                {
+                    "raster": f"{label} {side}x{side}",
+                    "device": net["device"],
+                    "windows": net["windows"],
+                    "network_mpx_s": mpx / net["seconds"],
+                    "extract_mpx_s": mpx / ext["seconds"],
+                    "extract_km2_h": ext["area_km2"] / ext["seconds"] * 3600,
+                    "efficiency": net["seconds"] / ext["seconds"],
+                    "peak_rss_mb": ext["peak_rss_mb"],
+                    "cuda_peak_mb": ext["cuda_peak_mb"],
+                    "buildings": ext["buildings"],
+                    "stages_s": ext["stages"],
+                }
+            )
+    header = (
+        f"{'raster':<20}{'device':<8}{'net Mpx/s':>10}{'extract Mpx/s':>15}{'km2/h':>9}"
+        f"{'extract/net':>13}{'peak RSS MB':>13}{'buildings':>11}"
+    )
     print(header)
     for r in rows:
-        print(f"{r['raster']:<20}{r['device']:<8}{r['network_mpx_s']:>10.3f}{r['extract_mpx_s']:>15.3f}"
-              f"{r['extract_km2_h']:>9.2f}{r['efficiency']:>13.1%}{r['peak_rss_mb']:>13.0f}{r['buildings']:>11}")
+        print(
+            f"{r['raster']:<20}{r['device']:<8}{r['network_mpx_s']:>10.3f}{r['extract_mpx_s']:>15.3f}"
+            f"{r['extract_km2_h']:>9.2f}{r['efficiency']:>13.1%}{r['peak_rss_mb']:>13.0f}{r['buildings']:>11}"
+        )
     ratio = rows[1]["peak_rss_mb"] / rows[0]["peak_rss_mb"]
     print(f"peak memory, larger / smaller: {ratio:.2f} (target <= 1.20)")
-    print(f"extraction / network throughput: {min(r['efficiency'] for r in rows):.1%} (target >= 85%)")
+    print(
+        f"extraction / network throughput: {min(r['efficiency'] for r in rows):.1%} (target >= 85%)"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "memory_ratio": ratio}, indent=2))
 
@@ -209,12 +250,23 @@ def run_huge(side_px: int) -> None:
         source = make_raster(folder, 1024, seed=1)
         for side in (2048, side_px):
             rgb = tile_raster(source, folder / f"huge{side}.tif", side)
-            child = subprocess.run([sys.executable, __file__, "--huge-child", str(rgb),
-                                    str(folder / f"huge{side}.gpkg")],
-                                   check=True, capture_output=True, text=True)
+            child = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--huge-child",
+                    str(rgb),
+                    str(folder / f"huge{side}.gpkg"),
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
             row = json.loads(child.stdout.strip().splitlines()[-1])
-            print(f"{side}x{side} px: peak RSS {row['peak_rss_mb']:.0f} MB, "
-                  f"{row['pixels'] / 1e6 / row['seconds']:.2f} Mpx/s, {row['buildings']} buildings")
+            print(
+                f"{side}x{side} px: peak RSS {row['peak_rss_mb']:.0f} MB, "
+                f"{row['pixels'] / 1e6 / row['seconds']:.2f} Mpx/s, {row['buildings']} buildings"
+            )
             (folder / f"huge{side}.tif").unlink()
 
 

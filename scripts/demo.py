@@ -28,8 +28,14 @@ def run(rgb: Path, truth: Path, out_dir: Path, name: str) -> dict:
     bars.close()
     png = render_overlay(rgb, result.path, out_dir / f"{name}.png", truth=truth)
     scores = evaluate_files(result.path, truth)
-    return {"scene": name, "buildings": result.count, "gpkg": str(result.path), "png": str(png),
-            "seconds": round(time.perf_counter() - started, 1), **scores.to_dict()}
+    return {
+        "scene": name,
+        "buildings": result.count,
+        "gpkg": str(result.path),
+        "png": str(png),
+        "seconds": round(time.perf_counter() - started, 1),
+        **scores.to_dict(),
+    }
 
 
 def main() -> None:
@@ -47,8 +53,10 @@ def main() -> None:
     for row in report:
         print(json.dumps(row))
     first = report[0]
-    print(f"\nF1 on the sample scene: {first['f1']:.3f} ({first['buildings']} buildings) -> "
-          f"{first['gpkg']}, {first['png']}")
+    print(
+        f"\nF1 on the sample scene: {first['f1']:.3f} ({first['buildings']} buildings) -> "
+        f"{first['gpkg']}, {first['png']}"
+    )
 
 
 if __name__ == "__main__":

@@ -34,10 +34,17 @@ def evaluate_tile(model: str | None, number: int, work: Path) -> dict:
     with rasterio.open(RIO / "masks" / f"mask_{ID}{number}.tif") as src:
         mask = src.read(1) > 0
         polys = read_polygons(result.path, dst_crs=src.crs)
-        pred = rasterize(polys, out_shape=mask.shape, transform=src.transform).astype(bool) \
-            if polys else np.zeros_like(mask)
-    return {"tile": f"img{number}", "inter": int((mask & pred).sum()), "union": int((mask | pred).sum()),
-            **scores.to_dict()}
+        pred = (
+            rasterize(polys, out_shape=mask.shape, transform=src.transform).astype(bool)
+            if polys
+            else np.zeros_like(mask)
+        )
+    return {
+        "tile": f"img{number}",
+        "inter": int((mask & pred).sum()),
+        "union": int((mask | pred).sum()),
+        **scores.to_dict(),
+    }
 
 
 def main() -> None:
@@ -51,11 +58,16 @@ def main() -> None:
         rows = [evaluate_tile(args.model, n, Path(tmp)) for n in args.tiles]
     for row in rows:
         print(json.dumps(row))
-    pooled = Scores(sum(r["tp"] for r in rows), sum(r["fp"] for r in rows), sum(r["fn"] for r in rows))
+    pooled = Scores(
+        sum(r["tp"] for r in rows), sum(r["fp"] for r in rows), sum(r["fn"] for r in rows)
+    )
     union = sum(r["union"] for r in rows)
     iou = sum(r["inter"] for r in rows) / union if union else 1.0
-    print(json.dumps({"tiles": [r["tile"] for r in rows], "pixel_iou": round(iou, 4),
-                      **pooled.to_dict()}))
+    print(
+        json.dumps(
+            {"tiles": [r["tile"] for r in rows], "pixel_iou": round(iou, 4), **pooled.to_dict()}
+        )
+    )
 
 
 if __name__ == "__main__":

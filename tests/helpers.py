@@ -17,14 +17,26 @@ SHARED_DATA = SHARED / "data"
 
 
 def write_raster(
-    path: Path, data: np.ndarray, crs: str = "EPSG:32723", origin=(500000.0, 7450000.0),
-    pixel: float = 0.5, nodata: float | None = None,
+    path: Path,
+    data: np.ndarray,
+    crs: str = "EPSG:32723",
+    origin=(500000.0, 7450000.0),
+    pixel: float = 0.5,
+    nodata: float | None = None,
 ) -> Path:
     """A GeoTIFF of ``data`` (bands, h, w) with a north-up transform."""
     bands, height, width = data.shape
     with rasterio.open(
-        path, "w", driver="GTiff", width=width, height=height, count=bands, dtype=data.dtype,
-        crs=crs, transform=from_origin(origin[0], origin[1], pixel, pixel), nodata=nodata,
+        path,
+        "w",
+        driver="GTiff",
+        width=width,
+        height=height,
+        count=bands,
+        dtype=data.dtype,
+        crs=crs,
+        transform=from_origin(origin[0], origin[1], pixel, pixel),
+        nodata=nodata,
     ) as dst:
         dst.write(data)
     return path
@@ -49,14 +61,19 @@ class ThresholdModel(torch.nn.Module):
         super().__init__()
         self.scale = torch.nn.Parameter(torch.tensor(8.0), requires_grad=False)
         self.metadata = ModelMetadata(
-            name="threshold-test", encoder="threshold", in_channels=in_channels,
+            name="threshold-test",
+            encoder="threshold",
+            in_channels=in_channels,
             band_names=[f"b{i}" for i in range(in_channels)],
             normalization=Normalization(
                 rgb=BandScaling(method="divide", divisor=255.0),
                 ms=BandScaling(method="divide", divisor=2047.0) if in_channels > 3 else None,
-                mean=[0.5] * in_channels, std=[0.25] * in_channels,
+                mean=[0.5] * in_channels,
+                std=[0.25] * in_channels,
             ),
-            resolution_m=0.5, tile_size_px=tile_size_px, overlap_px=overlap_px,
+            resolution_m=0.5,
+            tile_size_px=tile_size_px,
+            overlap_px=overlap_px,
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -8,14 +8,18 @@ import sys
 
 import pytest
 
-from ternaus_backend.models.registry import create_model, metadata_for
 from ternaus_backend.models.model_file import save_model
+from ternaus_backend.models.registry import create_model, metadata_for
 from tests.helpers import SHARED_DATA, rectangles_image, write_raster
 
 
 def ternaus(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ternaus_backend.cli", *args],
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "ternaus_backend.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -38,17 +42,31 @@ def test_predict_runs_the_real_network_and_writes_a_geopackage(tmp_path, light_m
     assert "network" in done.stderr  # the progress bar
 
 
-@pytest.mark.parametrize("args,message", [
-    (["predict", "--rgb", "missing.tif", "--out", "x.gpkg"], "does not exist"),
-    (["predict", "--rgb", "RGB", "--out", "x.gpkg", "--bbox", "1,2,3"], "four numbers"),
-    (["predict", "--rgb", "RGB", "--out", "x.shp", "--model", "MODEL"], "GeoPackage"),
-    (["predict", "--rgb", "RGB", "--out", "x.gpkg", "--model", "nothere.safetensors"], "nothere"),
-    (["evaluate", "--pred", "nothere.geojson", "--truth", "nothere.geojson"], "not found"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["predict", "--rgb", "missing.tif", "--out", "x.gpkg"], "does not exist"),
+        (["predict", "--rgb", "RGB", "--out", "x.gpkg", "--bbox", "1,2,3"], "four numbers"),
+        (["predict", "--rgb", "RGB", "--out", "x.shp", "--model", "MODEL"], "GeoPackage"),
+        (
+            ["predict", "--rgb", "RGB", "--out", "x.gpkg", "--model", "nothere.safetensors"],
+            "nothere",
+        ),
+        (["evaluate", "--pred", "nothere.geojson", "--truth", "nothere.geojson"], "not found"),
+    ],
+)
 def test_bad_input_gives_one_line_and_non_zero_exit(tmp_path, light_model, args, message):
     rgb = write_raster(tmp_path / "rgb.tif", rectangles_image(64, 64, []))
-    args = [str(rgb) if a == "RGB" else str(light_model) if a == "MODEL" else
-            str(tmp_path / a) if a.endswith((".gpkg", ".shp")) else a for a in args]
+    args = [
+        str(rgb)
+        if a == "RGB"
+        else str(light_model)
+        if a == "MODEL"
+        else str(tmp_path / a)
+        if a.endswith((".gpkg", ".shp"))
+        else a
+        for a in args
+    ]
     done = ternaus(*args)
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
@@ -61,7 +79,9 @@ def test_evaluate_prints_the_scores_as_json_on_its_last_line():
     folder = SHARED_DATA / "spacenet_metric_reference"
     if not folder.exists():
         pytest.skip("shared SpaceNet metric data not present")
-    done = ternaus("evaluate", "--pred", str(folder / "pred.geojson"), "--truth", str(folder / "gt.geojson"))
+    done = ternaus(
+        "evaluate", "--pred", str(folder / "pred.geojson"), "--truth", str(folder / "gt.geojson")
+    )
     assert done.returncode == 0, done.stderr
     scores = json.loads(done.stdout.strip().splitlines()[-1])
     assert (scores["tp"], scores["fp"], scores["fn"]) == (8, 20, 20)

@@ -41,7 +41,9 @@ def test_default_model_on_a_held_out_real_rio_tile(tmp_path):
     if not rgb.exists():
         pytest.skip("shared Rio tiles not present")
     result = extract(rgb, tmp_path / "out.gpkg")
-    scores = evaluate_files(result.path, RIO / "derived_polygons" / f"{HELD_OUT}_mask_components.geojson")
+    scores = evaluate_files(
+        result.path, RIO / "derived_polygons" / f"{HELD_OUT}_mask_components.geojson"
+    )
     assert result.count > 10
     assert scores.tp > 5, scores.to_dict()
 
@@ -49,7 +51,19 @@ def test_default_model_on_a_held_out_real_rio_tile(tmp_path):
 def test_predict_without_model_uses_the_default(tmp_path):
     scene = make_scene(tmp_path, seed=5, size_px=256, with_ms=False)
     out = tmp_path / "b.gpkg"
-    done = subprocess.run([sys.executable, "-m", "ternaus_backend.cli", "predict", "--rgb",
-                           str(scene.rgb), "--out", str(out)], capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ternaus_backend.cli",
+            "predict",
+            "--rgb",
+            str(scene.rgb),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1])["buildings"] > 0

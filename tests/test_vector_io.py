@@ -10,6 +10,7 @@ import pytest
 import shapely
 from rasterio.crs import CRS as RasterioCRS
 from shapely.geometry import MultiPolygon, Polygon, box
+
 from ternaus_backend.errors import InputError, LabelError
 from ternaus_backend.vector_io import (
     polygon_parts,

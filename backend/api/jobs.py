@@ -152,7 +152,8 @@ class JobManager:
         except OSError as error:
             raise InputError(
                 f"Cannot create the job folder {self.work_dir}; set TERNAUS_WORK_DIR to a "
-                "writable folder.", details=str(error),
+                "writable folder.",
+                details=str(error),
             ) from error
         self._executor = ThreadPoolExecutor(max_workers, thread_name_prefix="ternaus-job")
         self._jobs: dict[str, Job] = {}
@@ -183,7 +184,8 @@ class JobManager:
         """Snapshots of all jobs, oldest first, optionally of one kind and/or status."""
         with self._lock:
             return [
-                job.snapshot() for job in self._jobs.values()
+                job.snapshot()
+                for job in self._jobs.values()
                 if (kind is None or job.kind == kind) and (status is None or job.status == status)
             ]
 
@@ -250,8 +252,11 @@ class JobManager:
     def _progress_callback(self, job: Job) -> ProgressCallback:
         def report(event: ProgressEvent) -> None:
             snapshot = {
-                "stage": event.stage, "done": int(event.done), "total": int(event.total),
-                "fraction": float(event.fraction), "info": plain(event.info or {}),
+                "stage": event.stage,
+                "done": int(event.done),
+                "total": int(event.total),
+                "fraction": float(event.fraction),
+                "info": plain(event.info or {}),
             }
             with self._lock:
                 job.progress = snapshot
@@ -273,17 +278,27 @@ class JobManager:
             self._end(job, JobStatus.failed, error={"message": exc.message, "details": exc.details})
         except Exception as exc:  # a bug or an unforeseen input: the server must survive it
             log.exception("job %s (%s) failed unexpectedly", job.id, job.kind)
-            self._end(job, JobStatus.failed, error={
-                "message": f"The {job.kind} job failed unexpectedly ({type(exc).__name__}: {exc}). "
-                           "Check the inputs; if they are fine, report this with the details.",
-                "details": traceback.format_exc(),
-            })
+            self._end(
+                job,
+                JobStatus.failed,
+                error={
+                    "message": f"The {job.kind} job failed unexpectedly ({type(exc).__name__}: {exc}). "
+                    "Check the inputs; if they are fine, report this with the details.",
+                    "details": traceback.format_exc(),
+                },
+            )
         else:
             status = JobStatus.cancelled if outcome.cancelled else JobStatus.succeeded
             self._end(job, status, result=plain(outcome.result), file=outcome.file)
 
-    def _end(self, job: Job, status: JobStatus, result: dict | None = None,
-             error: dict | None = None, file: Path | None = None) -> None:
+    def _end(
+        self,
+        job: Job,
+        status: JobStatus,
+        result: dict | None = None,
+        error: dict | None = None,
+        file: Path | None = None,
+    ) -> None:
         with self._lock:
             job.result, job.error, job.result_file = result, error, file
             self._finish(job, status)

@@ -11,7 +11,6 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-
 from ternaus_backend.api.jobs import JobContext, JobFunction, JobOutcome
 from ternaus_backend.api.schemas import EvaluateRequest, PredictRequest, TrainRequest
 from ternaus_backend.device import pick_device
@@ -35,8 +34,9 @@ def existing_file(path: Path, role: str) -> Path:
     """The absolute ``path``; InputError when it is missing or not a file."""
     full = absolute(path)
     if not full.exists():
-        raise InputError(f"The {role} {full} does not exist; check the path (on the backend's "
-                         "machine).")
+        raise InputError(
+            f"The {role} {full} does not exist; check the path (on the backend's machine)."
+        )
     if not full.is_file():
         raise InputError(f"The {role} {full} is a folder, not a file; give the file's path.")
     return full
@@ -86,28 +86,48 @@ def predict_job(request: PredictRequest, settings: Settings) -> JobFunction:
 
     rgb = existing_file(request.rgb, "RGB raster")
     ms = existing_file(request.ms, "multispectral raster") if request.ms is not None else None
-    model = (existing_file(request.model, "model file") if request.model is not None
-             else default_model(settings))
+    model = (
+        existing_file(request.model, "model file")
+        if request.model is not None
+        else default_model(settings)
+    )
     out = output_file(request.out, "output GeoPackage", ".gpkg")
     opts = request.options
     pick_device(opts.device)
     options = ExtractOptions(
-        tile_size_px=opts.tile_size_px, overlap_px=opts.overlap_px, batch_size=opts.batch_size,
-        simplify_px=opts.simplify_px, regularize=opts.regularize, device=opts.device,
+        tile_size_px=opts.tile_size_px,
+        overlap_px=opts.overlap_px,
+        batch_size=opts.batch_size,
+        simplify_px=opts.simplify_px,
+        regularize=opts.regularize,
+        device=opts.device,
     )
 
     def run(context: JobContext) -> JobOutcome:
         target = out or context.work_dir / PREDICT_OUTPUT
         result = extract(
-            rgb, target, ms=ms, model=model, bbox=request.bbox, bbox_crs=request.bbox_crs,
-            options=options, progress=context.progress, cancel=context.cancel,
+            rgb,
+            target,
+            ms=ms,
+            model=model,
+            bbox=request.bbox,
+            bbox_crs=request.bbox_crs,
+            options=options,
+            progress=context.progress,
+            cancel=context.cancel,
             work_dir=context.work_dir,
         )
         summary = {
-            "out": result.path, "buildings": result.count, "width_px": result.width_px,
-            "height_px": result.height_px, "area_km2": round(result.area_km2, 6),
-            "seconds": round(result.seconds, 3), "clipped": result.clipped,
-            "stages": result.stages, "model": model, "layer": "buildings",
+            "out": result.path,
+            "buildings": result.count,
+            "width_px": result.width_px,
+            "height_px": result.height_px,
+            "area_km2": round(result.area_km2, 6),
+            "seconds": round(result.seconds, 3),
+            "clipped": result.clipped,
+            "stages": result.stages,
+            "model": model,
+            "layer": "buildings",
         }
         return JobOutcome(summary, file=result.path)
 
@@ -127,11 +147,18 @@ def evaluate_job(request: EvaluateRequest) -> JobFunction:
     def run(context: JobContext) -> JobOutcome:
         context.cancel.raise_if_cancelled()
         context.progress(ProgressEvent("evaluate", 0, 1))
-        scores = evaluate_files(pred, truth, iou_threshold=request.iou_threshold,
-                                min_area=request.min_area)
+        scores = evaluate_files(
+            pred, truth, iou_threshold=request.iou_threshold, min_area=request.min_area
+        )
         context.progress(ProgressEvent("evaluate", 1, 1))
-        return JobOutcome({**scores.to_dict(), "pred": pred, "truth": truth,
-                           "iou_threshold": request.iou_threshold})
+        return JobOutcome(
+            {
+                **scores.to_dict(),
+                "pred": pred,
+                "truth": truth,
+                "iou_threshold": request.iou_threshold,
+            }
+        )
 
     return run
 
@@ -149,14 +176,24 @@ def train_job(request: TrainRequest) -> JobFunction:
 
     sources = []
     for source in request.sources:
-        optional = {name: existing_file(getattr(source, name), role)
-                    for name, role in (("ms", "multispectral raster"), ("aoi", "training area"),
-                                       ("val_aoi", "validation area"))
-                    if getattr(source, name) is not None}
-        sources.append(source.model_copy(update={
-            "rgb": existing_file(source.rgb, "RGB raster"),
-            "labels": existing_file(source.labels, "labels file"), **optional,
-        }))
+        optional = {
+            name: existing_file(getattr(source, name), role)
+            for name, role in (
+                ("ms", "multispectral raster"),
+                ("aoi", "training area"),
+                ("val_aoi", "validation area"),
+            )
+            if getattr(source, name) is not None
+        }
+        sources.append(
+            source.model_copy(
+                update={
+                    "rgb": existing_file(source.rgb, "RGB raster"),
+                    "labels": existing_file(source.labels, "labels file"),
+                    **optional,
+                }
+            )
+        )
     init = existing_file(request.init, "model to fine-tune") if request.init is not None else None
     out = output_file(request.out, "model file", ".safetensors")
     if request.resume and out is None:
@@ -165,8 +202,9 @@ def train_job(request: TrainRequest) -> JobFunction:
     fields = request.model_dump(exclude={"sources", "init", "out"})
 
     def run(context: JobContext) -> JobOutcome:
-        config = TrainConfig(**fields, sources=sources, init=init,
-                             out=out or context.work_dir / TRAIN_OUTPUT)
+        config = TrainConfig(
+            **fields, sources=sources, init=init, out=out or context.work_dir / TRAIN_OUTPUT
+        )
         try:
             result = train(config, progress=context.progress, cancel=context.cancel)
         except CancelledError as exc:

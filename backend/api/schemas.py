@@ -49,18 +49,23 @@ class PredictOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     tile_size_px: int | None = Field(
-        None, ge=32, validation_alias=AliasChoices("tile_size_px", "tile"),
+        None,
+        ge=32,
+        validation_alias=AliasChoices("tile_size_px", "tile"),
         description="window size in pixels, a multiple of 32",
     )
     overlap_px: int | None = Field(
-        None, ge=0, validation_alias=AliasChoices("overlap_px", "overlap"),
+        None,
+        ge=0,
+        validation_alias=AliasChoices("overlap_px", "overlap"),
         description="overlap of neighbouring windows in pixels",
     )
     batch_size: int = Field(4, ge=1, le=256, description="windows per network call")
     simplify_px: float = Field(1.0, ge=0, description="polygon simplification tolerance in pixels")
     regularize: bool = Field(False, description="square the building corners")
     device: str | None = Field(
-        None, pattern=r"^(cpu|cuda(:\d+)?)$",
+        None,
+        pattern=r"^(cpu|cuda(:\d+)?)$",
         description="cpu or cuda[:N]; default: CUDA if present",
     )
 

@@ -32,8 +32,9 @@ def bind(host: str, port: int) -> socket.socket:
         ) from error
 
 
-def make_settings(host: str | None = None, port: int | None = None,
-                  token: str | None = None) -> Settings:
+def make_settings(
+    host: str | None = None, port: int | None = None, token: str | None = None
+) -> Settings:
     """Settings from the environment, with the given (non-None) values taking precedence."""
     given = {"host": host, "port": port, "token": token}
     return Settings(**{key: value for key, value in given.items() if value is not None})
@@ -55,12 +56,16 @@ def serve(host: str | None = None, port: int | None = None, token: str | None = 
     app = create_app(settings)
     sock = bind(settings.host, settings.port)
     actual_port = sock.getsockname()[1]
-    config = uvicorn.Config(app, host=settings.host, port=actual_port, log_level="info",
-                            timeout_graceful_shutdown=10)
+    config = uvicorn.Config(
+        app, host=settings.host, port=actual_port, log_level="info", timeout_graceful_shutdown=10
+    )
     shown_host = f"[{settings.host}]" if ":" in settings.host else settings.host
     logging.getLogger("uvicorn.error").info(
-        "Ternaus backend on http://%s:%d/v1 (docs: /v1/docs; jobs in %s; token %s)", shown_host,
-        actual_port, settings.work_dir, "required" if settings.token else "not required",
+        "Ternaus backend on http://%s:%d/v1 (docs: /v1/docs; jobs in %s; token %s)",
+        shown_host,
+        actual_port,
+        settings.work_dir,
+        "required" if settings.token else "not required",
     )
     try:
         uvicorn.Server(config).run(sockets=[sock])

@@ -30,6 +30,7 @@ import shapely
 from pyproj import CRS
 from shapely.errors import GEOSException
 from shapely.geometry.base import BaseGeometry
+
 from ternaus_backend.errors import InputError
 from ternaus_backend.vector_io import read_features, to_crs
 

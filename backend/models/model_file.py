@@ -56,20 +56,28 @@ StateDict = dict[str, torch.Tensor]
 def _sniff_format(path: Path) -> str:
     """``"safetensors"`` or ``"torch"`` from the first bytes; ModelError for anything else."""
     if not path.exists():
-        raise ModelError(f"The model file {path} does not exist; check the path given as the model.")
+        raise ModelError(
+            f"The model file {path} does not exist; check the path given as the model."
+        )
     if not path.is_file():
-        raise ModelError(f"{path} is not a model file (a folder or device); give a .safetensors or .pt file.")
+        raise ModelError(
+            f"{path} is not a model file (a folder or device); give a .safetensors or .pt file."
+        )
     size = path.stat().st_size
     with path.open("rb") as handle:
         head = handle.read(9)
     if len(head) < 9:
-        raise ModelError(f"The model file {path} is empty or truncated ({size} bytes); copy or export it again.")
+        raise ModelError(
+            f"The model file {path} is empty or truncated ({size} bytes); copy or export it again."
+        )
     if head[:4] == b"PK\x03\x04":  # torch.save zip format
         return "torch"
     (header_len,) = struct.unpack("<Q", head[:8])
     if head[8:9] == b"{":
         if 8 + header_len > size:
-            raise ModelError(f"The model file {path} is truncated (corrupt safetensors header); copy or export it again.")
+            raise ModelError(
+                f"The model file {path} is truncated (corrupt safetensors header); copy or export it again."
+            )
         return "safetensors"
     if head[0] == 0x80:  # legacy torch.save: a pickle
         return "torch"
@@ -85,7 +93,9 @@ def _read_safetensors(path: Path) -> tuple[StateDict, dict[str, str]]:
             header = dict(handle.metadata() or {})
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
-        raise ModelError(f"The model file {path} is corrupt; copy or export it again.", details=str(error)) from error
+        raise ModelError(
+            f"The model file {path} is corrupt; copy or export it again.", details=str(error)
+        ) from error
     return tensors, header
 
 
@@ -97,7 +107,10 @@ def _extract_state_dict(obj: Any, path: Path) -> tuple[StateDict, str]:
             obj, source = obj[key], label
             break
     if not isinstance(obj, Mapping) or not obj:
-        raise ModelError(f"No network weights found in {path}; give a TernausNetV2 model file (.safetensors, or the authors' .pt).", details=f"loaded a {type(obj)}")
+        raise ModelError(
+            f"No network weights found in {path}; give a TernausNetV2 model file (.safetensors, or the authors' .pt).",
+            details=f"loaded a {type(obj)}",
+        )
     tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     if len(tensors) != len(obj):
         others = [str(k) for k, v in obj.items() if not isinstance(v, torch.Tensor)][:_SHOW_KEYS]
@@ -116,7 +129,9 @@ def _read_torch(path: Path) -> tuple[StateDict, str]:
             details=str(error),
         ) from error
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as error:
-        raise ModelError(f"The model file {path} is corrupt; copy or export it again.", details=str(error)) from error
+        raise ModelError(
+            f"The model file {path} is corrupt; copy or export it again.", details=str(error)
+        ) from error
     return _extract_state_dict(obj, path)
 
 
@@ -185,7 +200,9 @@ def _infer_metadata(state: StateDict, path: Path) -> ModelMetadata:
     first = next((t for t in state.values() if t.dim() == 4), None)
     final = state.get("final.weight")
     if first is None or final is None:
-        raise ModelError(f"{path} does not hold a TernausNetV2-style network (no final layer); give a model made by ternaus train or the authors' checkpoint.")
+        raise ModelError(
+            f"{path} does not hold a TernausNetV2-style network (no final layer); give a model made by ternaus train or the authors' checkpoint."
+        )
     in_channels, num_classes, num_filters = first.shape[1], final.shape[0], final.shape[1]
     for name in ENCODERS:
         with torch.device("meta"):
@@ -221,7 +238,10 @@ def read_model_file(
         try:
             metadata = ModelMetadata.from_header(header)
         except ValueError as error:  # JSON or validation error
-            raise ModelError(f"The metadata in {path} is invalid; re-save the model with ternaus train or give another file.", details=str(error)) from error
+            raise ModelError(
+                f"The metadata in {path} is invalid; re-save the model with ternaus train or give another file.",
+                details=str(error),
+            ) from error
     if metadata is None:
         metadata = _infer_metadata(state, path)
 
@@ -331,7 +351,9 @@ def _describe_safetensors(path: Path) -> tuple[dict[str, tuple[int, ...]], dict[
             header = dict(handle.metadata() or {})
             shapes = {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
-        raise ModelError(f"The model file {path} is corrupt; copy or export it again.", details=str(error)) from error
+        raise ModelError(
+            f"The model file {path} is corrupt; copy or export it again.", details=str(error)
+        ) from error
     return shapes, header
 
 

@@ -15,17 +15,17 @@ from pathlib import Path
 
 import torch
 
-from ternaus_backend.errors import InputError, ModelError
-from ternaus_backend.progress import CancelToken, ProgressCallback, ProgressEvent, no_progress
 from ternaus_backend.device import pick_device
+from ternaus_backend.errors import InputError, ModelError
+from ternaus_backend.models.metadata import MS_BANDS, ModelMetadata
 from ternaus_backend.pipeline.inference import predict_probabilities
 from ternaus_backend.pipeline.instances import find_instances
 from ternaus_backend.pipeline.normalize import Normalizer
 from ternaus_backend.pipeline.polygons import BuildingWriter, finish_polygons, label_polygons
-from ternaus_backend.models.metadata import MS_BANDS, ModelMetadata
 from ternaus_backend.pipeline.raster import Bounds, RasterInputs, input_band_names, raster_env
 from ternaus_backend.pipeline.store import ProbabilityStore
 from ternaus_backend.pipeline.windows import window_grid
+from ternaus_backend.progress import CancelToken, ProgressCallback, ProgressEvent, no_progress
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +48,18 @@ class ExtractOptions:
 
     def __post_init__(self) -> None:
         if self.tile_size_px is not None and (self.tile_size_px < 32 or self.tile_size_px % 32):
-            raise InputError(f"The tile size must be a multiple of 32 px (e.g. 256 or 512), "
-                             f"got {self.tile_size_px}.")
+            raise InputError(
+                f"The tile size must be a multiple of 32 px (e.g. 256 or 512), "
+                f"got {self.tile_size_px}."
+            )
         if self.overlap_px is not None and self.overlap_px < 0:
             raise InputError(f"The overlap must be 0 or more px, got {self.overlap_px}.")
         if self.batch_size < 1:
             raise InputError(f"The batch size must be at least 1, got {self.batch_size}.")
         if self.simplify_px < 0:
-            raise InputError(f"The simplification tolerance must be 0 or more px, got {self.simplify_px}.")
+            raise InputError(
+                f"The simplification tolerance must be 0 or more px, got {self.simplify_px}."
+            )
         if self.block_px < 64 or self.halo_px < 0:
             raise InputError("block_px must be at least 64 and halo_px 0 or more.")
 
@@ -74,7 +78,9 @@ class ExtractResult:
     stages: dict[str, float] = field(default_factory=dict)
 
 
-def resolve_model(model: str | Path | torch.nn.Module | None, device: torch.device) -> torch.nn.Module:
+def resolve_model(
+    model: str | Path | torch.nn.Module | None, device: torch.device
+) -> torch.nn.Module:
     """A loaded model: the given module, a model file, or the embedded default model."""
     if isinstance(model, torch.nn.Module):
         if not hasattr(model, "metadata"):
@@ -112,8 +118,11 @@ def check_bands(inputs: RasterInputs, meta: ModelMetadata, has_ms: bool) -> None
     raise InputError(
         f"This model needs {in_channels} bands but the inputs give {inputs.band_count} "
         f"(3 RGB + {inputs.ms_band_count} multispectral); "
-        + ("leave out the multispectral raster." if in_channels == 3 else
-           f"give a multispectral raster with {in_channels - 3} bands.")
+        + (
+            "leave out the multispectral raster."
+            if in_channels == 3
+            else f"give a multispectral raster with {in_channels - 3} bands."
+        )
     )
 
 
@@ -148,14 +157,30 @@ def extract(
         writer = BuildingWriter(out, grid_info.crs)
         try:
             with tempfile.TemporaryDirectory(prefix="ternaus-", dir=work_dir) as tmp:
-                store = ProbabilityStore(Path(tmp) / "probabilities.u8", grid_info.height,
-                                         grid_info.width, meta.num_classes)
+                store = ProbabilityStore(
+                    Path(tmp) / "probabilities.u8",
+                    grid_info.height,
+                    grid_info.width,
+                    meta.num_classes,
+                )
                 t0 = time.perf_counter()
-                predict_probabilities(net, inputs, normalizer, store, grid, overlap, opts.batch_size,
-                                      device, progress, cancel)
+                predict_probabilities(
+                    net,
+                    inputs,
+                    normalizer,
+                    store,
+                    grid,
+                    overlap,
+                    opts.batch_size,
+                    device,
+                    progress,
+                    cancel,
+                )
                 stages["infer"] = time.perf_counter() - t0
                 t0 = time.perf_counter()
-                clipped = _polygons(store, grid_info.transform, meta, opts, writer, progress, cancel)
+                clipped = _polygons(
+                    store, grid_info.transform, meta, opts, writer, progress, cancel
+                )
                 stages["instances_polygons"] = time.perf_counter() - t0
         except BaseException:
             writer.abort()
@@ -163,9 +188,14 @@ def extract(
         path = writer.commit()
     progress(ProgressEvent("done", writer.count, writer.count))
     return ExtractResult(
-        path=path, count=writer.count, width_px=grid_info.width, height_px=grid_info.height,
-        area_km2=grid_info.area_km2, seconds=time.perf_counter() - started,
-        clipped=clipped, stages=stages,
+        path=path,
+        count=writer.count,
+        width_px=grid_info.width,
+        height_px=grid_info.height,
+        area_km2=grid_info.area_km2,
+        seconds=time.perf_counter() - started,
+        clipped=clipped,
+        stages=stages,
     )
 
 
@@ -173,18 +203,29 @@ def _polygons(store, transform, meta, opts, writer, progress, cancel) -> int:
     """Instances -> polygons -> writer; returns how many instances were larger than the halo."""
     clipped = 0
     pixel_size = abs(transform.determinant) ** 0.5  # in CRS units, any orientation
-    for block in find_instances(store, meta.thresholds, opts.block_px, opts.halo_px, progress, cancel):
+    for block in find_instances(
+        store, meta.thresholds, opts.block_px, opts.halo_px, progress, cancel
+    ):
         clipped += block.clipped
         block_transform = transform * transform.translation(block.col0, block.row0)
         outlines = label_polygons(block.labels, block.ids, block_transform)
-        kept = [(outlines[int(i)], c) for i, c in zip(block.ids, block.confidence) if int(i) in outlines]
-        finished = finish_polygons([k[0] for k in kept], pixel_size, opts.simplify_px, opts.regularize)
+        kept = [
+            (outlines[int(i)], c)
+            for i, c in zip(block.ids, block.confidence, strict=True)
+            if int(i) in outlines
+        ]
+        finished = finish_polygons(
+            [k[0] for k in kept], pixel_size, opts.simplify_px, opts.regularize
+        )
         polys = [p for p in finished if p is not None]
-        confs = [k[1] for k, p in zip(kept, finished) if p is not None]
+        confs = [k[1] for k, p in zip(kept, finished, strict=True) if p is not None]
         writer.write(polys, confs)
     if clipped:
-        log.warning("%d buildings were larger than the %d px halo and may be cut at block seams",
-                    clipped, opts.halo_px)
+        log.warning(
+            "%d buildings were larger than the %d px halo and may be cut at block seams",
+            clipped,
+            opts.halo_px,
+        )
     return clipped
 
 
@@ -192,5 +233,8 @@ def _warn_resolution(pixel_m: float, model_m: float) -> None:
     if model_m > 0 and not 0.5 <= pixel_m / model_m <= 2.0:
         log.warning(
             "The raster's pixels are %.2f m but the model was trained at %.2f m; results may be poor. "
-            "Resample the raster to about %.2f m.", pixel_m, model_m, model_m,
+            "Resample the raster to about %.2f m.",
+            pixel_m,
+            model_m,
+            model_m,
         )

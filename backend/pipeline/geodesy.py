@@ -21,7 +21,9 @@ class GroundMeasure:
     """Metre-true sizes and areas for geometries in ``crs`` (None: plain units, assumed metres)."""
 
     def __init__(self, crs: CRS | str | None) -> None:
-        self.crs = ProjCRS.from_user_input(crs.to_wkt() if isinstance(crs, CRS) else crs) if crs else None
+        self.crs = (
+            ProjCRS.from_user_input(crs.to_wkt() if isinstance(crs, CRS) else crs) if crs else None
+        )
 
     @cached_property
     def _geodetic(self) -> tuple[Geod, Transformer] | None:

@@ -18,11 +18,11 @@ import torch
 from rasterio.windows import Window
 from scipy.special import expit
 
-from ternaus_backend.progress import CancelToken, ProgressCallback, ProgressEvent, no_progress
 from ternaus_backend.pipeline.normalize import Normalizer
 from ternaus_backend.pipeline.raster import RasterInputs
 from ternaus_backend.pipeline.store import ProbabilityStore
 from ternaus_backend.pipeline.windows import WindowGrid, blend_weights
+from ternaus_backend.progress import CancelToken, ProgressCallback, ProgressEvent, no_progress
 
 
 @dataclass
@@ -58,7 +58,9 @@ def _batches(
     positions = list(grid)
     for start in range(0, len(positions), batch_size):
         chunk = positions[start : start + batch_size]
-        pairs = [read_window(inputs, normalizer, y0, x0, grid.tile_h, grid.tile_w) for _, y0, x0 in chunk]
+        pairs = [
+            read_window(inputs, normalizer, y0, x0, grid.tile_h, grid.tile_w) for _, y0, x0 in chunk
+        ]
         yield Batch(chunk, np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs]))
 
 
@@ -78,7 +80,9 @@ def run_network(model: torch.nn.Module, images: np.ndarray, device: torch.device
     """Logits (n, classes, h, w) float32; mixed precision on CUDA."""
     x = torch.from_numpy(images).to(device, non_blocking=True)
     autocast = (
-        torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else contextlib.nullcontext()
+        torch.autocast("cuda", dtype=torch.float16)
+        if device.type == "cuda"
+        else contextlib.nullcontext()
     )
     with torch.inference_mode(), autocast:
         logits = model(x)
@@ -91,7 +95,9 @@ FLUSH_CHUNK_PX = 2048
 class StripStitcher:
     """Accumulates weighted logits of one window-row and flushes finished rows to the store."""
 
-    def __init__(self, store: ProbabilityStore, grid: WindowGrid, overlap_px: int, classes: int) -> None:
+    def __init__(
+        self, store: ProbabilityStore, grid: WindowGrid, overlap_px: int, classes: int
+    ) -> None:
         self.store, self.grid = store, grid
         self.weights = blend_weights(grid.tile_h, grid.tile_w, overlap_px)
         self.acc = np.zeros((classes, grid.tile_h, grid.width), np.float32)
@@ -124,15 +130,17 @@ class StripStitcher:
             cols = slice(c0, min(c0 + FLUSH_CHUNK_PX, self.grid.width))
             wsum = self.wsum[:rows, cols]
             logits = self.acc[:, :rows, cols] / np.maximum(wsum, 1e-6)
-            probs = np.nan_to_num(expit(logits), nan=0.0)  # an fp16 overflow must not poison the map
+            probs = np.nan_to_num(
+                expit(logits), nan=0.0
+            )  # an fp16 overflow must not poison the map
             probs[:, wsum <= 0] = 0.0  # nothing valid saw these pixels
             self.store.write_block(self.top, c0, probs)
             for r0 in range(0, keep, rows):  # source and target rows never overlap
                 r1 = min(r0 + rows, keep)
                 self.acc[:, r0:r1, cols] = self.acc[:, r0 + rows : r1 + rows, cols]
                 self.wsum[r0:r1, cols] = self.wsum[r0 + rows : r1 + rows, cols]
-        self.acc[:, max(keep, 0):] = 0.0
-        self.wsum[max(keep, 0):] = 0.0
+        self.acc[:, max(keep, 0) :] = 0.0
+        self.wsum[max(keep, 0) :] = 0.0
         self.top += rows
 
     def finish(self) -> None:
@@ -163,7 +171,9 @@ def predict_probabilities(
         logits = np.zeros((len(batch.positions), classes, grid.tile_h, grid.tile_w), np.float32)
         if keep.any():  # all-nodata windows never reach the network
             logits[keep] = run_network(model, batch.images[keep], device)
-        for (_, y0, x0), window_logits, valid in zip(batch.positions, logits, batch.valid):
+        for (_, y0, x0), window_logits, valid in zip(
+            batch.positions, logits, batch.valid, strict=True
+        ):
             stitcher.add(y0, x0, window_logits, valid)
         done += len(batch.positions)
         progress(ProgressEvent("infer", done, grid.count))

@@ -19,8 +19,8 @@ from skimage.measure import label
 from skimage.segmentation import watershed
 
 from ternaus_backend.models.metadata import Thresholds
-from ternaus_backend.progress import CancelToken, ProgressCallback, ProgressEvent, no_progress
 from ternaus_backend.pipeline.store import ProbabilityStore
+from ternaus_backend.progress import CancelToken, ProgressCallback, ProgressEvent, no_progress
 
 
 def label_instances(body: np.ndarray, border: np.ndarray, thresholds: Thresholds) -> np.ndarray:
@@ -47,7 +47,9 @@ def label_instances(body: np.ndarray, border: np.ndarray, thresholds: Thresholds
     if crowded.any():
         rows, cols = np.nonzero(crowded)
         box = np.s_[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
-        split = watershed(crowded[box].astype(np.uint8), markers[box], mask=crowded[box], connectivity=2)
+        split = watershed(
+            crowded[box].astype(np.uint8), markers[box], mask=crowded[box], connectivity=2
+        )
         labels[box][crowded[box]] = split[crowded[box]]
     if thresholds.min_area_px > 1 and labels.max() > 0:
         sizes = np.bincount(labels.ravel())
@@ -89,8 +91,12 @@ def _owned_ids(
             continue
         ids.append(index)
         cut_top, cut_left, cut_bottom, cut_right = edges
-        if (cut_top and top == 0) or (cut_left and left == 0) or (
-            cut_bottom and sl[0].stop == height) or (cut_right and sl[1].stop == width):
+        if (
+            (cut_top and top == 0)
+            or (cut_left and left == 0)
+            or (cut_bottom and sl[0].stop == height)
+            or (cut_right and sl[1].stop == width)
+        ):
             clipped += 1
     return np.asarray(ids, dtype=np.int32), clipped
 
@@ -118,7 +124,9 @@ def find_instances(
         edges = (r0 > 0, c0 > 0, r1 < height, c1 < width)
         ids, clipped = _owned_ids(labels, core, edges)
         confidence = (
-            np.asarray(ndimage.mean(body, labels, ids), dtype=np.float64) if len(ids) else np.zeros(0)
+            np.asarray(ndimage.mean(body, labels, ids), dtype=np.float64)
+            if len(ids)
+            else np.zeros(0)
         )
         yield InstanceBlock(r0, c0, labels, body, ids, confidence, clipped)
         progress(ProgressEvent("instances", done, len(blocks)))

@@ -26,7 +26,9 @@ def _scale_terms(
         return np.zeros(bands), np.full(bands, float(scaling.divisor))
     pixels = values[:, valid]
     if pixels.shape[1] == 0:
-        raise InputError("The input extent holds no valid pixels (all nodata); pick another extent.")
+        raise InputError(
+            "The input extent holds no valid pixels (all nodata); pick another extent."
+        )
     low, high = np.percentile(pixels, [scaling.low, scaling.high], axis=1)
     span = np.where(high - low > 0, high - low, 1.0)
     return low, span
@@ -70,8 +72,10 @@ class Normalizer:
         clip_low = np.where(clips, (0.0 - mean) / std, -np.inf)
         clip_high = np.where(clips, (1.0 - mean) / std, np.inf)
         return cls(
-            gain.astype(np.float32), offset.astype(np.float32),
-            clip_low.astype(np.float32), clip_high.astype(np.float32),
+            gain.astype(np.float32),
+            offset.astype(np.float32),
+            clip_low.astype(np.float32),
+            clip_high.astype(np.float32),
         )
 
     @classmethod

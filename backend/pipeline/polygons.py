@@ -41,9 +41,7 @@ def largest_polygon(geom) -> Polygon | None:
     return max(polys, key=lambda p: p.area) if polys else None
 
 
-def label_polygons(
-    labels: np.ndarray, ids: np.ndarray, transform: Affine
-) -> dict[int, Polygon]:
+def label_polygons(labels: np.ndarray, ids: np.ndarray, transform: Affine) -> dict[int, Polygon]:
     """Pixel-exact polygons of the instances ``ids`` in map coordinates."""
     if len(ids) == 0:
         return {}
@@ -114,7 +112,9 @@ def regularize(poly: Polygon, max_area_change: float = 0.25) -> Polygon:
     exterior = _square_ring(np.asarray(rotated.exterior.coords))
     if exterior is None:
         return poly
-    holes = [h for h in (_square_ring(np.asarray(i.coords)) for i in rotated.interiors) if h is not None]
+    holes = [
+        h for h in (_square_ring(np.asarray(i.coords)) for i in rotated.interiors) if h is not None
+    ]
     candidate = affinity.rotate(Polygon(exterior, holes), angle, origin=origin)
     if not candidate.is_valid or candidate.is_empty:
         return poly
@@ -152,28 +152,40 @@ class BuildingWriter:
         if self.out.suffix.lower() != ".gpkg":
             raise InputError(f"The output {self.out} must be a GeoPackage: name it *.gpkg.")
         if not self.out.parent.exists():
-            raise InputError(f"The output folder {self.out.parent} does not exist; create it first.")
+            raise InputError(
+                f"The output folder {self.out.parent} does not exist; create it first."
+            )
         self.crs = crs
         self._measure = GroundMeasure(crs)
         self.partial = self.out.with_name(self.out.stem + ".partial.gpkg")
         if self.partial.exists():
             self.partial.unlink()
         self._sink = fiona.open(
-            self.partial, "w", driver="GPKG", layer=LAYER_NAME, schema=SCHEMA,
+            self.partial,
+            "w",
+            driver="GPKG",
+            layer=LAYER_NAME,
+            schema=SCHEMA,
             crs_wkt=crs.to_wkt() if crs is not None else None,
         )
         self.count = 0
 
     def write(self, polygons: list[Polygon], confidences: list[float]) -> None:
         records = []
-        for poly, conf, area in zip(polygons, confidences, self._measure.areas_m2(polygons)):
+        for poly, conf, area in zip(
+            polygons, confidences, self._measure.areas_m2(polygons), strict=True
+        ):
             self.count += 1
-            records.append({
-                "geometry": mapping(poly),
-                "properties": {
-                    "id": self.count, "confidence": round(float(conf), 4), "area_m2": round(float(area), 2),
-                },
-            })
+            records.append(
+                {
+                    "geometry": mapping(poly),
+                    "properties": {
+                        "id": self.count,
+                        "confidence": round(float(conf), 4),
+                        "area_m2": round(float(area), 2),
+                    },
+                }
+            )
         if records:
             self._sink.writerecords(records)
 

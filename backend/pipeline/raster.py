@@ -91,16 +91,30 @@ def _read_padded(
     kwargs = {} if masks else {"out_dtype": "float32"}
     col0, row0 = int(window.col_off), int(window.row_off)
     col1, row1 = col0 + int(window.width), row0 + int(window.height)
-    inside = Window.from_slices((max(row0, 0), min(row1, ds.height)), (max(col0, 0), min(col1, ds.width)))
-    if (inside.col_off, inside.row_off, inside.width, inside.height) == (col0, row0, col1 - col0, row1 - row0):
-        return read(indexes, window=window, out_shape=(len(indexes), *shape),
-                    resampling=Resampling.nearest, **kwargs)
+    inside = Window.from_slices(
+        (max(row0, 0), min(row1, ds.height)), (max(col0, 0), min(col1, ds.width))
+    )
+    if (inside.col_off, inside.row_off, inside.width, inside.height) == (
+        col0,
+        row0,
+        col1 - col0,
+        row1 - row0,
+    ):
+        return read(
+            indexes,
+            window=window,
+            out_shape=(len(indexes), *shape),
+            resampling=Resampling.nearest,
+            **kwargs,
+        )
     if out_shape is not None:
         raise ValueError("decimated reads must lie inside the raster")
     out = np.zeros((len(indexes), *shape), np.uint8 if masks else np.float32)
     if inside.width > 0 and inside.height > 0:
         r, c = int(inside.row_off) - row0, int(inside.col_off) - col0
-        out[:, r : r + int(inside.height), c : c + int(inside.width)] = read(indexes, window=inside, **kwargs)
+        out[:, r : r + int(inside.height), c : c + int(inside.width)] = read(
+            indexes, window=inside, **kwargs
+        )
     return out
 
 
@@ -229,7 +243,9 @@ class RasterInputs:
             if ms_path is not None:
                 ms = _open(ms_path, "multispectral")
                 if ms.crs is not None and rgb.crs is not None and ms.crs != rgb.crs:
-                    ms_bounds = transform_bounds(ms.crs, rgb.crs, *_sorted(ms.bounds), densify_pts=21)
+                    ms_bounds = transform_bounds(
+                        ms.crs, rgb.crs, *_sorted(ms.bounds), densify_pts=21
+                    )
                 else:
                     ms_bounds = _sorted(ms.bounds)
                 overlap = _intersect(region, ms_bounds)
@@ -276,7 +292,9 @@ class RasterInputs:
         """The whole pixels of ``ds`` covering ``region`` (any transform orientation)."""
         left, bottom, right, top = region
         inverse = ~ds.transform
-        corners = [inverse * xy for xy in ((left, bottom), (left, top), (right, bottom), (right, top))]
+        corners = [
+            inverse * xy for xy in ((left, bottom), (left, top), (right, bottom), (right, top))
+        ]
         cols, rows = [c for c, _ in corners], [r for _, r in corners]
         col0 = max(0, int(math.floor(min(cols) + 1e-6)))
         row0 = max(0, int(math.floor(min(rows) + 1e-6)))
@@ -340,8 +358,12 @@ class RasterInputs:
         height, width = int(stats.height), int(stats.width)
         factor = max(1.0, math.sqrt(height * width / max_pixels))
         shape = (max(1, int(height / factor)), max(1, int(width / factor)))
-        window = Window(stats.col_off - self._offset.col_off, stats.row_off - self._offset.row_off,
-                        width, height)
+        window = Window(
+            stats.col_off - self._offset.col_off,
+            stats.row_off - self._offset.row_off,
+            width,
+            height,
+        )
         return self.read(window, out_shape=shape), self.valid(window, out_shape=shape)
 
     def close(self) -> None:

@@ -60,8 +60,12 @@ def window_grid(height: int, width: int, tile_px: int, overlap_px: int) -> Windo
     tile_h = tile_px if height >= tile_px else round_up(height)
     tile_w = tile_px if width >= tile_px else round_up(width)
     return WindowGrid(
-        height, width, tile_h, tile_w,
-        tuple(_starts(height, tile_h, step)), tuple(_starts(width, tile_w, step)),
+        height,
+        width,
+        tile_h,
+        tile_w,
+        tuple(_starts(height, tile_h, step)),
+        tuple(_starts(width, tile_w, step)),
     )
 
 

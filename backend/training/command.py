@@ -37,42 +37,101 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
             "a checkpoint OUT.ckpt.pt allows --resume."
         ),
     )
-    p.add_argument("--rgb", action="append", required=True, type=Path, metavar="PATH",
-                   help="RGB raster (repeat for several scenes)")
-    p.add_argument("--ms", action="append", type=Path, metavar="PATH",
-                   help="multispectral raster of the same scene, one per --rgb (optional)")
-    p.add_argument("--labels", action="append", required=True, type=Path, metavar="PATH",
-                   help="building footprints (GeoJSON/GeoPackage/Shapefile): one for all rasters "
-                        "or one per --rgb")
-    p.add_argument("--aoi", action="append", type=Path, metavar="PATH",
-                   help="training area polygons where the labels are complete (default: the "
-                        "whole raster); one for all rasters or one per --rgb")
-    p.add_argument("--val-aoi", action="append", type=Path, metavar="PATH",
-                   help="validation area polygons (default: an automatic split by area); one for "
-                        "all rasters or one per --rgb")
-    p.add_argument("--out", required=True, type=Path, metavar="MODEL",
-                   help="where to save the best model (.safetensors)")
-    p.add_argument("--init", type=Path, metavar="MODEL",
-                   help="model to fine-tune (any model file, also the authors' checkpoint)")
-    p.add_argument("--encoder", help="encoder of a new model (default resnet_light; with --init "
-                                     "the init model's encoder is used)")
+    p.add_argument(
+        "--rgb",
+        action="append",
+        required=True,
+        type=Path,
+        metavar="PATH",
+        help="RGB raster (repeat for several scenes)",
+    )
+    p.add_argument(
+        "--ms",
+        action="append",
+        type=Path,
+        metavar="PATH",
+        help="multispectral raster of the same scene, one per --rgb (optional)",
+    )
+    p.add_argument(
+        "--labels",
+        action="append",
+        required=True,
+        type=Path,
+        metavar="PATH",
+        help="building footprints (GeoJSON/GeoPackage/Shapefile): one for all rasters "
+        "or one per --rgb",
+    )
+    p.add_argument(
+        "--aoi",
+        action="append",
+        type=Path,
+        metavar="PATH",
+        help="training area polygons where the labels are complete (default: the "
+        "whole raster); one for all rasters or one per --rgb",
+    )
+    p.add_argument(
+        "--val-aoi",
+        action="append",
+        type=Path,
+        metavar="PATH",
+        help="validation area polygons (default: an automatic split by area); one for "
+        "all rasters or one per --rgb",
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        metavar="MODEL",
+        help="where to save the best model (.safetensors)",
+    )
+    p.add_argument(
+        "--init",
+        type=Path,
+        metavar="MODEL",
+        help="model to fine-tune (any model file, also the authors' checkpoint)",
+    )
+    p.add_argument(
+        "--encoder",
+        help="encoder of a new model (default resnet_light; with --init "
+        "the init model's encoder is used)",
+    )
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--steps-per-epoch", type=int, default=100)
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--crop", type=int, default=256, metavar="PX",
-                   help="training crop size in pixels, a multiple of 32")
+    p.add_argument(
+        "--crop",
+        type=int,
+        default=256,
+        metavar="PX",
+        help="training crop size in pixels, a multiple of 32",
+    )
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--weight-decay", type=float, default=1e-4)
-    p.add_argument("--jaccard-weight", type=float, default=0.5,
-                   help="weight w in loss = BCE - w * log(soft Jaccard)")
-    p.add_argument("--val-fraction", type=float, default=0.2,
-                   help="share of each raster held out for validation when --val-aoi is absent")
-    p.add_argument("--allow-empty-labels", action="store_true",
-                   help="accept rasters without buildings in their training area as negative "
-                        "examples (otherwise an error)")
+    p.add_argument(
+        "--jaccard-weight",
+        type=float,
+        default=0.5,
+        help="weight w in loss = BCE - w * log(soft Jaccard)",
+    )
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.2,
+        help="share of each raster held out for validation when --val-aoi is absent",
+    )
+    p.add_argument(
+        "--allow-empty-labels",
+        action="store_true",
+        help="accept rasters without buildings in their training area as negative "
+        "examples (otherwise an error)",
+    )
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
-    p.add_argument("--no-amp", dest="amp", action="store_false",
-                   help="train in float32 on CUDA too (mixed precision is the CUDA default)")
+    p.add_argument(
+        "--no-amp",
+        dest="amp",
+        action="store_false",
+        help="train in float32 on CUDA too (mixed precision is the CUDA default)",
+    )
     p.add_argument("--num-workers", type=int, default=0, help="data loading worker processes")
     p.add_argument("--resume", action="store_true", help="continue from OUT.ckpt.pt")
     p.add_argument("--seed", type=int, default=0)
@@ -104,19 +163,31 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             for r, m, lab, a, v in zip(args.rgb, ms, labels, aoi, val_aoi, strict=True)
         ]
         return TrainConfig(
-            sources=sources, out=args.out, init=args.init, encoder=args.encoder,
-            epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
-            batch_size=args.batch_size, crop_px=args.crop, lr=args.lr,
-            weight_decay=args.weight_decay, jaccard_weight=args.jaccard_weight,
-            val_fraction=args.val_fraction, allow_empty_labels=args.allow_empty_labels,
-            device=args.device, amp=args.amp, num_workers=args.num_workers, resume=args.resume,
+            sources=sources,
+            out=args.out,
+            init=args.init,
+            encoder=args.encoder,
+            epochs=args.epochs,
+            steps_per_epoch=args.steps_per_epoch,
+            batch_size=args.batch_size,
+            crop_px=args.crop,
+            lr=args.lr,
+            weight_decay=args.weight_decay,
+            jaccard_weight=args.jaccard_weight,
+            val_fraction=args.val_fraction,
+            allow_empty_labels=args.allow_empty_labels,
+            device=args.device,
+            amp=args.amp,
+            num_workers=args.num_workers,
+            resume=args.resume,
             seed=args.seed,
         )
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ()))
-        raise InputError(f"Invalid training option {where}: {first.get('msg')}.",
-                         details=str(exc)) from exc
+        raise InputError(
+            f"Invalid training option {where}: {first.get('msg')}.", details=str(exc)
+        ) from exc
 
 
 class _Bar:
@@ -130,18 +201,28 @@ class _Bar:
 
         if event.stage == "prepare":
             if event.done < event.total:
-                print(f"reading {event.info.get('source', '')} ({event.done + 1}/{event.total})",
-                      file=sys.stderr)
+                print(
+                    f"reading {event.info.get('source', '')} ({event.done + 1}/{event.total})",
+                    file=sys.stderr,
+                )
             return
         if event.stage != "train":
             return
         if self.bar is None:
-            self.bar = tqdm(total=event.total, unit="step", desc="train", file=sys.stderr,
-                            dynamic_ncols=True, initial=max(0, event.done - 1))
+            self.bar = tqdm(
+                total=event.total,
+                unit="step",
+                desc="train",
+                file=sys.stderr,
+                dynamic_ncols=True,
+                initial=max(0, event.done - 1),
+            )
         info = event.info
         self.bar.update(max(0, event.done - self.bar.n))
-        postfix = {"epoch": f"{info.get('epoch')}/{info.get('epochs')}",
-                   "loss": f"{info.get('loss', float('nan')):.4f}"}
+        postfix = {
+            "epoch": f"{info.get('epoch')}/{info.get('epochs')}",
+            "loss": f"{info.get('loss', float('nan')):.4f}",
+        }
         if info.get("phase") == "validated":
             f1 = info.get("val_f1")
             best = "  (best, saved)" if info.get("best") else ""
@@ -161,9 +242,11 @@ class _Bar:
 
 def _summary(result: TrainResult) -> str:
     f1 = "n/a" if result.best_val_f1 is None else f"{result.best_val_f1:.3f}"
-    return (f"best model (epoch {result.best_epoch}, val F1 {f1}) saved to {result.model_path}; "
-            f"{result.epochs_completed} epoch(s) in {result.seconds:.0f} s, "
-            f"{result.crops_per_s:.1f} crops/s")
+    return (
+        f"best model (epoch {result.best_epoch}, val F1 {f1}) saved to {result.model_path}; "
+        f"{result.epochs_completed} epoch(s) in {result.seconds:.0f} s, "
+        f"{result.crops_per_s:.1f} crops/s"
+    )
 
 
 def run_train(args: argparse.Namespace) -> int:

@@ -183,11 +183,15 @@ def _automatic_split(
     cols = np.flatnonzero(area.any(axis=0))
     r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
     try:
-        sub_train, sub_val = split_by_area((r1 - r0, c1 - c0), val_fraction, seed,
-                                           gap_px=VAL_GAP_PX)
+        sub_train, sub_val = split_by_area(
+            (r1 - r0, c1 - c0), val_fraction, seed, gap_px=VAL_GAP_PX
+        )
     except InputError as exc:
-        where = (f"training area {source.aoi.name}" if source.aoi is not None
-                 else "valid part of the raster")
+        where = (
+            f"training area {source.aoi.name}"
+            if source.aoi is not None
+            else "valid part of the raster"
+        )
         raise InputError(
             f"The {where} of {source.rgb.name} is only {c1 - c0}x{r1 - r0} px, too small to "
             "split automatically into training and validation areas; draw a larger training "
@@ -200,8 +204,12 @@ def _automatic_split(
     val_split[r0:r1, c0:c1] = sub_val
     vrows = np.flatnonzero(sub_val.any(axis=1))
     vcols = np.flatnonzero(sub_val.any(axis=0))
-    band = (r0 + int(vrows[0]), c0 + int(vcols[0]), r0 + int(vrows[-1]) + 1,
-            c0 + int(vcols[-1]) + 1)
+    band = (
+        r0 + int(vrows[0]),
+        c0 + int(vcols[0]),
+        r0 + int(vrows[-1]) + 1,
+        c0 + int(vcols[-1]) + 1,
+    )
     return train_split, val_split, band
 
 
@@ -232,8 +240,9 @@ def prepare_source(
         aoi_polygons = _read_area_polygons(source.aoi, crs, "training area")
         if source.val_aoi is not None:
             val_polygons = _read_area_polygons(source.val_aoi, crs, "validation area")
-        bbox = _read_bbox(source, full_grid, [*aoi_polygons, *(val_polygons or [])],
-                          max(0, margin_px))
+        bbox = _read_bbox(
+            source, full_grid, [*aoi_polygons, *(val_polygons or [])], max(0, margin_px)
+        )
 
     with raster_env(), RasterInputs.open(source.rgb, source.ms, bbox=bbox) as inputs:
         grid = inputs.grid
@@ -241,15 +250,21 @@ def prepare_source(
         if height * width > MAX_TRAIN_PIXELS:
             side = int(math.sqrt(MAX_TRAIN_PIXELS))
             if source.aoi is not None:
-                what = (f"The training area {source.aoi.name} (with the validation area and a "
-                        f"margin of {margin_px} px) covers {width}x{height} px of "
-                        f"{source.rgb.name}")
-                fix = ("Draw a smaller training area (or several sources, each with its own "
-                       "area), or use a smaller crop size.")
+                what = (
+                    f"The training area {source.aoi.name} (with the validation area and a "
+                    f"margin of {margin_px} px) covers {width}x{height} px of "
+                    f"{source.rgb.name}"
+                )
+                fix = (
+                    "Draw a smaller training area (or several sources, each with its own "
+                    "area), or use a smaller crop size."
+                )
             else:
                 what = f"The training raster {source.rgb.name} is {width}x{height} px"
-                fix = ("Draw a training area (--aoi) around the labelled part, or clip the raster "
-                       "to it.")
+                fix = (
+                    "Draw a training area (--aoi) around the labelled part, or clip the raster "
+                    "to it."
+                )
             raise InputError(
                 f"{what}; training holds its rasters in memory and takes at most about "
                 f"{side}x{side} px. {fix}"
@@ -303,8 +318,7 @@ def prepare_source(
         if not val.any():
             val_region = None
     else:
-        train_split, val_split, band_px = _automatic_split(area, val_fraction, seed + index,
-                                                           source)
+        train_split, val_split, band_px = _automatic_split(area, val_fraction, seed + index, source)
         val = val_split & area
         train = train_split & area
         band = _pixel_box(grid.transform, *band_px)
@@ -355,8 +369,13 @@ def prepare_sources(
         progress(ProgressEvent("prepare", index, len(sources), {"source": source.rgb.name}))
         prepared.append(
             prepare_source(
-                source, normalization, index=index, val_fraction=val_fraction, seed=seed,
-                border_width_px=border_width_px, allow_empty_labels=allow_empty_labels,
+                source,
+                normalization,
+                index=index,
+                val_fraction=val_fraction,
+                seed=seed,
+                border_width_px=border_width_px,
+                allow_empty_labels=allow_empty_labels,
                 margin_px=margin_px,
             )
         )
@@ -557,8 +576,5 @@ def val_tiles(source: PreparedSource, tile_px: int) -> Iterator[ValTile]:
 def describe_sources(sources: Sequence[PreparedSource]) -> str:
     """A JSON list of the sources' file paths (for model provenance)."""
     return json.dumps(
-        [
-            {k: str(v) for k, v in p.source.model_dump().items() if v is not None}
-            for p in sources
-        ]
+        [{k: str(v) for k, v in p.source.model_dump().items() if v is not None} for p in sources]
     )

@@ -104,9 +104,7 @@ def first_conv(model: nn.Module) -> tuple[nn.Module, str, nn.Conv2d]:
     raise ModelError("The model has no convolution to adapt to the new bands.")
 
 
-def adapt_first_conv(
-    model: nn.Module, old_bands: Sequence[str], new_bands: Sequence[str]
-) -> str:
+def adapt_first_conv(model: nn.Module, old_bands: Sequence[str], new_bands: Sequence[str]) -> str:
     """Replace the first convolution for ``new_bands``; returns a one-line account of how.
 
     The first three (RGB) input channels map onto the old RGB filters by position; further bands
@@ -117,8 +115,15 @@ def adapt_first_conv(
     ms_map = _band_map(list(old_bands[3:]), list(new_bands[3:]))
     mapping += [None if j is None else 3 + j for j in ms_map]
     new = nn.Conv2d(
-        len(new_bands), conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-        conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode,
+        len(new_bands),
+        conv.out_channels,
+        conv.kernel_size,
+        conv.stride,
+        conv.padding,
+        conv.dilation,
+        conv.groups,
+        conv.bias is not None,
+        conv.padding_mode,
     ).to(conv.weight.device, conv.weight.dtype)
     with torch.no_grad():
         new.weight.zero_()
@@ -177,8 +182,9 @@ def build_model(
     if init is None:
         name = encoder or DEFAULT_ENCODER
         model = create_model(name, in_channels=len(band_names))
-        meta = scratch_metadata(name, band_names, int(getattr(model, "num_filters", 32)),
-                                resolution_m)
+        meta = scratch_metadata(
+            name, band_names, int(getattr(model, "num_filters", 32)), resolution_m
+        )
         notes.append(f"new {name} model with {len(band_names)} input bands")
         return model, meta, notes
 
@@ -194,8 +200,10 @@ def build_model(
         if len(band_names) < 3:
             raise InputError("Training rasters need at least the 3 RGB bands.")
         if meta.in_channels == len(band_names):
-            note = (f"band names differ ({', '.join(meta.band_names)} -> {', '.join(band_names)}); "
-                    "same band count, filters kept by position")
+            note = (
+                f"band names differ ({', '.join(meta.band_names)} -> {', '.join(band_names)}); "
+                "same band count, filters kept by position"
+            )
         else:
             note = adapt_bands(model, meta.band_names, band_names)
             meta.normalization = adapt_normalization(

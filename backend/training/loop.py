@@ -54,7 +54,12 @@ from ternaus_backend.training.validation import validate
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "TrainConfig", "TrainResult", "EpochStats", "train", "checkpoint_path", "unvalidated_path",
+    "TrainConfig",
+    "TrainResult",
+    "EpochStats",
+    "train",
+    "checkpoint_path",
+    "unvalidated_path",
 ]
 
 CHECKPOINT_FORMAT = "ternaus-train-checkpoint/1"
@@ -162,8 +167,9 @@ class WarmupCosine:
 def _atomic_replace(write: Any, path: Path) -> None:
     """Write through ``write(tmp_path)`` beside ``path``, then rename over it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix or ".tmp",
-                               dir=path.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.stem}.", suffix=path.suffix or ".tmp", dir=path.parent
+    )
     os.close(fd)
     try:
         write(Path(tmp))
@@ -203,8 +209,12 @@ def _is_better(f1: float | None, loss: float, best: dict[str, Any] | None) -> bo
 
 
 def _provenance(
-    config: TrainConfig, sources: Sequence[PreparedSource], notes: Sequence[str],
-    best: dict[str, Any] | None, epochs_done: int, init_meta: dict[str, str] | None,
+    config: TrainConfig,
+    sources: Sequence[PreparedSource],
+    notes: Sequence[str],
+    best: dict[str, Any] | None,
+    epochs_done: int,
+    init_meta: dict[str, str] | None,
 ) -> dict[str, str]:
     prov = {
         "trained_by": "ternaus train",
@@ -327,10 +337,15 @@ def train(
 
     try:
         sources = prepare_sources(
-            config.sources, meta.normalization, val_fraction=config.val_fraction,
-            seed=config.seed, border_width_px=config.border_width_px,
-            allow_empty_labels=config.allow_empty_labels, margin_px=config.crop_px,
-            progress=progress, cancel=cancel,
+            config.sources,
+            meta.normalization,
+            val_fraction=config.val_fraction,
+            seed=config.seed,
+            border_width_px=config.border_width_px,
+            allow_empty_labels=config.allow_empty_labels,
+            margin_px=config.crop_px,
+            progress=progress,
+            cancel=cancel,
         )
     except CancelledError as exc:
         raise CancelledError(
@@ -342,16 +357,24 @@ def train(
     model.to(device).train()
 
     dataset = CropDataset(
-        sources, config.crop_px, config.steps_per_epoch * config.batch_size, seed=config.seed,
+        sources,
+        config.crop_px,
+        config.steps_per_epoch * config.batch_size,
+        seed=config.seed,
         positive_fraction=config.positive_fraction,
     )
     loader = DataLoader(
-        dataset, batch_size=config.batch_size, shuffle=False, drop_last=True,
-        num_workers=config.num_workers, pin_memory=device.type == "cuda",
+        dataset,
+        batch_size=config.batch_size,
+        shuffle=False,
+        drop_last=True,
+        num_workers=config.num_workers,
+        pin_memory=device.type == "cuda",
     )
     loss_fn = BceJaccardLoss(config.jaccard_weight)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
-                                  weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+    )
     total_steps = config.epochs * config.steps_per_epoch
     schedule = WarmupCosine(int(config.warmup_fraction * total_steps), total_steps)
     use_amp = device.type == "cuda" and config.amp
@@ -368,8 +391,9 @@ def train(
         _set_rng_state(ckpt["rng"])
         start_epoch, best, history = int(ckpt["epoch"]), ckpt.get("best"), list(ckpt["history"])
 
-    run = _Run(config, model, meta, sources, notes, init_provenance, out, ckpt_path, progress,
-               started)
+    run = _Run(
+        config, model, meta, sources, notes, init_provenance, out, ckpt_path, progress, started
+    )
     run.best, run.history, run.epochs_done = best, history, start_epoch
     step_seconds: list[float] = []
     val_seconds = 0.0
@@ -392,7 +416,8 @@ def train(
                 if not torch.isfinite(loss):
                     raise TernausError(
                         "Training diverged (the loss is not finite); lower the learning rate "
-                        "(--lr) and train again.", details=f"epoch {epoch + 1}, step {step + 1}",
+                        "(--lr) and train again.",
+                        details=f"epoch {epoch + 1}, step {step + 1}",
                     )
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
@@ -410,22 +435,41 @@ def train(
                 crops_per_s = config.batch_size / per_step if per_step > 0 else 0.0
                 done = epoch * config.steps_per_epoch + step + 1
                 eta = per_step * (total_steps - done) + val_seconds * (config.epochs - epoch)
-                progress(ProgressEvent("train", done, total_steps, {
-                    "phase": "step", "epoch": epoch + 1, "epochs": config.epochs,
-                    "step": step + 1, "steps": config.steps_per_epoch,
-                    "loss": epoch_loss / (step + 1), "lr": scheduler.get_last_lr()[0],
-                    "crops_per_s": crops_per_s, "eta_s": eta, "val_f1": last_f1,
-                }))
+                progress(
+                    ProgressEvent(
+                        "train",
+                        done,
+                        total_steps,
+                        {
+                            "phase": "step",
+                            "epoch": epoch + 1,
+                            "epochs": config.epochs,
+                            "step": step + 1,
+                            "steps": config.steps_per_epoch,
+                            "loss": epoch_loss / (step + 1),
+                            "lr": scheduler.get_last_lr()[0],
+                            "crops_per_s": crops_per_s,
+                            "eta_s": eta,
+                            "val_f1": last_f1,
+                        },
+                    )
+                )
             train_seconds = time.perf_counter() - epoch_start
             cancel.raise_if_cancelled()
             t0 = time.perf_counter()
-            stats = validate(model, sources, meta, loss_fn, device, config.crop_px,
-                             config.batch_size, cancel)
+            stats = validate(
+                model, sources, meta, loss_fn, device, config.crop_px, config.batch_size, cancel
+            )
             val_seconds = time.perf_counter() - t0
             epoch_stats = EpochStats(
-                epoch=epoch + 1, train_loss=epoch_loss / config.steps_per_epoch,
-                val_loss=stats["val_loss"], val_iou=stats["val_iou"], val_f1=stats["val_f1"],
-                val_tp=stats["val_tp"], val_fp=stats["val_fp"], val_fn=stats["val_fn"],
+                epoch=epoch + 1,
+                train_loss=epoch_loss / config.steps_per_epoch,
+                val_loss=stats["val_loss"],
+                val_iou=stats["val_iou"],
+                val_f1=stats["val_f1"],
+                val_tp=stats["val_tp"],
+                val_fp=stats["val_fp"],
+                val_fn=stats["val_fn"],
                 seconds=train_seconds + val_seconds,
                 crops_per_s=config.steps_per_epoch * config.batch_size / train_seconds,
             )
@@ -433,14 +477,28 @@ def train(
             run.end_epoch(epoch_stats)
             run.save_checkpoint(optimizer, scheduler, scaler)
             done = (epoch + 1) * config.steps_per_epoch
-            progress(ProgressEvent("train", done, total_steps, {
-                "phase": "validated", "epoch": epoch + 1, "epochs": config.epochs,
-                "loss": epoch_stats.train_loss, "val_loss": epoch_stats.val_loss,
-                "val_iou": epoch_stats.val_iou, "val_f1": epoch_stats.val_f1,
-                "best": epoch_stats.best, "crops_per_s": epoch_stats.crops_per_s,
-                "eta_s": (_mean_step(step_seconds) * (total_steps - done)
-                          + val_seconds * (config.epochs - epoch - 1)),
-            }))
+            progress(
+                ProgressEvent(
+                    "train",
+                    done,
+                    total_steps,
+                    {
+                        "phase": "validated",
+                        "epoch": epoch + 1,
+                        "epochs": config.epochs,
+                        "loss": epoch_stats.train_loss,
+                        "val_loss": epoch_stats.val_loss,
+                        "val_iou": epoch_stats.val_iou,
+                        "val_f1": epoch_stats.val_f1,
+                        "best": epoch_stats.best,
+                        "crops_per_s": epoch_stats.crops_per_s,
+                        "eta_s": (
+                            _mean_step(step_seconds) * (total_steps - done)
+                            + val_seconds * (config.epochs - epoch - 1)
+                        ),
+                    },
+                )
+            )
     except CancelledError as exc:
         result = run.cancelled(crops_per_s)
         if run.unvalidated_saved is not None:
@@ -485,9 +543,17 @@ class _Run:
     """Book-keeping of one run: best score, history, saving the model and the checkpoint."""
 
     def __init__(
-        self, config: TrainConfig, model: nn.Module, meta: ModelMetadata,
-        sources: Sequence[PreparedSource], notes: list[str], init_provenance: dict | None,
-        out: Path, ckpt_path: Path, progress: ProgressCallback, started: float,
+        self,
+        config: TrainConfig,
+        model: nn.Module,
+        meta: ModelMetadata,
+        sources: Sequence[PreparedSource],
+        notes: list[str],
+        init_provenance: dict | None,
+        out: Path,
+        ckpt_path: Path,
+        progress: ProgressCallback,
+        started: float,
     ) -> None:
         self.config, self.model, self.meta, self.sources = config, model, meta, sources
         self.notes, self.init_provenance = notes, init_provenance
@@ -500,7 +566,11 @@ class _Run:
     def _metadata(self, extra_notes: Sequence[str] = ()) -> ModelMetadata:
         meta = self.meta.model_copy(deep=True)
         meta.provenance = _provenance(
-            self.config, self.sources, [*self.notes, *extra_notes], self.best, self.epochs_done,
+            self.config,
+            self.sources,
+            [*self.notes, *extra_notes],
+            self.best,
+            self.epochs_done,
             self.init_provenance,
         )
         return meta
@@ -509,13 +579,21 @@ class _Run:
         self.epochs_done = stats.epoch
         stats.best = _is_better(stats.val_f1, stats.val_loss, self.best)
         if stats.best:
-            self.best = {"epoch": stats.epoch, "val_f1": stats.val_f1,
-                         "val_loss": stats.val_loss, "val_iou": stats.val_iou}
+            self.best = {
+                "epoch": stats.epoch,
+                "val_f1": stats.val_f1,
+                "val_loss": stats.val_loss,
+                "val_iou": stats.val_iou,
+            }
             _save_model(self.model, self._metadata(), self.out)
         self.history.append(stats.as_dict())
         log.info(
-            "epoch %d: loss %.4f, val loss %.4f, val IoU %.4f, val F1 %s%s", stats.epoch,
-            stats.train_loss, stats.val_loss, stats.val_iou, _fmt(stats.val_f1),
+            "epoch %d: loss %.4f, val loss %.4f, val IoU %.4f, val F1 %s%s",
+            stats.epoch,
+            stats.train_loss,
+            stats.val_loss,
+            stats.val_iou,
+            _fmt(stats.val_f1),
             " (best, saved)" if stats.best else "",
         )
 
@@ -542,12 +620,16 @@ class _Run:
         if self.best is None:
             if self.out.exists():
                 path = unvalidated_path(self.out)
-                note = (f"cancelled before the first epoch finished: the current, unvalidated "
-                        f"weights were saved to {path}; {self.out} was left unchanged")
+                note = (
+                    f"cancelled before the first epoch finished: the current, unvalidated "
+                    f"weights were saved to {path}; {self.out} was left unchanged"
+                )
             else:
                 path = self.out
-                note = ("cancelled before the first epoch finished: the current, unvalidated "
-                        "weights were saved as the best model so far")
+                note = (
+                    "cancelled before the first epoch finished: the current, unvalidated "
+                    "weights were saved as the best model so far"
+                )
             self.notes.append(note)
             log.warning(note)
             _save_model(self.model, self._metadata(), path)

@@ -44,9 +44,7 @@ def weighted_bce(
     """Per-channel weighted mean BCE over batch and pixels: (C,) float32."""
     _check_shapes(logits, target, weight)
     w = _pixel_weight(logits, weight)
-    bce = F.binary_cross_entropy_with_logits(
-        logits.float(), target.float(), reduction="none"
-    )
+    bce = F.binary_cross_entropy_with_logits(logits.float(), target.float(), reduction="none")
     total = (bce * w).sum(dim=(0, 2, 3))
     return total / w.sum(dim=(0, 2, 3)).clamp_min(1e-6)
 

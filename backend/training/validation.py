@@ -47,8 +47,9 @@ class _Sums:
     hard_inter: float = 0.0
     hard_union: float = 0.0
 
-    def add(self, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
-            threshold: float) -> None:
+    def add(
+        self, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, threshold: float
+    ) -> None:
         logits = logits.float()
         w = weight.unsqueeze(1)
         bce = nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none")
@@ -109,8 +110,13 @@ def _val_f1(
                 continue
             out = Path(tmp) / f"val_{i}.gpkg"
             result = extract(
-                src.source.rgb, out, ms=src.source.ms, model=model, bbox=src.val_bbox(),
-                options=ExtractOptions(device=str(device)), cancel=cancel,
+                src.source.rgb,
+                out,
+                ms=src.source.ms,
+                model=model,
+                bbox=src.val_bbox(),
+                options=ExtractOptions(device=str(device)),
+                cancel=cancel,
             )
             pixel_area = abs(src.grid.transform.a * src.grid.transform.e)
             min_area = meta.thresholds.min_area_px * pixel_area
@@ -148,10 +154,11 @@ def validate(
                 for start in range(0, len(tiles), batch_size):
                     if cancel is not None:
                         cancel.raise_if_cancelled()
-                    chunk = [t.sample for t in tiles[start:start + batch_size]]
+                    chunk = [t.sample for t in tiles[start : start + batch_size]]
                     image = torch.from_numpy(np.stack([s.image for s in chunk])).to(device)
                     target = torch.from_numpy(
-                        np.stack([s.target for s in chunk]).astype(np.float32)).to(device)
+                        np.stack([s.target for s in chunk]).astype(np.float32)
+                    ).to(device)
                     weight = torch.from_numpy(np.stack([s.weight for s in chunk])).to(device)
                     with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
                         logits = model(image)

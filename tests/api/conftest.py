@@ -24,8 +24,9 @@ def make_model_file(path: Path, in_channels: int = 3) -> Path:
     """A small untrained resnet_light model file with 64 px tiles."""
     torch.manual_seed(0)
     model = create_model("resnet_light", in_channels=in_channels, num_filters=8)
-    meta = metadata_for(model, tile_size_px=64, overlap_px=16, resolution_m=0.5,
-                        name=f"api-test-{in_channels}")
+    meta = metadata_for(
+        model, tile_size_px=64, overlap_px=16, resolution_m=0.5, name=f"api-test-{in_channels}"
+    )
     return save_model(model, meta, path)
 
 

@@ -22,9 +22,17 @@ def test_health_reports_version_device_and_torch(client) -> None:
 def test_openapi_and_docs_are_served(client) -> None:
     spec = client.get("/v1/openapi.json").json()
     assert spec["info"]["title"] == "Ternaus backend"
-    for path in ("/v1/health", "/v1/jobs/predict", "/v1/jobs/evaluate", "/v1/jobs/train",
-                 "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/cancel", "/v1/jobs/{job_id}/result",
-                 "/v1/models/inspect", "/v1/models/default"):
+    for path in (
+        "/v1/health",
+        "/v1/jobs/predict",
+        "/v1/jobs/evaluate",
+        "/v1/jobs/train",
+        "/v1/jobs/{job_id}",
+        "/v1/jobs/{job_id}/cancel",
+        "/v1/jobs/{job_id}/result",
+        "/v1/models/inspect",
+        "/v1/models/default",
+    ):
         assert path in spec["paths"], path
     assert "PredictRequest" in spec["components"]["schemas"]
     assert client.get("/v1/docs").status_code == 200
@@ -56,20 +64,24 @@ def test_default_model_from_settings_or_a_clear_error(tmp_path, model_file) -> N
 
     from ternaus_backend.pipeline.extract import DEFAULT_MODEL
 
-    with TestClient(create_app(Settings(work_dir=tmp_path, default_model=model_file)),
-                    base_url="http://127.0.0.1") as client:
+    with TestClient(
+        create_app(Settings(work_dir=tmp_path, default_model=model_file)),
+        base_url="http://127.0.0.1",
+    ) as client:
         body = client.get("/v1/models/default").json()
         assert body["path"] == str(model_file) and body["metadata"]["tile_size_px"] == 64
         assert client.get("/v1/health").json()["default_model"] == str(model_file)
     missing = tmp_path / "gone.safetensors"
-    with TestClient(create_app(Settings(work_dir=tmp_path, default_model=missing)),
-                    base_url="http://127.0.0.1") as client:
+    with TestClient(
+        create_app(Settings(work_dir=tmp_path, default_model=missing)), base_url="http://127.0.0.1"
+    ) as client:
         response = client.get("/v1/models/default")
         assert response.status_code == 422
         assert "TERNAUS_DEFAULT_MODEL" in response.json()["error"]["message"]
     if not DEFAULT_MODEL.exists():
-        with TestClient(create_app(Settings(work_dir=tmp_path)),
-                        base_url="http://127.0.0.1") as client:
+        with TestClient(
+            create_app(Settings(work_dir=tmp_path)), base_url="http://127.0.0.1"
+        ) as client:
             message = client.get("/v1/models/default").json()["error"]["message"]
             assert "no default model is installed" in message
 
@@ -89,13 +101,15 @@ def test_invalid_bodies_are_422_naming_the_field(client, rgb_raster) -> None:
     assert response.status_code == 422
     error = response.json()["error"]
     assert "rgb" in error["message"] and "Field required" in error["message"]
-    response = client.post("/v1/jobs/predict",
-                           json={"rgb": str(rgb_raster), "options": {"tile": 50}})
+    response = client.post(
+        "/v1/jobs/predict", json={"rgb": str(rgb_raster), "options": {"tile": 50}}
+    )
     assert response.status_code == 422
     assert "multiple of 32" in response.json()["error"]["message"]
     response = client.post("/v1/jobs/predict", json={"rgb": str(rgb_raster), "bbx": [0, 0, 1, 1]})
     assert response.status_code == 422 and "bbx" in response.json()["error"]["message"]
-    response = client.post("/v1/jobs/predict", content=b"{not json",
-                           headers={"content-type": "application/json"})
+    response = client.post(
+        "/v1/jobs/predict", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert response.status_code == 422
     assert client.get("/v1/jobs").json() == []  # nothing was queued

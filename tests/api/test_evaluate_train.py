@@ -13,8 +13,11 @@ from tests.api.conftest import wait_for
 
 def square(x: float, y: float, side: float) -> dict:
     ring = [[x, y], [x + side, y], [x + side, y + side], [x, y + side], [x, y]]
-    return {"type": "Feature", "properties": {}, "geometry": {"type": "Polygon",
-                                                              "coordinates": [ring]}}
+    return {
+        "type": "Feature",
+        "properties": {},
+        "geometry": {"type": "Polygon", "coordinates": [ring]},
+    }
 
 
 def geojson(path: Path, features: list[dict]) -> Path:
@@ -25,10 +28,14 @@ def geojson(path: Path, features: list[dict]) -> Path:
 
 def test_evaluate_job_counts_tp_fp_fn(client, tmp_path):
     x0, y0 = 500000.0, 7450000.0
-    truth = geojson(tmp_path / "truth.geojson",
-                    [square(x0, y0, 10), square(x0 + 50, y0, 10), square(x0 + 100, y0, 10)])
-    pred = geojson(tmp_path / "pred.geojson",  # exact, shifted by 1 m (IoU 0.82), far off (IoU 0)
-                   [square(x0, y0, 10), square(x0 + 51, y0, 10), square(x0 + 300, y0, 10)])
+    truth = geojson(
+        tmp_path / "truth.geojson",
+        [square(x0, y0, 10), square(x0 + 50, y0, 10), square(x0 + 100, y0, 10)],
+    )
+    pred = geojson(
+        tmp_path / "pred.geojson",  # exact, shifted by 1 m (IoU 0.82), far off (IoU 0)
+        [square(x0, y0, 10), square(x0 + 51, y0, 10), square(x0 + 300, y0, 10)],
+    )
     response = client.post("/v1/jobs/evaluate", json={"pred": str(pred), "truth": str(truth)})
     assert response.status_code == 202
     job = wait_for(client, response.json()["id"])
@@ -42,13 +49,15 @@ def test_evaluate_job_counts_tp_fp_fn(client, tmp_path):
 
 def test_evaluate_refuses_missing_files_and_fails_on_unreadable_ones(client, tmp_path):
     truth = geojson(tmp_path / "truth.geojson", [square(0, 0, 1)])
-    response = client.post("/v1/jobs/evaluate",
-                           json={"pred": str(tmp_path / "nope.gpkg"), "truth": str(truth)})
+    response = client.post(
+        "/v1/jobs/evaluate", json={"pred": str(tmp_path / "nope.gpkg"), "truth": str(truth)}
+    )
     assert response.status_code == 400 and "prediction file" in response.json()["error"]["message"]
     broken = tmp_path / "broken.geojson"
     broken.write_text("{ not geojson")
-    job_id = client.post("/v1/jobs/evaluate",
-                         json={"pred": str(broken), "truth": str(truth)}).json()["id"]
+    job_id = client.post(
+        "/v1/jobs/evaluate", json={"pred": str(broken), "truth": str(truth)}
+    ).json()["id"]
     job = wait_for(client, job_id)
     assert job["status"] == "failed" and job["error"]["message"]
 
@@ -59,11 +68,18 @@ def scene(tmp_path_factory):
 
 
 def test_train_job_saves_a_model_to_download(client, scene, tmp_path):
-    response = client.post("/v1/jobs/train", json={
-        "sources": [{"rgb": str(scene.rgb), "labels": str(scene.labels)}],
-        "epochs": 1, "steps_per_epoch": 2, "batch_size": 2, "crop_px": 64, "device": "cpu",
-        "name": "api-trained",
-    })
+    response = client.post(
+        "/v1/jobs/train",
+        json={
+            "sources": [{"rgb": str(scene.rgb), "labels": str(scene.labels)}],
+            "epochs": 1,
+            "steps_per_epoch": 2,
+            "batch_size": 2,
+            "crop_px": 64,
+            "device": "cpu",
+            "name": "api-trained",
+        },
+    )
     assert response.status_code == 202, response.text
     job = wait_for(client, response.json()["id"], timeout_s=180)
     assert job["status"] == "succeeded", job["error"]
@@ -93,12 +109,21 @@ def test_train_request_errors(client, scene, tmp_path):
 
 def test_cancelling_training_keeps_the_model_so_far(client, scene, tmp_path):
     out = tmp_path / "partial.safetensors"
-    job_id = client.post("/v1/jobs/train", json={
-        "sources": [{"rgb": str(scene.rgb), "labels": str(scene.labels)}], "out": str(out),
-        "epochs": 50, "steps_per_epoch": 50, "batch_size": 2, "crop_px": 64, "device": "cpu",
-    }).json()["id"]
-    wait_for(client, job_id, timeout_s=120,
-             until=lambda j: (j["progress"] or {}).get("stage") == "train")
+    job_id = client.post(
+        "/v1/jobs/train",
+        json={
+            "sources": [{"rgb": str(scene.rgb), "labels": str(scene.labels)}],
+            "out": str(out),
+            "epochs": 50,
+            "steps_per_epoch": 50,
+            "batch_size": 2,
+            "crop_px": 64,
+            "device": "cpu",
+        },
+    ).json()["id"]
+    wait_for(
+        client, job_id, timeout_s=120, until=lambda j: (j["progress"] or {}).get("stage") == "train"
+    )
     client.post(f"/v1/jobs/{job_id}/cancel")
     job = wait_for(client, job_id, timeout_s=120)
     assert job["status"] == "cancelled" and job["error"] is None

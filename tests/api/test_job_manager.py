@@ -40,8 +40,10 @@ def test_errors_in_jobs_become_failed_jobs(manager):
 
     failed = wait(manager, manager.submit("predict", {}, bad_input)["id"])
     assert failed["status"] == "failed"
-    assert failed["error"] == {"message": "The raster is empty; choose another extent.",
-                               "details": "0 x 0 px"}
+    assert failed["error"] == {
+        "message": "The raster is empty; choose another extent.",
+        "details": "0 x 0 px",
+    }
     crashed = wait(manager, manager.submit("train", {}, bug)["id"])
     assert crashed["status"] == "failed" and "unexpectedly" in crashed["error"]["message"]
     assert "KeyError" in crashed["error"]["details"] and "Traceback" in crashed["error"]["details"]
@@ -53,8 +55,11 @@ def test_progress_is_json_safe_and_jobs_run_one_at_a_time(manager):
     gate = threading.Event()
 
     def slow(ctx):
-        ctx.progress(ProgressEvent("train", 1, 4, {"loss": np.float32(0.5), "nan": float("nan"),
-                                                   "path": ctx.work_dir}))
+        ctx.progress(
+            ProgressEvent(
+                "train", 1, 4, {"loss": np.float32(0.5), "nan": float("nan"), "path": ctx.work_dir}
+            )
+        )
         gate.wait(5)
         return JobOutcome({"value": np.int64(3)})
 
@@ -65,8 +70,13 @@ def test_progress_is_json_safe_and_jobs_run_one_at_a_time(manager):
         time.sleep(0.01)
     job = manager.get(first)
     assert job["status"] == "running" and job["request"] == {"a": 1}
-    assert job["progress"] == {"stage": "train", "done": 1, "total": 4, "fraction": 0.25,
-                               "info": {"loss": 0.5, "nan": None, "path": job["work_dir"]}}
+    assert job["progress"] == {
+        "stage": "train",
+        "done": 1,
+        "total": 4,
+        "fraction": 0.25,
+        "info": {"loss": 0.5, "nan": None, "path": job["work_dir"]},
+    }
     assert manager.get(second)["status"] == "queued"
     with pytest.raises(ConflictError):
         manager.delete(first)
@@ -113,4 +123,7 @@ def test_shutdown_cancels_unfinished_jobs(tmp_path):
 
 def test_plain_makes_json_safe_values(tmp_path):
     assert plain({"a": (1, np.float64(2.5)), "b": float("inf"), 3: tmp_path}) == {
-        "a": [1, 2.5], "b": None, "3": str(tmp_path)}
+        "a": [1, 2.5],
+        "b": None,
+        "3": str(tmp_path),
+    }

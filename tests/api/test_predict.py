@@ -33,10 +33,14 @@ def assert_geopackage(path: Path) -> int:
 
 
 def test_predict_job_writes_a_geopackage_to_download(client, model_file, rgb_raster, tmp_path):
-    response = client.post("/v1/jobs/predict", json={
-        "rgb": str(rgb_raster), "model": str(model_file),
-        "options": {"tile_size_px": 64, "overlap_px": 16, "batch_size": 2},
-    })
+    response = client.post(
+        "/v1/jobs/predict",
+        json={
+            "rgb": str(rgb_raster),
+            "model": str(model_file),
+            "options": {"tile_size_px": 64, "overlap_px": 16, "batch_size": 2},
+        },
+    )
     assert response.status_code == 202, response.text
     submitted = response.json()
     assert submitted["kind"] == "predict" and submitted["status"] in ("queued", "running")
@@ -57,10 +61,15 @@ def test_predict_job_writes_a_geopackage_to_download(client, model_file, rgb_ras
 
 def test_predict_to_a_chosen_file_then_delete_the_job(client, model_file, rgb_raster, tmp_path):
     out = tmp_path / "mine.gpkg"
-    job_id = client.post("/v1/jobs/predict", json={
-        "rgb": str(rgb_raster), "model": str(model_file), "out": str(out),
-        "bbox": [500005.0, 7449960.0, 500050.0, 7449995.0],
-    }).json()["id"]
+    job_id = client.post(
+        "/v1/jobs/predict",
+        json={
+            "rgb": str(rgb_raster),
+            "model": str(model_file),
+            "out": str(out),
+            "bbox": [500005.0, 7449960.0, 500050.0, 7449995.0],
+        },
+    ).json()["id"]
     job = wait_for(client, job_id)
     assert job["status"] == "succeeded", job["error"]
     assert job["result"]["out"] == str(out) and job["result"]["width_px"] == 90
@@ -75,13 +84,23 @@ def test_predict_to_a_chosen_file_then_delete_the_job(client, model_file, rgb_ra
 def test_missing_paths_are_refused_at_submission(client, model_file, rgb_raster, tmp_path):
     cases = [
         ({"rgb": str(tmp_path / "missing.tif"), "model": str(model_file)}, "missing.tif"),
-        ({"rgb": str(rgb_raster), "ms": str(tmp_path / "ms.tif"), "model": str(model_file)},
-         "multispectral raster"),
+        (
+            {"rgb": str(rgb_raster), "ms": str(tmp_path / "ms.tif"), "model": str(model_file)},
+            "multispectral raster",
+        ),
         ({"rgb": str(rgb_raster), "model": str(tmp_path / "m.safetensors")}, "model file"),
-        ({"rgb": str(rgb_raster), "model": str(model_file), "out": str(tmp_path / "x" / "o.gpkg")},
-         "does not exist; create it first"),
-        ({"rgb": str(rgb_raster), "model": str(model_file), "out": str(tmp_path / "o.shp")},
-         "must end in .gpkg"),
+        (
+            {
+                "rgb": str(rgb_raster),
+                "model": str(model_file),
+                "out": str(tmp_path / "x" / "o.gpkg"),
+            },
+            "does not exist; create it first",
+        ),
+        (
+            {"rgb": str(rgb_raster), "model": str(model_file), "out": str(tmp_path / "o.shp")},
+            "must end in .gpkg",
+        ),
     ]
     for body, expected in cases:
         response = client.post("/v1/jobs/predict", json=body)
@@ -93,8 +112,9 @@ def test_missing_paths_are_refused_at_submission(client, model_file, rgb_raster,
 def test_an_11_band_model_without_ms_fails_the_job_with_a_clear_message(
     client, ms_model_file, rgb_raster
 ):
-    job_id = client.post("/v1/jobs/predict", json={
-        "rgb": str(rgb_raster), "model": str(ms_model_file)}).json()["id"]
+    job_id = client.post(
+        "/v1/jobs/predict", json={"rgb": str(rgb_raster), "model": str(ms_model_file)}
+    ).json()["id"]
     job = wait_for(client, job_id)
     assert job["status"] == "failed" and job["result"] is None
     assert "11 bands" in job["error"]["message"] and "multispectral" in job["error"]["message"]
@@ -105,16 +125,27 @@ def test_an_11_band_model_without_ms_fails_the_job_with_a_clear_message(
 
 def test_cancel_a_queued_and_a_running_job(client, model_file, tmp_path):
     big = write_raster(tmp_path / "big.tif", rectangles_image(960, 960, [(100, 100, 200, 220)]))
-    body = {"rgb": str(big), "model": str(model_file), "out": str(tmp_path / "big.gpkg"),
-            "options": {"tile_size_px": 64, "overlap_px": 16, "batch_size": 1}}
+    body = {
+        "rgb": str(big),
+        "model": str(model_file),
+        "out": str(tmp_path / "big.gpkg"),
+        "options": {"tile_size_px": 64, "overlap_px": 16, "batch_size": 1},
+    }
     running = client.post("/v1/jobs/predict", json=body).json()["id"]
     queued = client.post("/v1/jobs/predict", json=body).json()["id"]  # one worker: it waits
 
     cancelled = client.post(f"/v1/jobs/{queued}/cancel").json()
     assert cancelled["status"] == "cancelled" and cancelled["finished"]
 
-    job = wait_for(client, running, until=lambda j: j["progress"] is not None
-                   and j["progress"]["stage"] == "infer" and j["progress"]["done"] >= 1)
+    job = wait_for(
+        client,
+        running,
+        until=lambda j: (
+            j["progress"] is not None
+            and j["progress"]["stage"] == "infer"
+            and j["progress"]["done"] >= 1
+        ),
+    )
     assert job["status"] == "running" and 0 < job["progress"]["fraction"] < 1
     assert client.get(f"/v1/jobs/{running}/result").status_code == 409
     assert client.delete(f"/v1/jobs/{running}").status_code == 409

@@ -24,8 +24,12 @@ def guarded(tmp_path):
 def test_token_is_required_everywhere_but_health(guarded) -> None:
     health = guarded.get("/v1/health")
     assert health.status_code == 200 and health.json()["auth_required"] is True
-    for method, path in (("GET", "/v1/jobs"), ("GET", "/v1/openapi.json"),
-                         ("POST", "/v1/models/inspect"), ("GET", "/v1/jobs/abc")):
+    for method, path in (
+        ("GET", "/v1/jobs"),
+        ("GET", "/v1/openapi.json"),
+        ("POST", "/v1/models/inspect"),
+        ("GET", "/v1/jobs/abc"),
+    ):
         response = guarded.request(method, path)
         assert response.status_code == 401, path
         assert "Authorization: Bearer" in response.json()["error"]["message"]

@@ -47,8 +47,9 @@ def test_real_server_health_and_predict(live_server, model_file, rgb_raster, tmp
     with httpx.Client(base_url=base_url, timeout=30) as http:
         health = http.get("/v1/health")
         assert health.status_code == 200 and health.json()["status"] == "ok"
-        response = http.post("/v1/jobs/predict", json={
-            "rgb": str(rgb_raster), "model": str(model_file)})
+        response = http.post(
+            "/v1/jobs/predict", json={"rgb": str(rgb_raster), "model": str(model_file)}
+        )
         assert response.status_code == 202, response.text
         job_url = response.headers["location"]
         deadline = time.monotonic() + 60
@@ -72,8 +73,9 @@ def test_serve_in_a_subprocess_answers_and_stops_on_ctrl_c(tmp_path):
     """``serve()`` as ``ternaus serve`` runs it: a free port, health over HTTP, Ctrl-C stops it."""
     env = {**os.environ, "TERNAUS_WORK_DIR": str(tmp_path / "jobs"), "TERNAUS_TOKEN": ""}
     code = "from ternaus_backend.api.server import serve; serve(port=0)"
-    process = subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE,
-                               text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", code], env=env, stderr=subprocess.PIPE, text=True
+    )
     try:
         url = None
         deadline = time.monotonic() + 60

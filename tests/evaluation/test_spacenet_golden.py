@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import shapely
+
 from ternaus_backend.evaluation.spacenet import (
     Scores,
     evaluate_files,

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from shapely.geometry import Polygon, box
+
 from ternaus_backend.errors import InputError
 from ternaus_backend.evaluation.spacenet import (
     Scores,

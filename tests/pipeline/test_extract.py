@@ -5,6 +5,7 @@ from __future__ import annotations
 import fiona
 import numpy as np
 import pytest
+import torch
 from rasterio.windows import Window
 from shapely.geometry import shape
 
@@ -16,8 +17,6 @@ from ternaus_backend.pipeline.raster import RasterInputs
 from ternaus_backend.pipeline.store import ProbabilityStore
 from ternaus_backend.pipeline.windows import window_grid
 from ternaus_backend.progress import CancelToken
-import torch
-
 from tests.helpers import ThresholdModel, rectangles_image, write_raster
 
 
@@ -42,17 +41,22 @@ def test_blended_windows_reproduce_the_per_pixel_answer(tmp_path, monkeypatch, f
         store = ProbabilityStore(tmp_path / "p.u8", 150, 210)
         grid = window_grid(150, 210, 64, 24)
         assert grid.count > 9
-        predict_probabilities(model, inputs, norm, store, grid, 24, 3, __import__("torch").device("cpu"))
+        predict_probabilities(
+            model, inputs, norm, store, grid, 24, 3, __import__("torch").device("cpu")
+        )
         x = norm(inputs.read(Window(0, 0, 210, 150)))
     expected = 1 / (1 + np.exp(-8.0 * x[0]))
     got = store.read(0, 150, 0, 210)[0]
     np.testing.assert_allclose(got, expected, atol=1 / 255 + 1e-6)
 
 
-@pytest.mark.parametrize("options", [
-    ExtractOptions(tile_size_px=64, overlap_px=16),  # window seams cross the building
-    ExtractOptions(tile_size_px=64, overlap_px=16, block_px=64, halo_px=48),  # block seams too
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        ExtractOptions(tile_size_px=64, overlap_px=16),  # window seams cross the building
+        ExtractOptions(tile_size_px=64, overlap_px=16, block_px=64, halo_px=48),  # block seams too
+    ],
+)
 def test_a_building_on_seams_is_one_polygon(tmp_path, options):
     # Windows start every 48 px; the building spans columns 40..70 and rows 30..75.
     img = rectangles_image(160, 200, [(30, 40, 75, 70), (120, 150, 140, 170)])
@@ -68,9 +72,11 @@ def test_a_building_on_seams_is_one_polygon(tmp_path, options):
 def test_area_is_true_square_metres_in_geographic_crs(tmp_path):
     img = rectangles_image(100, 100, [(20, 20, 60, 80)])
     deg = 4.5e-6  # about 0.5 m at the equator
-    rgb = write_raster(tmp_path / "rgb.tif", img, crs="EPSG:4326", origin=(-43.68, -22.95), pixel=deg)
+    rgb = write_raster(
+        tmp_path / "rgb.tif", img, crs="EPSG:4326", origin=(-43.68, -22.95), pixel=deg
+    )
     result = extract(rgb, tmp_path / "out.gpkg", model=ThresholdModel())
-    (poly, props), = read_buildings(result.path)
+    ((poly, props),) = read_buildings(result.path)
     import math
 
     side_y = deg * 111_320 * 40  # metres per degree of latitude, roughly
@@ -83,7 +89,7 @@ def test_nodata_area_yields_no_buildings(tmp_path):
     img[:, :, :50] = 0
     rgb = write_raster(tmp_path / "rgb.tif", img, nodata=0)
     result = extract(rgb, tmp_path / "out.gpkg", model=ThresholdModel())
-    (poly, _), = read_buildings(result.path)
+    ((poly, _),) = read_buildings(result.path)
     assert poly.bounds[0] > 500000 + 50 * 0.5
 
 
@@ -127,8 +133,14 @@ def test_failed_or_cancelled_run_keeps_the_earlier_result(tmp_path):
             token.cancel()
 
     with pytest.raises(CancelledError):
-        extract(rgb, out, model=ThresholdModel(), progress=cancel_after_first, cancel=token,
-                options=ExtractOptions(batch_size=1))
+        extract(
+            rgb,
+            out,
+            model=ThresholdModel(),
+            progress=cancel_after_first,
+            cancel=token,
+            options=ExtractOptions(batch_size=1),
+        )
     assert out.read_bytes() == before
     assert not (tmp_path / "out.partial.gpkg").exists()
 
@@ -136,9 +148,13 @@ def test_failed_or_cancelled_run_keeps_the_earlier_result(tmp_path):
 def test_bbox_limits_the_extent(tmp_path):
     img = rectangles_image(100, 200, [(20, 20, 60, 60), (20, 120, 60, 160)])
     rgb = write_raster(tmp_path / "rgb.tif", img)  # origin (500000, 7450000), 0.5 m pixels
-    result = extract(rgb, tmp_path / "out.gpkg", model=ThresholdModel(),
-                     bbox=(500050.0, 7449950.0, 500100.0, 7450000.0))
-    (poly, _), = read_buildings(result.path)
+    result = extract(
+        rgb,
+        tmp_path / "out.gpkg",
+        model=ThresholdModel(),
+        bbox=(500050.0, 7449950.0, 500100.0, 7450000.0),
+    )
+    ((poly, _),) = read_buildings(result.path)
     assert result.width_px == 100 and poly.centroid.x > 500050
 
 
@@ -148,13 +164,16 @@ def test_regularize_squares_a_rotated_building(tmp_path):
     img = np.full((3, 120, 120), 40, np.uint8)
     angle = np.radians(20)
     corners = np.array([[-30, -18], [30, -18], [30, 18], [-30, 18]], float)
-    rot = corners @ np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]).T + 60
+    rot = (
+        corners @ np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]).T + 60
+    )
     rr, cc = draw_polygon(rot[:, 1], rot[:, 0], (120, 120))
     img[:, rr, cc] = 220
     rgb = write_raster(tmp_path / "rgb.tif", img)
-    result = extract(rgb, tmp_path / "out.gpkg", model=ThresholdModel(),
-                     options=ExtractOptions(regularize=True))
-    (poly, props), = read_buildings(result.path)
+    result = extract(
+        rgb, tmp_path / "out.gpkg", model=ThresholdModel(), options=ExtractOptions(regularize=True)
+    )
+    ((poly, props),) = read_buildings(result.path)
     coords = np.asarray(poly.exterior.coords)[:-1]
     assert len(coords) == 4
     for i in range(4):  # all corners are right angles
@@ -171,14 +190,18 @@ def test_area_is_true_square_metres_in_web_mercator(tmp_path):
     img = rectangles_image(100, 100, [(20, 20, 60, 60)])  # 40 x 40 px of 1 "metre" each in 3857
     rgb = write_raster(tmp_path / "rgb.tif", img, crs="EPSG:3857", origin=(x, y), pixel=1.0)
     result = extract(rgb, tmp_path / "out.gpkg", model=ThresholdModel())
-    (_, props), = read_buildings(result.path)
+    ((_, props),) = read_buildings(result.path)
     assert props["area_m2"] == pytest.approx(1600 * np.cos(np.radians(50)) ** 2, rel=0.02)
 
 
-@pytest.mark.parametrize("options,message", [
-    (dict(tile_size_px=100), "multiple of 32"), (dict(batch_size=0), "batch size"),
-    (dict(overlap_px=-1), "overlap"),
-])
+@pytest.mark.parametrize(
+    "options,message",
+    [
+        (dict(tile_size_px=100), "multiple of 32"),
+        (dict(batch_size=0), "batch size"),
+        (dict(overlap_px=-1), "overlap"),
+    ],
+)
 def test_bad_options_are_refused_with_a_clear_message(options, message):
     with pytest.raises(InputError, match=message):
         ExtractOptions(**options)

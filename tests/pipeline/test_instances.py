@@ -45,7 +45,7 @@ def test_fast_path_gives_the_same_labels_as_the_plain_watershed():
     ours, ref = label_instances(body, border, t), reference_labels(body, border, t)
     assert ref.max() > 10
     # Same partition (ids may be numbered alike, but compare as partitions to be safe).
-    pairs = set(zip(ours.ravel().tolist(), ref.ravel().tolist()))
+    pairs = set(zip(ours.ravel().tolist(), ref.ravel().tolist(), strict=True))
     assert len(pairs) == len(np.unique(ours)) == len(np.unique(ref))
 
 

@@ -31,11 +31,19 @@ def test_authors_scheme_minmax_rgb_and_ms_divided_by_2047(tmp_path):
 
 
 def test_shanghai_tile_matches_the_authors_per_tile_minmax():
-    path = SHARED_DATA / "spacenet2_shanghai_rgb_unlabeled" / "RGB-PanSharpen_AOI_4_Shanghai_img6917.tif"
+    path = (
+        SHARED_DATA
+        / "spacenet2_shanghai_rgb_unlabeled"
+        / "RGB-PanSharpen_AOI_4_Shanghai_img6917.tif"
+    )
     if not path.exists():
         pytest.skip("shared SpaceNet data not present")
-    meta = spacenet2_metadata(in_channels=3, normalization=spacenet2_metadata().normalization.model_copy(
-        update={"ms": None, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}))
+    meta = spacenet2_metadata(
+        in_channels=3,
+        normalization=spacenet2_metadata().normalization.model_copy(
+            update={"ms": None, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+        ),
+    )
     with RasterInputs.open(path) as inputs:
         norm = Normalizer.fit(meta.normalization, inputs)
         x = norm(inputs.read(Window(0, 0, 650, 650)))
@@ -47,15 +55,25 @@ def test_shanghai_tile_matches_the_authors_per_tile_minmax():
 def test_all_nodata_input_is_refused(tmp_path):
     rgb = write_raster(tmp_path / "rgb.tif", np.zeros((3, 16, 16), np.uint8), nodata=0)
     with RasterInputs.open(rgb) as inputs, pytest.raises(InputError, match="no valid pixels"):
-        Normalizer.fit(spacenet2_metadata(in_channels=3).normalization.model_copy(
-            update={"mean": [0, 0, 0], "std": [1, 1, 1]}), inputs)
+        Normalizer.fit(
+            spacenet2_metadata(in_channels=3).normalization.model_copy(
+                update={"mean": [0, 0, 0], "std": [1, 1, 1]}
+            ),
+            inputs,
+        )
 
 
 def test_statistics_do_not_depend_on_the_chosen_extent(tmp_path):
     rng = np.random.default_rng(3)
-    rgb = write_raster(tmp_path / "rgb.tif", rng.integers(0, 255, size=(3, 100, 100)).astype(np.uint8))
-    meta = spacenet2_metadata(in_channels=3, normalization=spacenet2_metadata().normalization.model_copy(
-        update={"ms": None, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}))
+    rgb = write_raster(
+        tmp_path / "rgb.tif", rng.integers(0, 255, size=(3, 100, 100)).astype(np.uint8)
+    )
+    meta = spacenet2_metadata(
+        in_channels=3,
+        normalization=spacenet2_metadata().normalization.model_copy(
+            update={"ms": None, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+        ),
+    )
     with RasterInputs.open(rgb) as whole:
         full = Normalizer.fit(meta.normalization, whole)
     with RasterInputs.open(rgb, bbox=(500000.0, 7449990.0, 500005.0, 7450000.0)) as part:

@@ -20,12 +20,21 @@ def test_ms_of_other_resolution_and_crs_is_warped_onto_rgb_grid(tmp_path):
         left, bottom, right, top = transform_bounds(r.grid.crs, "EPSG:4326", *r.grid.bounds)
     ms_data = np.tile(np.linspace(0, 2000, 25, dtype=np.float32), (8, 20, 1)).astype(np.uint16)
     pixel_x, pixel_y = (right - left) / 25, (top - bottom) / 20
-    from rasterio.transform import from_origin
     import rasterio
+    from rasterio.transform import from_origin
 
     ms = tmp_path / "ms.tif"
-    with rasterio.open(ms, "w", driver="GTiff", width=25, height=20, count=8, dtype="uint16",
-                       crs="EPSG:4326", transform=from_origin(left, top, pixel_x, pixel_y)) as dst:
+    with rasterio.open(
+        ms,
+        "w",
+        driver="GTiff",
+        width=25,
+        height=20,
+        count=8,
+        dtype="uint16",
+        crs="EPSG:4326",
+        transform=from_origin(left, top, pixel_x, pixel_y),
+    ) as dst:
         dst.write(ms_data)
     with RasterInputs.open(rgb, ms) as r:
         assert r.band_count == 11
@@ -38,8 +47,12 @@ def test_ms_of_other_resolution_and_crs_is_warped_onto_rgb_grid(tmp_path):
 
 def test_grid_is_cropped_to_the_overlap_of_rgb_and_ms(tmp_path):
     rgb = write_raster(tmp_path / "rgb.tif", np.zeros((3, 100, 100), np.uint8))
-    ms = write_raster(tmp_path / "ms.tif", np.ones((8, 50, 50), np.uint16),
-                      origin=(500025.0, 7450000.0), pixel=1.0)  # covers columns 50..149 of RGB
+    ms = write_raster(
+        tmp_path / "ms.tif",
+        np.ones((8, 50, 50), np.uint16),
+        origin=(500025.0, 7450000.0),
+        pixel=1.0,
+    )  # covers columns 50..149 of RGB
     with RasterInputs.open(rgb, ms) as r:
         assert (r.grid.width, r.grid.height) == (50, 100)
         assert r.grid.transform.c == pytest.approx(500025.0)
@@ -47,7 +60,9 @@ def test_grid_is_cropped_to_the_overlap_of_rgb_and_ms(tmp_path):
 
 def test_rasters_that_do_not_overlap_are_refused(tmp_path):
     rgb = write_raster(tmp_path / "rgb.tif", np.zeros((3, 10, 10), np.uint8))
-    ms = write_raster(tmp_path / "ms.tif", np.zeros((8, 10, 10), np.uint16), origin=(600000, 7450000))
+    ms = write_raster(
+        tmp_path / "ms.tif", np.zeros((8, 10, 10), np.uint16), origin=(600000, 7450000)
+    )
     with pytest.raises(InputError, match="does not overlap"):
         RasterInputs.open(rgb, ms)
 
@@ -83,7 +98,11 @@ def test_nodata_pixels_are_invalid(tmp_path):
 
 
 def test_real_spacenet_tiles_read(tmp_path):
-    shanghai = SHARED_DATA / "spacenet2_shanghai_rgb_unlabeled" / "RGB-PanSharpen_AOI_4_Shanghai_img6917.tif"
+    shanghai = (
+        SHARED_DATA
+        / "spacenet2_shanghai_rgb_unlabeled"
+        / "RGB-PanSharpen_AOI_4_Shanghai_img6917.tif"
+    )
     vegas = SHARED_DATA / "spacenet3_vegas_rgb_unlabeled" / "RGB-PanSharpen_AOI_2_Vegas_img0.tif"
     if not shanghai.exists() or not vegas.exists():
         pytest.skip("shared SpaceNet data not present")
@@ -103,8 +122,17 @@ def test_south_up_raster_with_bbox(tmp_path):
     data = np.zeros((3, 40, 50), np.uint8)
     data[:, :10] = 200  # the first rows are the southern edge in a south-up raster
     path = tmp_path / "southup.tif"
-    with rasterio.open(path, "w", driver="GTiff", width=50, height=40, count=3, dtype="uint8",
-                       crs="EPSG:32723", transform=Affine(1.0, 0, 500000, 0, 1.0, 7450000)) as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=50,
+        height=40,
+        count=3,
+        dtype="uint8",
+        crs="EPSG:32723",
+        transform=Affine(1.0, 0, 500000, 0, 1.0, 7450000),
+    ) as dst:
         dst.write(data)
     with RasterInputs.open(path, bbox=(500000, 7450000, 500020, 7450010)) as r:
         assert (r.grid.width, r.grid.height) == (20, 10)
@@ -113,14 +141,23 @@ def test_south_up_raster_with_bbox(tmp_path):
 
 def test_ms_pixels_outside_its_footprint_are_invalid(tmp_path):
     rgb = write_raster(tmp_path / "rgb.tif", np.full((3, 40, 40), 100, np.uint8), pixel=1.0)
-    from rasterio.transform import Affine
     import rasterio
+    from rasterio.transform import Affine
 
     # An MS raster rotated by 45 degrees (a diamond): the corners of its envelope are uncovered.
     rot = Affine.translation(500020, 7449990) * Affine.rotation(45) * Affine.scale(1, -1)
     ms = tmp_path / "ms.tif"
-    with rasterio.open(ms, "w", driver="GTiff", width=20, height=20, count=8, dtype="uint16",
-                       crs="EPSG:32723", transform=rot) as dst:
+    with rasterio.open(
+        ms,
+        "w",
+        driver="GTiff",
+        width=20,
+        height=20,
+        count=8,
+        dtype="uint16",
+        crs="EPSG:32723",
+        transform=rot,
+    ) as dst:
         dst.write(np.full((8, 20, 20), 700, np.uint16))
     with RasterInputs.open(rgb, ms) as r:
         window = Window(0, 0, r.grid.width, r.grid.height)

@@ -51,8 +51,17 @@ def write_scene(
     for r0, c0, r1, c1 in boxes:
         img[:, r0:r1, c0:c1] = 220
     rgb = tmp / f"{name}.tif"
-    with rasterio.open(rgb, "w", driver="GTiff", width=width, height=height, count=3,
-                       dtype="uint8", crs=CRS, transform=from_origin(X0, Y0, RES, RES)) as dst:
+    with rasterio.open(
+        rgb,
+        "w",
+        driver="GTiff",
+        width=width,
+        height=height,
+        count=3,
+        dtype="uint8",
+        crs=CRS,
+        transform=from_origin(X0, Y0, RES, RES),
+    ) as dst:
         dst.write(img)
     labels = tmp / f"{name}_labels.geojson"
     write_polygons(labels, [px_box(*b) for b in boxes], CRS)
@@ -135,7 +144,7 @@ def test_labels_outside_the_training_area_are_ignored(tmp_path: Path) -> None:
     assert src.target[0][outside].sum() > 0  # the building is rasterised ...
     assert not src.train_weight[outside].any()  # ... but has no weight
     assert src.val_mask[48:, :40].all() and src.val_mask.sum() == 16 * 40
-    assert not src.train_weight[48 - dataset_module.VAL_GAP_PX:].any()
+    assert not src.train_weight[48 - dataset_module.VAL_GAP_PX :].any()
     assert src.positive_train_px == 20 * 20
 
     crops = CropDataset([src], crop_px=32, length=16, seed=0)
@@ -164,8 +173,9 @@ def test_empty_label_file_and_missing_area_overlap(tmp_path: Path) -> None:
     with pytest.raises(LabelError):
         prepare_source(TrainingSource(rgb=rgb, labels=empty), NORM)
     _, labels = write_scene(tmp_path, 64, 64, [(10, 10, 20, 20)], name="t")
-    far = write_area(tmp_path / "far.geojson",
-                     box(X0 + 1e4, Y0 - 1e4 - 10, X0 + 1e4 + 10, Y0 - 1e4))
+    far = write_area(
+        tmp_path / "far.geojson", box(X0 + 1e4, Y0 - 1e4 - 10, X0 + 1e4 + 10, Y0 - 1e4)
+    )
     with pytest.raises(InputError, match="does not overlap"):
         prepare_source(TrainingSource(rgb=rgb, labels=labels, aoi=far), NORM)
 
@@ -177,9 +187,7 @@ def test_too_large_raster_asks_for_a_training_area(tmp_path: Path, monkeypatch) 
         prepare_source(TrainingSource(rgb=rgb, labels=labels), NORM)
 
 
-def test_training_area_reads_only_its_box_plus_a_crop_margin(
-    tmp_path: Path, monkeypatch
-) -> None:
+def test_training_area_reads_only_its_box_plus_a_crop_margin(tmp_path: Path, monkeypatch) -> None:
     # a small AOI in a raster that would be too large whole: only the AOI box + margin is read
     rgb, labels = write_scene(tmp_path, 200, 160, [(110, 60, 125, 80), (20, 20, 40, 40)])
     aoi = write_area(tmp_path / "aoi.geojson", px_box(100, 50, 140, 90))
@@ -208,8 +216,9 @@ def test_training_area_box_includes_the_validation_area(tmp_path: Path) -> None:
     rgb, labels = write_scene(tmp_path, 200, 160, [(20, 20, 40, 40), (150, 100, 170, 120)])
     aoi = write_area(tmp_path / "aoi.geojson", px_box(10, 10, 50, 50))
     val = write_area(tmp_path / "val.geojson", px_box(140, 90, 180, 130))
-    src = prepare_source(TrainingSource(rgb=rgb, labels=labels, aoi=aoi, val_aoi=val), NORM,
-                         margin_px=8)
+    src = prepare_source(
+        TrainingSource(rgb=rgb, labels=labels, aoi=aoi, val_aoi=val), NORM, margin_px=8
+    )
     assert src.image.shape == (3, 180 + 8 - 2, 130 + 8 - 2)  # rows 2-188, cols 2-138
     assert src.val_mask.sum() == 40 * 40 and src.has_validation
     xmin, ymin, xmax, ymax = src.val_bbox()
@@ -222,8 +231,9 @@ def test_automatic_split_lies_inside_a_small_training_area(tmp_path: Path) -> No
     aoi_box = px_box(300, 20, 340, 60)
     aoi = write_area(tmp_path / "aoi.geojson", aoi_box)
     for seed in range(6):
-        src = prepare_source(TrainingSource(rgb=rgb, labels=labels, aoi=aoi), NORM, seed=seed,
-                             margin_px=32)
+        src = prepare_source(
+            TrainingSource(rgb=rgb, labels=labels, aoi=aoi), NORM, seed=seed, margin_px=32
+        )
         assert src.has_validation
         rows = np.flatnonzero(src.val_mask.any(axis=1))
         assert rows.size == 8 and src.val_mask[rows].sum() == 8 * 40  # 20 % of the AOI's rows
@@ -259,8 +269,9 @@ def test_no_validation_messages_tell_automatic_from_given_areas(tmp_path: Path) 
     with pytest.raises(InputError, match="automatic validation split") as info:
         prepare_sources([source], NORM, seed=seed)
     assert "--val-aoi" in str(info.value) and "does not overlap" not in str(info.value)
-    far = write_area(tmp_path / "far.geojson",
-                     box(X0 + 1e4, Y0 - 1e4 - 10, X0 + 1e4 + 10, Y0 - 1e4))
+    far = write_area(
+        tmp_path / "far.geojson", box(X0 + 1e4, Y0 - 1e4 - 10, X0 + 1e4 + 10, Y0 - 1e4)
+    )
     given = TrainingSource(rgb=rgb, labels=labels, val_aoi=far)
     with pytest.raises(InputError, match=r"--val-aoi far.geojson\) does not overlap") as info:
         prepare_sources([given], NORM)
@@ -285,8 +296,13 @@ def test_prepare_sources_stops_when_cancelled(tmp_path: Path) -> None:
 def test_small_raster_crops_are_reflect_padded_with_zero_weight(tmp_path: Path) -> None:
     rgb, labels = write_scene(tmp_path, 40, 40, [(5, 5, 15, 15)])
     src = prepare_source(TrainingSource(rgb=rgb, labels=labels), NORM)
-    crops = CropDataset([src], crop_px=64, length=4, seed=1,
-                        augment_config=AugmentConfig(scale_min=1.0, scale_max=1.0))
+    crops = CropDataset(
+        [src],
+        crop_px=64,
+        length=4,
+        seed=1,
+        augment_config=AugmentConfig(scale_min=1.0, scale_max=1.0),
+    )
     item = crops[0]
     assert item["image"].shape == (3, 64, 64)
     assert float(item["weight"].sum()) <= src.train_weight.sum()  # padding adds no weight
@@ -312,14 +328,31 @@ def test_crops_keep_image_and_masks_aligned(tmp_path: Path) -> None:
 def test_sources_with_different_bands_are_refused(tmp_path: Path) -> None:
     rgb, labels = write_scene(tmp_path, 64, 64, [(10, 10, 30, 30)])
     ms = tmp_path / "ms.tif"
-    with rasterio.open(ms, "w", driver="GTiff", width=64, height=64, count=8, dtype="uint16",
-                       crs=CRS, transform=from_origin(X0, Y0, RES, RES)) as dst:
+    with rasterio.open(
+        ms,
+        "w",
+        driver="GTiff",
+        width=64,
+        height=64,
+        count=8,
+        dtype="uint16",
+        crs=CRS,
+        transform=from_origin(X0, Y0, RES, RES),
+    ) as dst:
         dst.write(np.random.default_rng(0).integers(0, 2047, (8, 64, 64), dtype=np.uint16))
     norm11 = Normalization(mean=[0.5] * 11, std=[0.25] * 11)
     with_ms = prepare_source(TrainingSource(rgb=rgb, ms=ms, labels=labels), norm11)
     assert with_ms.image.shape[0] == 11
-    assert with_ms.band_names[3:] == ["coastal", "blue", "green", "yellow", "red", "red_edge",
-                                      "nir1", "nir2"]
+    assert with_ms.band_names[3:] == [
+        "coastal",
+        "blue",
+        "green",
+        "yellow",
+        "red",
+        "red_edge",
+        "nir1",
+        "nir2",
+    ]
     mixed = [TrainingSource(rgb=rgb, labels=labels), TrainingSource(rgb=rgb, ms=ms, labels=labels)]
     with pytest.raises(InputError, match="--ms"):
         train(TrainConfig(sources=mixed, out=tmp_path / "m.safetensors"))

@@ -48,8 +48,9 @@ def test_without_jaccard_it_is_the_weighted_mean_bce_per_head() -> None:
 def test_loss_is_bce_minus_weighted_log_jaccard_per_head() -> None:
     logits, target, weight = _batch(2)
     w = 0.4
-    expected = (weighted_bce(logits, target, weight)
-                - w * torch.log(soft_jaccard(logits, target, weight))).sum()
+    expected = (
+        weighted_bce(logits, target, weight) - w * torch.log(soft_jaccard(logits, target, weight))
+    ).sum()
     assert torch.allclose(BceJaccardLoss(w)(logits, target, weight), expected)
 
 

@@ -36,8 +36,9 @@ def scene(tmp_path_factory: pytest.TempPathFactory):
 def _config(scene, out: Path, **overrides) -> TrainConfig:
     fields = dict(TINY, epochs=2)
     fields.update(overrides)
-    return TrainConfig(sources=[TrainingSource(rgb=scene.rgb, labels=scene.labels)], out=out,
-                       **fields)
+    return TrainConfig(
+        sources=[TrainingSource(rgb=scene.rgb, labels=scene.labels)], out=out, **fields
+    )
 
 
 class Recorder:
@@ -87,8 +88,9 @@ def test_training_lowers_the_loss_and_the_model_extracts(scene, tmp_path: Path) 
 def test_fine_tuning_an_11_band_model_on_rgb(scene, tmp_path: Path) -> None:
     torch.manual_seed(0)
     net = create_model("resnet_light", in_channels=11)
-    init_meta = spacenet2_metadata(encoder="resnet_light", num_filters=net.num_filters,
-                                   name="light-11")
+    init_meta = spacenet2_metadata(
+        encoder="resnet_light", num_filters=net.num_filters, name="light-11"
+    )
     init = save_model(net, init_meta, tmp_path / "init11.safetensors")
     original = first_conv(net)[2].weight.detach().clone()
 
@@ -132,8 +134,7 @@ def test_cancel_before_the_first_epoch_never_overwrites_an_existing_out(
     before = out.read_bytes()
     cancel = CancelToken()
     with pytest.raises(CancelledError) as info:  # --init X --out X, cancelled in epoch 1
-        train(_config(scene, out, init=out), progress=Recorder(cancel, cancel_at=2),
-              cancel=cancel)
+        train(_config(scene, out, init=out), progress=Recorder(cancel, cancel_at=2), cancel=cancel)
     result = info.value.result
     side = unvalidated_path(out)
     assert side == tmp_path / "mine.unvalidated.safetensors"
@@ -151,8 +152,11 @@ def test_resume_with_more_epochs_follows_the_new_schedule(scene, tmp_path: Path)
     cancel = CancelToken()
     rec = Recorder(cancel, cancel_at=0)  # one step of the resumed run is enough
     with pytest.raises(CancelledError):
-        train(_config(scene, out, epochs=3, steps_per_epoch=steps, batch_size=2, resume=True),
-              progress=rec, cancel=cancel)
+        train(
+            _config(scene, out, epochs=3, steps_per_epoch=steps, batch_size=2, resume=True),
+            progress=rec,
+            cancel=cancel,
+        )
     first = rec.steps()[0]
     assert first.done == steps + 1 and first.total == 3 * steps
     total = 3 * steps
@@ -166,8 +170,11 @@ def test_cancel_then_resume_continues_from_the_checkpoint_epoch(scene, tmp_path:
     cancel = CancelToken()
     steps = TINY["steps_per_epoch"]
     with pytest.raises(CancelledError) as info:  # cancelled during epoch 2
-        train(_config(scene, out, epochs=2), progress=Recorder(cancel, cancel_at=steps + 2),
-              cancel=cancel)
+        train(
+            _config(scene, out, epochs=2),
+            progress=Recorder(cancel, cancel_at=steps + 2),
+            cancel=cancel,
+        )
     first = info.value.result
     assert first.epochs_completed == 1 and first.best_epoch == 1
     kept = out.read_bytes()
@@ -194,17 +201,61 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 
 def test_cli_trains_and_reports(scene, tmp_path: Path, capsys) -> None:
     out = tmp_path / "cli.safetensors"
-    args = _parse(["train", "--rgb", str(scene.rgb), "--labels", str(scene.labels),
-                   "--out", str(out), "--epochs", "1", "--steps-per-epoch", "2",
-                   "--batch-size", "2", "--crop", "64", "--device", "cpu"])
+    args = _parse(
+        [
+            "train",
+            "--rgb",
+            str(scene.rgb),
+            "--labels",
+            str(scene.labels),
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            "--steps-per-epoch",
+            "2",
+            "--batch-size",
+            "2",
+            "--crop",
+            "64",
+            "--device",
+            "cpu",
+        ]
+    )
     assert args.func(args) == 0
     assert "best model" in capsys.readouterr().out
     assert load_model(out).metadata.in_channels == 3
 
-    bad = _parse(["train", "--rgb", str(scene.rgb), "--rgb", str(scene.rgb), "--ms", str(scene.rgb),
-                  "--labels", str(scene.labels), "--out", str(out)])
+    bad = _parse(
+        [
+            "train",
+            "--rgb",
+            str(scene.rgb),
+            "--rgb",
+            str(scene.rgb),
+            "--ms",
+            str(scene.rgb),
+            "--labels",
+            str(scene.labels),
+            "--out",
+            str(out),
+        ]
+    )
     with pytest.raises(InputError, match="--ms"):
         run_train(bad)
     with pytest.raises(InputError, match="multiple of 32"):
-        run_train(_parse(["train", "--rgb", str(scene.rgb), "--labels", str(scene.labels),
-                          "--out", str(out), "--crop", "100"]))
+        run_train(
+            _parse(
+                [
+                    "train",
+                    "--rgb",
+                    str(scene.rgb),
+                    "--labels",
+                    str(scene.labels),
+                    "--out",
+                    str(out),
+                    "--crop",
+                    "100",
+                ]
+            )
+        )

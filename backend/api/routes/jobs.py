@@ -26,32 +26,46 @@ MEDIA_TYPES = {".gpkg": "application/geopackage+sqlite3"}
 StatusFilter = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 
-def _submit(jobs: JobManager, kind: JobKind, request, function: JobFunction,
-            response: Response) -> JobOut:
+def _submit(
+    jobs: JobManager, kind: JobKind, request, function: JobFunction, response: Response
+) -> JobOut:
     job = JobOut.from_snapshot(jobs.submit(kind, request.model_dump(mode="json"), function))
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return job
 
 
-@router.post("/predict", response_model=JobOut, status_code=status.HTTP_202_ACCEPTED,
-             summary="Start an extraction")
-def submit_predict(body: PredictRequest, jobs: JobsDep, settings: SettingsDep,
-                   response: Response) -> JobOut:
+@router.post(
+    "/predict",
+    response_model=JobOut,
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Start an extraction",
+)
+def submit_predict(
+    body: PredictRequest, jobs: JobsDep, settings: SettingsDep, response: Response
+) -> JobOut:
     """Extract building polygons into a GeoPackage (layer ``buildings``); poll the job, then
     download the file from ``result_url``."""
     return _submit(jobs, "predict", body, predict_job(body, settings), response)
 
 
-@router.post("/evaluate", response_model=JobOut, status_code=status.HTTP_202_ACCEPTED,
-             summary="Start an evaluation")
+@router.post(
+    "/evaluate",
+    response_model=JobOut,
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Start an evaluation",
+)
 def submit_evaluate(body: EvaluateRequest, jobs: JobsDep, response: Response) -> JobOut:
     """SpaceNet F1 of predictions against ground truth; the result has tp, fp, fn, precision,
     recall and f1."""
     return _submit(jobs, "evaluate", body, evaluate_job(body), response)
 
 
-@router.post("/train", response_model=JobOut, status_code=status.HTTP_202_ACCEPTED,
-             summary="Start a training run")
+@router.post(
+    "/train",
+    response_model=JobOut,
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Start a training run",
+)
 def submit_train(body: TrainRequest, jobs: JobsDep, response: Response) -> JobOut:
     """Train or fine-tune a model; the best model is saved to ``out`` (or the job's folder) and
     can be downloaded from ``result_url``. Cancelling keeps the best model so far."""
@@ -59,8 +73,9 @@ def submit_train(body: TrainRequest, jobs: JobsDep, response: Response) -> JobOu
 
 
 @router.get("", response_model=list[JobOut], summary="All jobs")
-def list_jobs(jobs: JobsDep, kind: JobKind | None = None,
-              status: StatusFilter | None = None) -> list[JobOut]:
+def list_jobs(
+    jobs: JobsDep, kind: JobKind | None = None, status: StatusFilter | None = None
+) -> list[JobOut]:
     """All jobs since the backend started, oldest first, optionally filtered."""
     return [JobOut.from_snapshot(s) for s in jobs.list_jobs(kind=kind, status=status)]
 
@@ -89,9 +104,12 @@ def delete_job(job_id: str, jobs: JobsDep) -> Response:
 @router.get(
     "/{job_id}/result",
     summary="Download a job's output",
-    responses={200: {"description": "the output file (GeoPackage, model) or the result as JSON",
-                     "content": {"application/geopackage+sqlite3": {},
-                                 "application/octet-stream": {}}}},
+    responses={
+        200: {
+            "description": "the output file (GeoPackage, model) or the result as JSON",
+            "content": {"application/geopackage+sqlite3": {}, "application/octet-stream": {}},
+        }
+    },
 )
 def job_result(job_id: str, jobs: JobsDep) -> Response:
     """The GeoPackage of a predict job, the model file of a train job, the scores of an
@@ -99,14 +117,18 @@ def job_result(job_id: str, jobs: JobsDep) -> Response:
     job, path = jobs.result_file(job_id)
     if job["result"] is None:
         if job["status"] in ("queued", "running"):
-            raise ConflictError(f"Job {job_id} is {job['status']}; poll GET /v1/jobs/{job_id} "
-                                "until its status is succeeded, then ask again.")
-        raise ConflictError(f"Job {job_id} {job['status']} without a result; see its error "
-                            f"(GET /v1/jobs/{job_id}).")
+            raise ConflictError(
+                f"Job {job_id} is {job['status']}; poll GET /v1/jobs/{job_id} "
+                "until its status is succeeded, then ask again."
+            )
+        raise ConflictError(
+            f"Job {job_id} {job['status']} without a result; see its error (GET /v1/jobs/{job_id})."
+        )
     if path is None:
         return JSONResponse(job["result"])
     if not path.is_file():
-        raise GoneError(f"The output {path} of job {job_id} was moved or removed; run the job "
-                        "again.")
+        raise GoneError(
+            f"The output {path} of job {job_id} was moved or removed; run the job again."
+        )
     media = MEDIA_TYPES.get(path.suffix.lower(), "application/octet-stream")
     return FileResponse(path, media_type=media, filename=path.name)
