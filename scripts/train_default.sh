@@ -25,3 +25,7 @@ fi
 $PY -m ternaus_backend.cli train "${ARGS[@]}" --allow-empty-labels --encoder resnet_light \
   --epochs "$EPOCHS" --steps-per-epoch "$STEPS" --batch-size 8 --crop 192 --lr 2e-3 --seed 0 \
   --out "$OUT"
+# Instance thresholds (body probability, minimum area) tuned on the same training rasters.
+TUNE=()
+for ((i = 0; i < ${#ARGS[@]}; i += 4)); do TUNE+=(--rgb "${ARGS[i+1]}" --labels "${ARGS[i+3]}"); done
+$PY scripts/tune_thresholds.py --model "$OUT" "${TUNE[@]}"
