@@ -151,6 +151,11 @@ def extract(
         _warn_resolution(grid_info.pixel_size_m, meta.resolution_m)
         normalizer = Normalizer.fit(meta.normalization, inputs)
         tile = opts.tile_size_px or meta.tile_size_px
+        if tile < 32 or tile % 32:
+            raise ModelError(
+                f"The model's tile size {tile} px is not a multiple of 32; pass a tile size "
+                "(--tile 256 or 512) or fix the model's metadata."
+            )
         overlap = opts.overlap_px if opts.overlap_px is not None else meta.overlap_px
         overlap = min(overlap, tile - 32)
         grid = window_grid(grid_info.height, grid_info.width, tile, overlap)
