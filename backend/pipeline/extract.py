@@ -42,7 +42,7 @@ class ExtractOptions:
     batch_size: int = 4
     simplify_px: float = 1.0
     regularize: bool = False
-    block_px: int = 1024
+    block_px: int = 2048
     halo_px: int = 256
     device: str | None = None
 
