@@ -1,7 +1,8 @@
 """Backend settings, read from ``TERNAUS_*`` environment variables (pydantic-settings).
 
 ``TERNAUS_HOST``, ``TERNAUS_PORT``, ``TERNAUS_TOKEN``, ``TERNAUS_WORK_DIR``,
-``TERNAUS_DEFAULT_MODEL`` and ``TERNAUS_MAX_WORKERS``; empty variables count as unset.
+``TERNAUS_DEFAULT_MODEL``, ``TERNAUS_MODELS_DIR`` and ``TERNAUS_MAX_WORKERS``; empty variables count
+as unset.
 """
 
 from __future__ import annotations
@@ -25,6 +26,17 @@ def default_work_dir() -> Path:
     return base / "ternaus" / "jobs"
 
 
+def default_models_dir() -> Path:
+    """A per-user folder of model files: the user's data folder, ``.../ternaus/models``."""
+    if sys.platform == "win32":
+        base = Path(os.environ.get("APPDATA") or Path.home() / "AppData" / "Roaming")
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    else:
+        base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return base / "ternaus" / "models"
+
+
 class Settings(BaseSettings):
     """How the HTTP backend runs."""
 
@@ -40,6 +52,10 @@ class Settings(BaseSettings):
     )
     default_model: Path | None = Field(
         None, description="model file used when a request names none (default: the embedded one)"
+    )
+    models_dir: Path = Field(
+        default_factory=default_models_dir,
+        description="folder whose model files (*.safetensors, *.pt) GET /v1/models lists",
     )
     max_workers: int = Field(1, ge=1, description="jobs run at the same time; others wait queued")
 

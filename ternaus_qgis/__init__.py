@@ -1,6 +1,13 @@
-"""Ternaus for QGIS: the QGIS plugin package (PyQGIS and the standard library only).
+"""Ternaus for QGIS: building footprints from imagery with a local TernausNetV2 backend.
 
-The plugin talks to the backend (``ternaus_backend``) over HTTP on loopback and never imports
-torch, rasterio or numpy-heavy code. Its dock widget, tasks and client are built in the plugin
-issue; this package is reserved for them.
+The plugin imports only PyQGIS, ``qgis.PyQt`` and the standard library. The network runs in the
+backend (``ternaus serve``, its own Python environment) which the plugin starts, or reaches at a
+URL, and talks to over HTTP; QGIS's own Python never gets torch, rasterio or numpy installed.
 """
+
+
+def classFactory(iface):  # noqa: N802 (QGIS's name)
+    """QGIS entry point: the plugin object for this QGIS window."""
+    from .plugin import TernausPlugin
+
+    return TernausPlugin(iface)

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import socket
+import threading
+import time
 
 from ternaus_backend.api.security import is_loopback
 from ternaus_backend.errors import TernausError
@@ -40,12 +44,46 @@ def make_settings(
     return Settings(**{key: value for key, value in given.items() if value is not None})
 
 
-def serve(host: str | None = None, port: int | None = None, token: str | None = None) -> None:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` still exists (signal 0 probes without sending anything)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def watch_parent(pid: int, interval_s: float = 1.0) -> threading.Thread:
+    """A daemon thread that stops this server (SIGTERM to itself, as Ctrl-C would) once ``pid``
+    has ended or this process was re-parented: the backend never outlives the QGIS that started
+    it, even when QGIS crashes."""
+    original_parent = os.getppid()
+
+    def watch() -> None:
+        while pid_alive(pid) and os.getppid() == original_parent:
+            time.sleep(interval_s)
+        logging.getLogger("uvicorn.error").info("parent process %d ended: stopping", pid)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    thread = threading.Thread(target=watch, name="parent-watch", daemon=True)
+    thread.start()
+    return thread
+
+
+def serve(
+    host: str | None = None,
+    port: int | None = None,
+    token: str | None = None,
+    parent_pid: int | None = None,
+) -> None:
     """Serve the API until stopped; Ctrl-C (or SIGTERM) cancels unfinished jobs and returns.
 
     ``None`` takes the value from TERNAUS_HOST / TERNAUS_PORT / TERNAUS_TOKEN, else
-    127.0.0.1, 8765 and no token. Raises TernausError for a non-loopback host without a token or
-    a port that is in use.
+    127.0.0.1, 8765 and no token. With ``parent_pid`` the server stops when that process ends.
+    The first line on stdout is ``TERNAUS_BACKEND_READY <url>`` once the port is bound. Raises
+    TernausError for a non-loopback host without a token or a port that is in use.
     """
     import uvicorn
 
@@ -67,6 +105,9 @@ def serve(host: str | None = None, port: int | None = None, token: str | None = 
         settings.work_dir,
         "required" if settings.token else "not required",
     )
+    print(f"TERNAUS_BACKEND_READY http://{shown_host}:{actual_port}/v1", flush=True)
+    if parent_pid is not None:
+        watch_parent(parent_pid)
     try:
         uvicorn.Server(config).run(sockets=[sock])
     except KeyboardInterrupt:  # Ctrl-C: uvicorn has shut down cleanly and re-raised it

@@ -1,0 +1,1 @@
+"""Widgets: the dock (collects parameters), its controller (runs tasks), the settings dialog."""

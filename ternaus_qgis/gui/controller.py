@@ -1,0 +1,261 @@
+"""DockController: turns the dock's requests into tasks, and task results into layers and messages.
+
+Runs on the GUI thread. It reads layers and the extent there (:func:`collect_request`), starts an
+:class:`~ternaus_qgis.tasks.extract_task.ExtractTask` in QGIS's task manager, and adds the result
+layer when the task has finished.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from qgis.core import (
+    QgsApplication,
+    QgsCoordinateTransform,
+    QgsGeometry,
+    QgsProject,
+    QgsVectorLayer,
+)
+from qgis.PyQt.QtCore import QObject
+from qgis.PyQt.QtWidgets import QFileDialog, QMessageBox
+
+from .. import settings
+from ..backend_process import BackendConnection
+from ..core import result_layers
+from ..core.extraction import ExtractionRequest, ExtractionResult, format_seconds
+from ..core.models import choices_from_infos, model_problem
+from ..core.raster_inputs import raster_input
+from ..exceptions import BackendUnreachableError, LayerError, TernausPluginError
+from ..tasks.backend_task import BackendStatus, BackendStatusTask
+from ..tasks.extract_task import ExtractTask
+from .dock import TernausDockWidget
+from .messages import push_error, push_success
+
+REPLACE, ADD = "replace", "add"
+
+
+def ask_replace_or_add(parent, title: str) -> str | None:
+    """Ask whether a new result replaces the earlier one or is added beside it (None: cancel)."""
+    box = QMessageBox(parent)
+    box.setWindowTitle("Ternaus")
+    box.setText(f"The project already has '{title}'. Replace it, or add the new result beside it?")
+    replace = box.addButton("Replace", QMessageBox.AcceptRole)
+    add = box.addButton("Add", QMessageBox.ActionRole)
+    box.addButton(QMessageBox.Cancel)
+    box.exec_()
+    clicked = box.clickedButton()
+    return REPLACE if clicked is replace else ADD if clicked is add else None
+
+
+class DockController(QObject):
+    """Connects a :class:`TernausDockWidget` to the backend, the task manager and the project."""
+
+    def __init__(
+        self,
+        dock: TernausDockWidget,
+        message_bar,
+        backend: BackendConnection,
+        canvas=None,
+    ) -> None:
+        super().__init__(dock)
+        self.dock = dock
+        self.bar = message_bar
+        self.backend = backend
+        self.canvas = canvas
+        self.task: ExtractTask | None = None
+        self._aoi: tuple | None = None
+        self.status_task: BackendStatusTask | None = None
+        self.last_result: ExtractionResult | None = None
+        self.last_error: TernausPluginError | None = None
+        #: Asked when a result of the same layer and model exists; tests replace it.
+        self.ask_replace: Callable[[object, str], str | None] = ask_replace_or_add
+        dock.extract_requested.connect(self.extract)
+        dock.cancel_requested.connect(self.cancel)
+        dock.reconnect_requested.connect(self.refresh_backend)
+        dock.add_model_requested.connect(self.add_model)
+        dock.settings_requested.connect(self.open_settings)
+
+    # ------------------------------------------------------------------ backend state
+    def refresh_backend(self) -> None:
+        """Connect (start the local backend if needed), then show the device and list models."""
+        if self.status_task is not None:
+            return
+        self.dock.set_backend_text("connecting…")
+        self.status_task = BackendStatusTask(self.backend, self._status_done, self._status_failed)
+        QgsApplication.taskManager().addTask(self.status_task)
+
+    def _status_done(self, status: BackendStatus) -> None:
+        self.status_task = None
+        health = status.info.health
+        where = "local" if status.info.local else status.info.url
+        self.dock.set_backend_text(
+            f"ready ({where}): {status.info.device_text}, ternaus {health.get('version', '?')}"
+        )
+        self.dock.set_models(choices_from_infos(status.models))
+        for problem in status.problems:
+            push_error(self.bar, LayerError(f"A model file cannot be used: {problem}"))
+
+    def _status_failed(self, error: TernausPluginError) -> None:
+        self.status_task = None
+        self.last_error = error
+        self.dock.set_backend_text(f"not available: {error.message}")
+        push_error(self.bar, error)
+
+    def add_model(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self.dock, "Add a model file", "", "Models (*.safetensors *.pt *.pth)"
+        )
+        if path:
+            settings.add_extra_model(path)
+            self.refresh_backend()
+
+    def open_settings(self) -> None:
+        from .settings_dialog import SettingsDialog
+
+        dialog = SettingsDialog(self.dock)
+        if dialog.exec_():
+            self.backend.stop()  # the next call connects as the new settings say
+            self.refresh_backend()
+
+    # ------------------------------------------------------------------ extraction
+    def extract(self) -> None:
+        """Collect the dock's choices, ask about an earlier result, start an ExtractTask."""
+        if self.task is not None:
+            return
+        try:
+            request, aoi = self.collect_request()
+        except TernausPluginError as error:
+            self.last_error = error
+            push_error(self.bar, error)
+            return
+        if request is None:  # the user cancelled the replace/add question
+            return
+        self.dock.save_choices()
+        self._aoi = aoi
+        self.task = ExtractTask(request, self.backend, self._extract_done, self._extract_failed)
+        self.task.progressChanged.connect(self._on_progress)
+        self.dock.set_running(True)
+        self.dock.set_progress(0, "Starting…")
+        QgsApplication.taskManager().addTask(self.task)
+
+    def cancel(self) -> None:
+        if self.task is not None:
+            self.dock.set_progress(self.dock.progress_bar.value(), "Cancelling…")
+            self.task.cancel()
+
+    def _on_progress(self, percent: float) -> None:
+        if self.task is not None:
+            self.dock.set_progress(percent, self.task.stage)
+
+    def collect_request(self) -> tuple[ExtractionRequest | None, QgsGeometry | None]:
+        """The request from the dock's widgets (GUI thread); ``(None, None)`` when the user
+        declined to replace or add."""
+        dock = self.dock
+        rgb_layer = dock.rgb_layer()
+        rgb = raster_input(rgb_layer, "RGB", 3)
+        ms_layer = dock.ms_layer()
+        choice = dock.current_model()
+        if choice is not None:
+            problem = model_problem(choice, rgb_layer, ms_layer)
+            if problem:
+                raise LayerError(f"The model {choice.name} cannot be used: {problem}.")
+        ms = None
+        if ms_layer is not None and (choice is None or choice.uses_multispectral):
+            ms = raster_input(ms_layer, "multispectral", 1)
+        project_crs = QgsProject.instance().crs()
+        extent, extent_crs = None, rgb.crs
+        if dock.extent_widget.isValid():
+            extent = dock.extent_widget.outputExtent()
+            extent_crs = dock.extent_widget.outputCrs()
+        aoi = None
+        aoi_layer = dock.aoi_combo.currentLayer()
+        if isinstance(aoi_layer, QgsVectorLayer):
+            aoi, extent_crs = selected_polygons(aoi_layer), aoi_layer.crs()
+            extent = aoi.boundingBox()
+        if extent is not None and not extent_crs.isValid():
+            extent_crs = project_crs
+        model_name = choice.name if choice else "default"
+        title = result_layers.layer_title(rgb.name, model_name)
+        replace = False
+        earlier = result_layers.previous_results(rgb_layer.id(), model_name)
+        if earlier:
+            answer = self.ask_replace(dock, earlier[0].name())
+            if answer is None:
+                return None, None
+            replace = answer == REPLACE
+            if replace:
+                result_layers.remove_layers(earlier)
+        folder = result_layers.results_folder()
+        out = result_layers.output_path(folder, rgb.name, model_name, replace)
+        request = ExtractionRequest(
+            rgb=rgb,
+            ms=ms,
+            extent=extent,
+            extent_crs=extent_crs,
+            out_path=out,
+            model=choice.path if choice and not choice.is_default else None,
+            options=dock.options(),
+            aoi_wkt=aoi.asWkt() if aoi is not None else None,
+            title=title,
+            source_layer_id=rgb_layer.id(),
+            model_name=model_name,
+        )
+        return request, (aoi, extent_crs) if aoi is not None else None
+
+    def _extract_done(self, result: ExtractionResult) -> None:
+        self.task = None
+        self.last_result = result
+        self.dock.set_running(False)
+        request = result.request
+        aoi = None
+        if self._aoi is not None:
+            geometry, crs = self._aoi
+            aoi = QgsGeometry(geometry)
+            aoi.transform(QgsCoordinateTransform(crs, request.rgb.crs, QgsProject.instance()))
+        try:
+            layer = result_layers.add_result_layer(
+                result.path,
+                result.layer_name,
+                request.title,
+                request.source_layer_id,
+                request.model_name,
+                aoi,
+            )
+        except RuntimeError as error:
+            self._extract_failed(
+                TernausPluginError(f"The result could not be opened: {error}.", str(result.path))
+            )
+            return
+        took = format_seconds(result.seconds)
+        self.dock.set_progress(100, f"{layer.featureCount()} buildings in {took}")
+        push_success(
+            self.bar,
+            f"{layer.featureCount()} buildings extracted in {took} "
+            f"on {result.device}; saved in {result.path}",
+        )
+
+    def _extract_failed(self, error: TernausPluginError) -> None:
+        self.task = None
+        self.last_error = error
+        self.dock.set_running(False)
+        self.dock.set_progress(0, error.message)
+        if isinstance(error, BackendUnreachableError):
+            self.dock.set_backend_text("stopped: the next Extract starts it again")
+        push_error(self.bar, error)
+
+    def shutdown(self) -> None:
+        """Cancel running work (plugin unload)."""
+        for task in (self.task, self.status_task):
+            if task is not None:
+                task.cancel()
+
+
+def selected_polygons(layer: QgsVectorLayer) -> QgsGeometry:
+    """The union of the selected polygons of ``layer`` (``LayerError`` when none is selected)."""
+    geometries = [f.geometry() for f in layer.selectedFeatures() if not f.geometry().isEmpty()]
+    if not geometries:
+        raise LayerError(
+            f"No polygons are selected in '{layer.name()}': select the areas to extract, or "
+            "clear 'Selected polygons of'."
+        )
+    return QgsGeometry.unaryUnion(geometries)

@@ -1,0 +1,312 @@
+"""TernausDockWidget: collects what to extract and shows where the work stands.
+
+The dock only collects parameters and shows state; :class:`~.controller.DockController` turns a
+press of Extract into a task. Choices persist between QGIS sessions (QgsSettings).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qgis.core import QgsMapLayerProxyModel, QgsProject, QgsRasterLayer
+from qgis.gui import QgsCollapsibleGroupBox, QgsExtentWidget, QgsMapLayerComboBox
+from qgis.PyQt.QtCore import Qt, pyqtSignal
+from qgis.PyQt.QtGui import QStandardItem, QStandardItemModel
+from qgis.PyQt.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDockWidget,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .. import settings
+from ..core.models import ModelChoice, model_problem
+
+PLUGIN_TITLE = "Ternaus Building Extraction"
+TILE_CHOICES = [("model's", 0), ("256 px", 256), ("512 px", 512), ("1024 px", 1024)]
+DEVICE_CHOICES = [("auto (GPU when present)", "auto"), ("CPU", "cpu"), ("CUDA GPU", "cuda")]
+
+
+class TernausDockWidget(QDockWidget):
+    """The dock: layers, extent, model, options, Extract/Cancel, progress, backend state."""
+
+    extract_requested = pyqtSignal()
+    cancel_requested = pyqtSignal()
+    reconnect_requested = pyqtSignal()
+    add_model_requested = pyqtSignal()
+    settings_requested = pyqtSignal()
+
+    def __init__(self, canvas: Any = None, parent: QWidget | None = None) -> None:
+        super().__init__(PLUGIN_TITLE, parent)
+        self.setObjectName("TernausDockWidget")
+        self.canvas = canvas
+        self._models: list[ModelChoice] = []
+        body = QWidget(self)
+        layout = QVBoxLayout(body)
+        layout.addWidget(self._backend_box())
+        layout.addWidget(self._input_box())
+        layout.addWidget(self._model_box())
+        layout.addWidget(self._options_box())
+        layout.addWidget(self._run_box())
+        layout.addStretch(1)
+        self.setWidget(body)
+        self._restore()
+        self.rgb_combo.layerChanged.connect(self.update_model_states)
+        self.ms_combo.layerChanged.connect(self.update_model_states)
+
+    # ------------------------------------------------------------------ building the widgets
+    def _backend_box(self) -> QGroupBox:
+        box = QGroupBox("Backend", self)
+        row = QHBoxLayout(box)
+        self.backend_label = QLabel("not connected", box)
+        self.backend_label.setWordWrap(True)
+        self.reconnect_button = QPushButton("Connect", box)
+        self.reconnect_button.setToolTip("Start or reach the backend and read its models")
+        self.settings_button = QPushButton("Settings…", box)
+        row.addWidget(self.backend_label, 1)
+        row.addWidget(self.reconnect_button)
+        row.addWidget(self.settings_button)
+        self.reconnect_button.clicked.connect(self.reconnect_requested)
+        self.settings_button.clicked.connect(self.settings_requested)
+        return box
+
+    def _input_box(self) -> QGroupBox:
+        box = QGroupBox("Imagery and extent", self)
+        form = QFormLayout(box)
+        self.rgb_combo = QgsMapLayerComboBox(box)
+        self.rgb_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
+        self.rgb_combo.setToolTip("The RGB layer (3 or more bands; bands 1-3 are red, green, blue)")
+        self.ms_combo = QgsMapLayerComboBox(box)
+        self.ms_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
+        self.ms_combo.setAllowEmptyLayer(True)
+        self.ms_combo.setLayer(None)
+        self.ms_combo.setToolTip(
+            "Multispectral layer of the same scene (8 bands), for 11-band models"
+        )
+        self.extent_widget = QgsExtentWidget(box)
+        self.extent_widget.setNullValueAllowed(True, "whole RGB layer")
+        if self.canvas is not None:
+            self.extent_widget.setMapCanvas(self.canvas)
+            self.extent_widget.setOriginalExtent(
+                self.canvas.extent(), self.canvas.mapSettings().destinationCrs()
+            )
+        self.extent_widget.clear()
+        self.aoi_combo = QgsMapLayerComboBox(box)
+        self.aoi_combo.setFilters(QgsMapLayerProxyModel.PolygonLayer)
+        self.aoi_combo.setAllowEmptyLayer(True)
+        self.aoi_combo.setLayer(None)
+        self.aoi_combo.setToolTip(
+            "Extract only inside the selected polygons of this layer (empty: the extent above)"
+        )
+        form.addRow("RGB layer", self.rgb_combo)
+        form.addRow("Multispectral", self.ms_combo)
+        form.addRow("Extent", self.extent_widget)
+        form.addRow("Selected polygons of", self.aoi_combo)
+        return box
+
+    def _model_box(self) -> QGroupBox:
+        box = QGroupBox("Model", self)
+        outer = QVBoxLayout(box)
+        row = QHBoxLayout()
+        self.model_combo = QComboBox(box)
+        self.model_combo.setModel(QStandardItemModel(self.model_combo))
+        self.model_combo.setMinimumContentsLength(18)
+        self.add_model_button = QPushButton("Add…", box)
+        self.add_model_button.setToolTip("Add a model file (.safetensors, or the authors' .pt)")
+        row.addWidget(self.model_combo, 1)
+        row.addWidget(self.add_model_button)
+        self.model_info = QLabel("", box)
+        self.model_info.setWordWrap(True)
+        outer.addLayout(row)
+        outer.addWidget(self.model_info)
+        self.model_combo.currentIndexChanged.connect(self._model_changed)
+        self.add_model_button.clicked.connect(self.add_model_requested)
+        return box
+
+    def _options_box(self) -> QgsCollapsibleGroupBox:
+        box = QgsCollapsibleGroupBox("Options", self)
+        box.setCollapsed(True)
+        form = QFormLayout(box)
+        self.threshold_spin = QDoubleSpinBox(box)
+        self.threshold_spin.setRange(0.0, 0.99)
+        self.threshold_spin.setSingleStep(0.05)
+        self.threshold_spin.setSpecialValueText("model's")
+        self.min_area_spin = QSpinBox(box)
+        self.min_area_spin.setRange(0, 100000)
+        self.min_area_spin.setSuffix(" px")
+        self.min_area_spin.setSpecialValueText("model's")
+        self.simplify_spin = QDoubleSpinBox(box)
+        self.simplify_spin.setRange(0.0, 10.0)
+        self.simplify_spin.setSingleStep(0.5)
+        self.simplify_spin.setSuffix(" px")
+        self.regularize_check = QCheckBox("Square the building corners", box)
+        self.tile_combo = QComboBox(box)
+        for text, value in TILE_CHOICES:
+            self.tile_combo.addItem(text, value)
+        self.batch_spin = QSpinBox(box)
+        self.batch_spin.setRange(0, 64)
+        self.batch_spin.setSpecialValueText("auto")
+        self.device_combo = QComboBox(box)
+        for text, value in DEVICE_CHOICES:
+            self.device_combo.addItem(text, value)
+        form.addRow("Building threshold", self.threshold_spin)
+        form.addRow("Minimum area", self.min_area_spin)
+        form.addRow("Simplify", self.simplify_spin)
+        form.addRow("", self.regularize_check)
+        form.addRow("Tile size", self.tile_combo)
+        form.addRow("Batch size", self.batch_spin)
+        form.addRow("Device", self.device_combo)
+        return box
+
+    def _run_box(self) -> QWidget:
+        box = QWidget(self)
+        layout = QVBoxLayout(box)
+        layout.setContentsMargins(0, 0, 0, 0)
+        buttons = QHBoxLayout()
+        self.extract_button = QPushButton("Extract buildings", box)
+        self.extract_button.setDefault(True)
+        self.cancel_button = QPushButton("Cancel", box)
+        self.cancel_button.setEnabled(False)
+        buttons.addWidget(self.extract_button, 1)
+        buttons.addWidget(self.cancel_button)
+        self.progress_bar = QProgressBar(box)
+        self.progress_bar.setRange(0, 100)
+        self.progress_bar.setValue(0)
+        self.stage_label = QLabel("", box)
+        self.stage_label.setWordWrap(True)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress_bar)
+        layout.addWidget(self.stage_label)
+        self.extract_button.clicked.connect(self.extract_requested)
+        self.cancel_button.clicked.connect(self.cancel_requested)
+        return box
+
+    # ------------------------------------------------------------------ state shown
+    def set_backend_text(self, text: str) -> None:
+        self.backend_label.setText(text)
+
+    def set_running(self, running: bool) -> None:
+        """Extract is disabled and Cancel enabled while a task runs."""
+        self.extract_button.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+        if running:
+            self.progress_bar.setValue(0)
+
+    def set_progress(self, percent: float, stage: str) -> None:
+        self.progress_bar.setValue(int(round(percent)))
+        self.stage_label.setText(stage)
+
+    def set_models(self, models: list[ModelChoice]) -> None:
+        """Fill the model list (the choice persists); incompatible models are disabled."""
+        wanted = self.current_model_path() or settings.get("dock/model")
+        self._models = list(models)
+        model: QStandardItemModel = self.model_combo.model()
+        self.model_combo.blockSignals(True)
+        model.clear()
+        for choice in self._models:
+            item = QStandardItem(choice.label)
+            item.setData(choice.path, Qt.UserRole)
+            item.setToolTip(choice.description)
+            model.appendRow(item)
+        self.model_combo.blockSignals(False)
+        index = next((i for i, c in enumerate(self._models) if c.path == wanted), 0)
+        self.update_model_states()
+        if self._models:
+            self.model_combo.setCurrentIndex(index)
+        self._model_changed()
+
+    def update_model_states(self, *_args: Any) -> None:
+        """Disable the models the chosen layers cannot feed, with the reason as tooltip."""
+        model: QStandardItemModel = self.model_combo.model()
+        for row, choice in enumerate(self._models):
+            item = model.item(row)
+            problem = model_problem(choice, self.rgb_layer(), self.ms_layer())
+            item.setEnabled(problem is None)
+            item.setToolTip(choice.description + (f"\nNot usable: {problem}" if problem else ""))
+            item.setText(choice.label + (" (unavailable)" if problem else ""))
+        self._model_changed()
+
+    def _model_changed(self, *_args: Any) -> None:
+        choice = self.current_model()
+        if choice is None:
+            self.model_info.setText("Connect to the backend to list its models.")
+            return
+        problem = model_problem(choice, self.rgb_layer(), self.ms_layer())
+        text = choice.summary
+        if problem:
+            text += f"<br><b>Not usable with these layers:</b> {problem}"
+        self.model_info.setText(text)
+
+    # ------------------------------------------------------------------ values collected
+    def rgb_layer(self) -> QgsRasterLayer | None:
+        layer = self.rgb_combo.currentLayer()
+        return layer if isinstance(layer, QgsRasterLayer) else None
+
+    def ms_layer(self) -> QgsRasterLayer | None:
+        layer = self.ms_combo.currentLayer()
+        return layer if isinstance(layer, QgsRasterLayer) else None
+
+    def current_model(self) -> ModelChoice | None:
+        index = self.model_combo.currentIndex()
+        return self._models[index] if 0 <= index < len(self._models) else None
+
+    def current_model_path(self) -> str:
+        choice = self.current_model()
+        return choice.path if choice else ""
+
+    def options(self) -> dict[str, Any]:
+        """The backend's predict options (``None``: the model's or the backend's choice)."""
+        device = self.device_combo.currentData()
+        return {
+            "body_threshold": self.threshold_spin.value() or None,
+            "min_area_px": self.min_area_spin.value() or None,
+            "simplify_px": self.simplify_spin.value(),
+            "regularize": self.regularize_check.isChecked(),
+            "tile_size_px": self.tile_combo.currentData() or None,
+            "batch_size": self.batch_spin.value() or None,
+            "device": None if device == "auto" else device,
+        }
+
+    # ------------------------------------------------------------------ persistence
+    def _restore(self) -> None:
+        self.threshold_spin.setValue(settings.get("dock/threshold"))
+        self.min_area_spin.setValue(settings.get("dock/min_area_px"))
+        self.simplify_spin.setValue(settings.get("dock/simplify_px"))
+        self.regularize_check.setChecked(settings.get("dock/regularize"))
+        _select_data(self.tile_combo, settings.get("dock/tile_px"))
+        _select_data(self.device_combo, settings.get("dock/device"))
+        self.batch_spin.setValue(settings.get("dock/batch_size"))
+        project = QgsProject.instance()
+        for combo, key in ((self.rgb_combo, "dock/rgb_layer"), (self.ms_combo, "dock/ms_layer")):
+            layer = project.mapLayer(settings.get(key)) if settings.get(key) else None
+            if layer is not None:
+                combo.setLayer(layer)
+
+    def save_choices(self) -> None:
+        """Remember the choices for the next QGIS session."""
+        settings.set("dock/threshold", self.threshold_spin.value())
+        settings.set("dock/min_area_px", self.min_area_spin.value())
+        settings.set("dock/simplify_px", self.simplify_spin.value())
+        settings.set("dock/regularize", self.regularize_check.isChecked())
+        settings.set("dock/tile_px", self.tile_combo.currentData())
+        settings.set("dock/batch_size", self.batch_spin.value())
+        settings.set("dock/device", self.device_combo.currentData())
+        settings.set("dock/model", self.current_model_path())
+        rgb, ms = self.rgb_layer(), self.ms_layer()
+        settings.set("dock/rgb_layer", rgb.id() if rgb else "")
+        settings.set("dock/ms_layer", ms.id() if ms else "")
+
+
+def _select_data(combo: QComboBox, value: Any) -> None:
+    index = combo.findData(value)
+    if index >= 0:
+        combo.setCurrentIndex(index)

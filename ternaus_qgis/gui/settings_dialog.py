@@ -1,0 +1,85 @@
+"""SettingsDialog: how the plugin reaches its backend, and where results are kept."""
+
+from __future__ import annotations
+
+from qgis.gui import QgsFileWidget, QgsPasswordLineEdit
+from qgis.PyQt.QtWidgets import (
+    QButtonGroup,
+    QDialog,
+    QDialogButtonBox,
+    QFormLayout,
+    QLabel,
+    QLineEdit,
+    QRadioButton,
+    QVBoxLayout,
+)
+
+from .. import settings
+
+
+class SettingsDialog(QDialog):
+    """Local backend (default; optional path of ``ternaus``) or a remote URL + token; output
+    folder. Saved to QgsSettings on OK."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Ternaus settings")
+        layout = QVBoxLayout(self)
+        form = QFormLayout()
+        self.local_radio = QRadioButton("Start a local backend (this computer)", self)
+        self.remote_radio = QRadioButton("Use a backend at a URL (e.g. a GPU machine)", self)
+        group = QButtonGroup(self)
+        group.addButton(self.local_radio)
+        group.addButton(self.remote_radio)
+        self.command_edit = QgsFileWidget(self)
+        self.command_edit.setToolTip(
+            "The 'ternaus' executable of the backend (empty: TERNAUS_BACKEND, then the path "
+            "'make deploy' recorded)"
+        )
+        self.url_edit = QLineEdit(self)
+        self.token_edit = QgsPasswordLineEdit(self)
+        self.folder_edit = QgsFileWidget(self)
+        self.folder_edit.setStorageMode(QgsFileWidget.GetDirectory)
+        self.folder_edit.setToolTip("Empty: a ternaus_results folder next to the project file")
+        form.addRow(self.local_radio)
+        form.addRow("ternaus executable", self.command_edit)
+        form.addRow(self.remote_radio)
+        form.addRow("URL", self.url_edit)
+        form.addRow("Token", self.token_edit)
+        form.addRow("Results folder", self.folder_edit)
+        layout.addLayout(form)
+        note = QLabel(
+            "The backend runs in its own Python environment; nothing is installed into QGIS.", self
+        )
+        note.setWordWrap(True)
+        layout.addWidget(note)
+        buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel, self)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        layout.addWidget(buttons)
+        self.local_radio.toggled.connect(self._update_enabled)
+        self._load()
+
+    def _load(self) -> None:
+        remote = settings.get("backend/mode") == "remote"
+        self.remote_radio.setChecked(remote)
+        self.local_radio.setChecked(not remote)
+        self.command_edit.setFilePath(settings.get("backend/command"))
+        self.url_edit.setText(settings.get("backend/url"))
+        self.token_edit.setText(settings.get("backend/token"))
+        self.folder_edit.setFilePath(settings.get("output/folder"))
+        self._update_enabled()
+
+    def _update_enabled(self) -> None:
+        local = self.local_radio.isChecked()
+        self.command_edit.setEnabled(local)
+        self.url_edit.setEnabled(not local)
+        self.token_edit.setEnabled(not local)
+
+    def accept(self) -> None:
+        settings.set("backend/mode", "local" if self.local_radio.isChecked() else "remote")
+        settings.set("backend/command", self.command_edit.filePath())
+        settings.set("backend/url", self.url_edit.text().strip())
+        settings.set("backend/token", self.token_edit.text())
+        settings.set("output/folder", self.folder_edit.filePath())
+        super().accept()

@@ -1,0 +1,1 @@
+"""The Processing provider ``ternaus`` and its algorithms (same code as the dock)."""

@@ -1,0 +1,123 @@
+"""``ternaus:extract_buildings``: the dock's extraction as a Processing algorithm.
+
+Parameters ``RGB``, ``MS`` (optional), ``EXTENT`` (optional), ``MODEL`` (optional model file),
+``OUTPUT`` (GeoPackage). Runs :func:`~ternaus_qgis.core.extraction.run_extraction`, the code the
+dock's task runs, with the same backend connection (a local backend is started when needed).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qgis.core import (
+    QgsProcessing,
+    QgsProcessingAlgorithm,
+    QgsProcessingException,
+    QgsProcessingParameterExtent,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterVectorDestination,
+)
+
+from ..backend_process import connection
+from ..core.extraction import ExtractionRequest, Progress, run_extraction
+from ..core.raster_inputs import raster_input
+from ..exceptions import TernausPluginError
+
+
+class ExtractBuildingsAlgorithm(QgsProcessingAlgorithm):
+    """Building polygons from an RGB (+ multispectral) raster into a GeoPackage."""
+
+    RGB, MS, EXTENT, MODEL, OUTPUT = "RGB", "MS", "EXTENT", "MODEL", "OUTPUT"
+
+    def name(self) -> str:
+        return "extract_buildings"
+
+    def displayName(self) -> str:  # noqa: N802
+        return "Extract buildings"
+
+    def shortHelpString(self) -> str:  # noqa: N802
+        return (
+            "Extracts building footprints (touching buildings split apart) from an RGB raster, "
+            "optionally with its multispectral partner, with a TernausNetV2 model run by the "
+            "Ternaus backend. The result has the fields confidence (mean building probability) "
+            "and area_m2."
+        )
+
+    def createInstance(self) -> ExtractBuildingsAlgorithm:  # noqa: N802
+        return ExtractBuildingsAlgorithm()
+
+    def initAlgorithm(self, config=None) -> None:  # noqa: N802
+        self.addParameter(QgsProcessingParameterRasterLayer(self.RGB, "RGB raster layer"))
+        self.addParameter(
+            QgsProcessingParameterRasterLayer(
+                self.MS, "Multispectral raster layer (for 11-band models)", optional=True
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterExtent(
+                self.EXTENT, "Extent (default: the whole RGB layer)", optional=True
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterFile(
+                self.MODEL,
+                "Model file (default: the backend's default model)",
+                extension="",
+                optional=True,
+                fileFilter="Models (*.safetensors *.pt *.pth)",
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterVectorDestination(
+                self.OUTPUT,
+                "Buildings",
+                QgsProcessing.TypeVectorPolygon,
+                defaultValue="TEMPORARY_OUTPUT",
+            )
+        )
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        rgb_layer = self.parameterAsRasterLayer(parameters, self.RGB, context)
+        ms_layer = self.parameterAsRasterLayer(parameters, self.MS, context)
+        model = self.parameterAsFile(parameters, self.MODEL, context) or None
+        out = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
+        if not out.lower().endswith(".gpkg"):
+            out = str(Path(out).with_suffix(".gpkg"))
+        try:
+            rgb = raster_input(rgb_layer, "RGB", 3)
+            ms = raster_input(ms_layer, "multispectral", 1) if ms_layer is not None else None
+            extent, extent_crs = None, rgb.crs
+            if parameters.get(self.EXTENT):
+                extent_crs = self.parameterAsExtentCrs(parameters, self.EXTENT, context)
+                extent = self.parameterAsExtent(parameters, self.EXTENT, context, extent_crs)
+                if not extent_crs.isValid():
+                    extent_crs = context.project().crs() if context.project() else rgb.crs
+            request = ExtractionRequest(
+                rgb=rgb,
+                ms=ms,
+                extent=extent,
+                extent_crs=extent_crs,
+                out_path=Path(out),
+                model=model,
+            )
+            result = run_extraction(
+                request,
+                connection(),
+                Progress(
+                    report=lambda pct, text: (
+                        feedback.setProgress(pct),
+                        feedback.setProgressText(text),
+                    ),
+                    cancelled=feedback.isCanceled,
+                    log=feedback.pushInfo,
+                ),
+            )
+        except TernausPluginError as error:
+            if error.details:
+                feedback.reportError(error.details)
+            raise QgsProcessingException(error.message) from None
+        feedback.pushInfo(
+            f"{result.count} buildings in {result.seconds:.1f} s on {result.device}: {result.path}"
+        )
+        return {self.OUTPUT: f"{result.path}|layername={result.layer_name}"}

@@ -1,0 +1,1 @@
+"""QgsTask subclasses: the work behind the dock's buttons, off the GUI thread."""
