@@ -79,6 +79,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         simplify_px=args.simplify,
         regularize=args.regularize,
         device=args.device,
+        native_resolution=args.native_resolution,
+        tta=args.tta,
+        body_threshold=args.threshold,
+        min_area_px=args.min_area,
     )
     bars = TqdmProgress()
     try:
@@ -102,6 +106,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 "width_px": result.width_px,
                 "height_px": result.height_px,
                 "area_km2": round(result.area_km2, 4),
+                "resolution_m": round(result.resolution_m, 4),
+                "resampled": result.resampled,
                 "seconds": round(result.seconds, 2),
             }
         )
@@ -142,7 +148,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from ternaus_backend.api.server import serve
 
-    serve(host=args.host, port=args.port, token=args.token)
+    serve(host=args.host, port=args.port, token=args.token, parent_pid=args.parent_pid)
     return 0
 
 
@@ -165,6 +171,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--simplify", type=float, default=1.0, help="simplification tolerance in px")
     p.add_argument("--regularize", action="store_true", help="square building corners")
+    p.add_argument(
+        "--threshold", type=float, help="building probability threshold (default: the model's)"
+    )
+    p.add_argument(
+        "--min-area", type=int, help="drop buildings smaller than this many px (default: model's)"
+    )
+    p.add_argument(
+        "--native-resolution",
+        action="store_true",
+        help="read the raster at its own pixel size (default: resampled on the fly to the "
+        "model's ground resolution when they differ by more than 5%%)",
+    )
+    p.add_argument(
+        "--tta",
+        action="store_true",
+        help="flip test-time augmentation: average over 4 flips of each window (4x slower)",
+    )
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: CUDA when present)")
     p.set_defaults(func=cmd_predict)
 
@@ -196,6 +219,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the HTTP backend (JSON API under /v1)")
     p.add_argument("--host", help="default 127.0.0.1 (TERNAUS_HOST); other hosts need a token")
     p.add_argument("--port", type=int, help="default 8765 (TERNAUS_PORT)")
+    p.add_argument(
+        "--parent-pid",
+        type=int,
+        metavar="PID",
+        help="stop when process PID ends (the QGIS plugin passes its own: no orphan backend)",
+    )
     p.add_argument("--token", help="bearer token clients must send (TERNAUS_TOKEN)")
     p.set_defaults(func=cmd_serve)
 

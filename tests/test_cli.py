@@ -42,6 +42,29 @@ def test_predict_runs_the_real_network_and_writes_a_geopackage(tmp_path, light_m
     assert "network" in done.stderr  # the progress bar
 
 
+def test_predict_resamples_to_the_models_resolution_unless_told_not_to(tmp_path, light_model):
+    img = rectangles_image(120, 160, [(20, 20, 60, 60)]).repeat(2, axis=1).repeat(2, axis=2)
+    rgb = write_raster(tmp_path / "rgb.tif", img, origin=(683000.0, 7450000.0), pixel=0.25)
+    runs = {
+        "default": [],
+        "native": ["--native-resolution"],
+        "tta": ["--tta"],
+    }
+    summaries = {}
+    for name, extra in runs.items():
+        out = tmp_path / f"{name}.gpkg"
+        argv = ["predict", "--rgb", str(rgb), "--model", str(light_model), "--out", str(out)]
+        done = ternaus(*argv, *extra)
+        assert done.returncode == 0, done.stderr
+        summaries[name] = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summaries["default"]["resampled"] is True  # the model's metadata says 0.5 m
+    assert (summaries["default"]["width_px"], summaries["default"]["height_px"]) == (160, 120)
+    assert summaries["default"]["resolution_m"] == pytest.approx(0.5, abs=1e-3)
+    assert summaries["native"]["resampled"] is False
+    assert (summaries["native"]["width_px"], summaries["native"]["height_px"]) == (320, 240)
+    assert summaries["tta"]["resampled"] is True
+
+
 @pytest.mark.parametrize(
     "args,message",
     [

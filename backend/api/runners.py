@@ -100,7 +100,11 @@ def predict_job(request: PredictRequest, settings: Settings) -> JobFunction:
         batch_size=opts.batch_size,
         simplify_px=opts.simplify_px,
         regularize=opts.regularize,
+        body_threshold=opts.body_threshold,
+        min_area_px=opts.min_area_px,
         device=opts.device,
+        native_resolution=opts.native_resolution,
+        tta=opts.tta,
     )
 
     def run(context: JobContext) -> JobOutcome:
@@ -123,6 +127,8 @@ def predict_job(request: PredictRequest, settings: Settings) -> JobFunction:
             "width_px": result.width_px,
             "height_px": result.height_px,
             "area_km2": round(result.area_km2, 6),
+            "resolution_m": round(result.resolution_m, 4),
+            "resampled": result.resampled,
             "seconds": round(result.seconds, 3),
             "clipped": result.clipped,
             "stages": result.stages,

@@ -63,6 +63,22 @@ class PredictOptions(BaseModel):
     batch_size: int = Field(4, ge=1, le=256, description="windows per network call")
     simplify_px: float = Field(1.0, ge=0, description="polygon simplification tolerance in pixels")
     regularize: bool = Field(False, description="square the building corners")
+    body_threshold: float | None = Field(
+        None, gt=0, lt=1, description="building probability threshold; default: the model's"
+    )
+    min_area_px: int | None = Field(
+        None, ge=0, description="drop buildings smaller than this (px); default: the model's"
+    )
+    native_resolution: bool = Field(
+        False,
+        description="read the raster at its own pixel size; by default it is resampled on the "
+        "fly to the model's ground resolution when they differ by more than 5 %",
+    )
+    tta: bool = Field(
+        False,
+        description="flip test-time augmentation: average the probabilities over 4 flips of "
+        "each window (4x the network's work)",
+    )
     device: str | None = Field(
         None,
         pattern=r"^(cpu|cuda(:\d+)?)$",
@@ -181,6 +197,7 @@ class ModelInfo(BaseModel):
     num_tensors: int
     num_parameters: int
     uses_multispectral: bool = Field(description="the model needs a multispectral raster too")
+    is_default: bool = Field(False, description="the model used when a request names none")
     metadata: ModelMetadata
 
 

@@ -3,6 +3,11 @@
 One implementation behind the CLI, the HTTP API, the training loop's validation and QGIS:
 read -> normalise -> windows -> network -> stitched maps on disk -> instances in blocks ->
 polygons -> GeoPackage.
+
+The processing grid has the model's ground resolution (``metadata.resolution_m``): a raster of
+another pixel size is read resampled, window by window (:mod:`.raster`), and the polygons come back
+in the raster's CRS and coordinates. ``ExtractOptions(native_resolution=True)`` reads the raster's
+own pixels instead (with a warning when they are far from the model's).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import torch
 
 from ternaus_backend.device import pick_device
 from ternaus_backend.errors import InputError, ModelError
-from ternaus_backend.models.metadata import MS_BANDS, ModelMetadata
+from ternaus_backend.models.metadata import MS_BANDS, ModelMetadata, Thresholds
 from ternaus_backend.pipeline.inference import predict_probabilities
 from ternaus_backend.pipeline.instances import find_instances
 from ternaus_backend.pipeline.normalize import Normalizer
@@ -45,6 +50,21 @@ class ExtractOptions:
     block_px: int = 2048
     halo_px: int = 256
     device: str | None = None
+    #: Read the raster at its own pixel size, not resampled to the model's resolution.
+    native_resolution: bool = False
+    #: Average the probabilities over flipped copies of each window (4x the network's work).
+    tta: bool = False
+    #: Body probability above which a pixel is building (None: the model's threshold).
+    body_threshold: float | None = None
+    #: Instances smaller than this many pixels are dropped (None: the model's minimum).
+    min_area_px: int | None = None
+
+    def thresholds(self, model_thresholds: Thresholds) -> Thresholds:
+        """The model's thresholds with this run's overrides."""
+        update = {"body": self.body_threshold, "min_area_px": self.min_area_px}
+        return model_thresholds.model_copy(
+            update={key: value for key, value in update.items() if value is not None}
+        )
 
     def __post_init__(self) -> None:
         if self.tile_size_px is not None and (self.tile_size_px < 32 or self.tile_size_px % 32):
@@ -60,6 +80,12 @@ class ExtractOptions:
             raise InputError(
                 f"The simplification tolerance must be 0 or more px, got {self.simplify_px}."
             )
+        if self.body_threshold is not None and not 0.0 < self.body_threshold < 1.0:
+            raise InputError(
+                f"The body threshold must be between 0 and 1, got {self.body_threshold}."
+            )
+        if self.min_area_px is not None and self.min_area_px < 0:
+            raise InputError(f"The minimum area must be 0 or more px, got {self.min_area_px}.")
         if self.block_px < 64 or self.halo_px < 0:
             raise InputError("block_px must be at least 64 and halo_px 0 or more.")
 
@@ -76,6 +102,9 @@ class ExtractResult:
     seconds: float
     clipped: int = 0
     stages: dict[str, float] = field(default_factory=dict)
+    #: Ground size of the processing grid's pixels and whether the raster was resampled to it.
+    resolution_m: float = 0.0
+    resampled: bool = False
 
 
 def resolve_model(
@@ -97,7 +126,8 @@ def resolve_model(
 
 
 def check_bands(inputs: RasterInputs, meta: ModelMetadata, has_ms: bool) -> None:
-    """Refuses inputs whose bands do not fit the model (count, or a known MS band order), saying why."""
+    """Refuses inputs whose bands do not fit the model (count, or a known MS band order), saying
+    why."""
     in_channels = meta.in_channels
     if inputs.band_count == in_channels:
         given = input_band_names(inputs.rgb_path, inputs.ms_path)[3:]
@@ -142,55 +172,88 @@ def extract(
     opts = options or ExtractOptions()
     started = time.perf_counter()
     device = pick_device(opts.device)
+    with raster_env():
+        with RasterInputs.open(rgb, ms, bbox=bbox, bbox_crs=bbox_crs) as native:
+            net = resolve_model(model, device)
+            meta = net.metadata
+            check_bands(native, meta, ms is not None)
+            native_m = native.grid.pixel_size_m
+        if opts.native_resolution:
+            _warn_resolution(native_m, meta.resolution_m)
+        inputs = RasterInputs.open(
+            rgb,
+            ms,
+            bbox=bbox,
+            bbox_crs=bbox_crs,
+            resolution_m=None if opts.native_resolution else meta.resolution_m,
+        )
+        with inputs:
+            return _extract(inputs, net, out, opts, device, progress, cancel, work_dir, started)
+
+
+def _extract(
+    inputs: RasterInputs,
+    net: torch.nn.Module,
+    out: str | Path,
+    opts: ExtractOptions,
+    device: torch.device,
+    progress: ProgressCallback,
+    cancel: CancelToken | None,
+    work_dir: str | Path | None,
+    started: float,
+) -> ExtractResult:
+    """The extraction on the open ``inputs`` (their grid is the processing grid)."""
     stages: dict[str, float] = {}
-    with raster_env(), RasterInputs.open(rgb, ms, bbox=bbox, bbox_crs=bbox_crs) as inputs:
-        net = resolve_model(model, device)
-        meta = net.metadata
-        check_bands(inputs, meta, ms is not None)
-        grid_info = inputs.grid
-        _warn_resolution(grid_info.pixel_size_m, meta.resolution_m)
-        normalizer = Normalizer.fit(meta.normalization, inputs)
-        tile = opts.tile_size_px or meta.tile_size_px
-        if tile < 32 or tile % 32:
-            raise ModelError(
-                f"The model's tile size {tile} px is not a multiple of 32; pass a tile size "
-                "(--tile 256 or 512) or fix the model's metadata."
+    meta = net.metadata
+    grid_info = inputs.grid
+    if inputs.resampled:
+        log.info(
+            "The raster is read resampled to the model's %.3f m pixels (%d x %d px)",
+            meta.resolution_m,
+            grid_info.width,
+            grid_info.height,
+        )
+    normalizer = Normalizer.fit(meta.normalization, inputs)
+    tile = opts.tile_size_px or meta.tile_size_px
+    if tile < 32 or tile % 32:
+        raise ModelError(
+            f"The model's tile size {tile} px is not a multiple of 32; pass a tile size "
+            "(--tile 256 or 512) or fix the model's metadata."
+        )
+    overlap = opts.overlap_px if opts.overlap_px is not None else meta.overlap_px
+    overlap = min(overlap, tile - 32)
+    grid = window_grid(grid_info.height, grid_info.width, tile, overlap)
+    writer = BuildingWriter(out, grid_info.crs)
+    try:
+        with tempfile.TemporaryDirectory(prefix="ternaus-", dir=work_dir) as tmp:
+            store = ProbabilityStore(
+                Path(tmp) / "probabilities.u8",
+                grid_info.height,
+                grid_info.width,
+                meta.num_classes,
             )
-        overlap = opts.overlap_px if opts.overlap_px is not None else meta.overlap_px
-        overlap = min(overlap, tile - 32)
-        grid = window_grid(grid_info.height, grid_info.width, tile, overlap)
-        writer = BuildingWriter(out, grid_info.crs)
-        try:
-            with tempfile.TemporaryDirectory(prefix="ternaus-", dir=work_dir) as tmp:
-                store = ProbabilityStore(
-                    Path(tmp) / "probabilities.u8",
-                    grid_info.height,
-                    grid_info.width,
-                    meta.num_classes,
-                )
-                t0 = time.perf_counter()
-                predict_probabilities(
-                    net,
-                    inputs,
-                    normalizer,
-                    store,
-                    grid,
-                    overlap,
-                    opts.batch_size,
-                    device,
-                    progress,
-                    cancel,
-                )
-                stages["infer"] = time.perf_counter() - t0
-                t0 = time.perf_counter()
-                clipped = _polygons(
-                    store, grid_info.transform, meta, opts, writer, progress, cancel
-                )
-                stages["instances_polygons"] = time.perf_counter() - t0
-        except BaseException:
-            writer.abort()
-            raise
-        path = writer.commit()
+            t0 = time.perf_counter()
+            predict_probabilities(
+                net,
+                inputs,
+                normalizer,
+                store,
+                grid,
+                overlap,
+                opts.batch_size,
+                device,
+                progress,
+                cancel,
+                tta=opts.tta,
+            )
+            stages["infer"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            clipped = _polygons(store, grid_info.transform, meta, opts, writer, progress, cancel)
+            stages["instances_polygons"] = time.perf_counter() - t0
+    except BaseException:
+        writer.abort()
+        raise
+    path = writer.commit()
     progress(ProgressEvent("done", writer.count, writer.count))
     return ExtractResult(
         path=path,
@@ -201,6 +264,8 @@ def extract(
         seconds=time.perf_counter() - started,
         clipped=clipped,
         stages=stages,
+        resolution_m=grid_info.pixel_size_m,
+        resampled=inputs.resampled,
     )
 
 
@@ -209,7 +274,7 @@ def _polygons(store, transform, meta, opts, writer, progress, cancel) -> int:
     clipped = 0
     pixel_size = abs(transform.determinant) ** 0.5  # in CRS units, any orientation
     for block in find_instances(
-        store, meta.thresholds, opts.block_px, opts.halo_px, progress, cancel
+        store, opts.thresholds(meta.thresholds), opts.block_px, opts.halo_px, progress, cancel
     ):
         clipped += block.clipped
         block_transform = transform * transform.translation(block.col0, block.row0)
@@ -235,10 +300,12 @@ def _polygons(store, transform, meta, opts, writer, progress, cancel) -> int:
 
 
 def _warn_resolution(pixel_m: float, model_m: float) -> None:
+    """Read at its own resolution on request: warn when that is far from the model's."""
     if model_m > 0 and not 0.5 <= pixel_m / model_m <= 2.0:
         log.warning(
-            "The raster's pixels are %.2f m but the model was trained at %.2f m; results may be poor. "
-            "Resample the raster to about %.2f m.",
+            "The raster's pixels are %.2f m but the model was trained at %.2f m and resampling "
+            "is off (native resolution); results may be poor. Leave resampling on, or resample "
+            "the raster to about %.2f m.",
             pixel_m,
             model_m,
             model_m,

@@ -4,6 +4,10 @@ Windows are read and normalised in a background thread while the network runs on
 batch. Weighted logits are accumulated in a strip buffer one window-row tall; rows that no later
 window touches are turned into probabilities and written to the ``ProbabilityStore``. Memory is
 therefore bounded by (tile height x raster width), independent of the raster's height.
+
+Flip test-time augmentation (``tta=True``): each window also runs flipped left-right, upside down
+and both; the flips are undone and the four probability maps averaged (then turned back into
+logits for the blending), at four times the network's work.
 """
 
 from __future__ import annotations
@@ -89,6 +93,29 @@ def run_network(model: torch.nn.Module, images: np.ndarray, device: torch.device
     return logits.float().cpu().numpy()
 
 
+#: The flips of flip TTA, as axes of a (n, C, h, w) batch: identity, left-right, upside down, both.
+TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (3,), (2,), (2, 3))
+#: Probabilities are kept inside [eps, 1 - eps] before they become logits again.
+_TTA_EPS = 1e-6
+
+
+def run_network_tta(model: torch.nn.Module, images: np.ndarray, device: torch.device) -> np.ndarray:
+    """Logits (n, classes, h, w) of the probabilities averaged over :data:`TTA_FLIPS`.
+
+    Each flipped batch runs on its own (memory as without TTA); its output is flipped back
+    before averaging, so the result is exactly flip-equivariant.
+    """
+    total: np.ndarray | None = None
+    for axes in TTA_FLIPS:
+        flipped = np.ascontiguousarray(np.flip(images, axes)) if axes else images
+        probs = expit(run_network(model, flipped, device))
+        if axes:
+            probs = np.flip(probs, axes)
+        total = probs if total is None else total + probs
+    mean = np.clip(total / len(TTA_FLIPS), _TTA_EPS, 1.0 - _TTA_EPS)
+    return np.log(mean / (1.0 - mean)).astype(np.float32)
+
+
 FLUSH_CHUNK_PX = 2048
 
 
@@ -158,8 +185,13 @@ def predict_probabilities(
     device: torch.device,
     progress: ProgressCallback = no_progress,
     cancel: CancelToken | None = None,
+    tta: bool = False,
 ) -> None:
-    """Fills ``store`` with the stitched body/border probabilities of the whole grid."""
+    """Fills ``store`` with the stitched body/border probabilities of the whole grid.
+
+    ``tta``: average each window's probabilities over flips (:func:`run_network_tta`).
+    """
+    network = run_network_tta if tta else run_network
     classes = store.shape[2]
     stitcher = StripStitcher(store, grid, overlap_px, classes)
     done = 0
@@ -170,7 +202,7 @@ def predict_probabilities(
         keep = batch.valid.reshape(len(batch.positions), -1).any(axis=1)
         logits = np.zeros((len(batch.positions), classes, grid.tile_h, grid.tile_w), np.float32)
         if keep.any():  # all-nodata windows never reach the network
-            logits[keep] = run_network(model, batch.images[keep], device)
+            logits[keep] = network(model, batch.images[keep], device)
         for (_, y0, x0), window_logits, valid in zip(
             batch.positions, logits, batch.valid, strict=True
         ):

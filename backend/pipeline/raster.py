@@ -1,13 +1,24 @@
 """Reading the input rasters: an RGB raster, optionally with a multispectral raster on the RGB grid.
 
-The RGB raster defines the processing grid. A multispectral raster of another resolution, extent or
-CRS is warped onto that grid (rasterio WarpedVRT, bilinear) and the grid is cropped to the overlap of
-the two rasters and of the optional bounding box. Everything downstream (extraction and training)
-reads pixels through ``RasterInputs.read`` so both see exactly the same values.
+The RGB raster defines the processing grid. A multispectral raster of another resolution, extent
+or CRS is warped onto that grid (rasterio WarpedVRT, bilinear) and the grid is cropped to the
+overlap of the two rasters and of the optional bounding box. Everything downstream (extraction
+and training) reads pixels through ``RasterInputs.read`` so both see exactly the same values.
+
+Any ground resolution in, the model's resolution inside: given ``resolution_m`` (the model's), a
+raster whose pixels differ from it by more than :data:`RESAMPLE_TOLERANCE` is read resampled, on
+the fly and window by window, through a WarpedVRT whose grid is the RGB raster's grid with pixel
+sides scaled to ``resolution_m`` metres on the ground (square pixels; bilinear, or average when
+shrinking by more than 2x). The grid keeps the raster's CRS, origin and orientation, so everything
+located on it (polygons) lands in the raster's coordinates. The warp's alpha band carries the
+raster's nodata, alpha or mask band, so invalid pixels stay invalid. The multispectral raster is
+warped directly onto the resampled grid. Normalisation statistics (``read_overview``) always come
+from the raster at its own resolution (a decimated read), which resampling hardly changes.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,11 +37,16 @@ from ternaus_backend.errors import InputError
 from ternaus_backend.models.metadata import MS_BANDS, RGB_BANDS
 from ternaus_backend.pipeline.geodesy import GroundMeasure
 
+log = logging.getLogger(__name__)
+
 Bounds = tuple[float, float, float, float]
 
 # GDAL's block cache defaults to 5 % of the machine's memory and fills up as a large raster is
 # read; a fixed cap keeps extraction memory independent of the raster's size.
 GDAL_CACHE_BYTES = 128 * 2**20
+#: Pixels whose ground size differs from the wanted resolution by at most this fraction (on both
+#: axes) are read as they are; larger differences are resampled.
+RESAMPLE_TOLERANCE = 0.05
 
 
 def raster_env() -> rasterio.Env:
@@ -53,10 +69,11 @@ def _open(path: str | Path, role: str) -> rasterio.DatasetReader:
 
 
 def _rgb_band_indexes(ds: rasterio.DatasetReader) -> list[int]:
-    """Band indexes (1-based) of red, green, blue: by colour interpretation, else the first three."""
+    """Band indexes (1-based) of red, green, blue: by colour interpretation, else the first 3."""
     if ds.count < 3:
         raise InputError(
-            f"The RGB raster {ds.name} has {ds.count} band(s); it needs at least 3 (red, green, blue)."
+            f"The RGB raster {ds.name} has {ds.count} band(s); it needs at least 3 "
+            "(red, green, blue)."
         )
     interp = list(ds.colorinterp)
     wanted = [ColorInterp.red, ColorInterp.green, ColorInterp.blue]
@@ -181,10 +198,41 @@ class GridInfo:
         return self.width * self.height * width_m * height_m / 1e6
 
 
+def resampling_for(scale: float) -> Resampling:
+    """The resampling for pixel sides multiplied by ``scale``: bilinear, or the average of the
+    source pixels when shrinking by more than 2x (bilinear would alias there)."""
+    return Resampling.average if scale > 2.0 else Resampling.bilinear
+
+
+def grid_scale(
+    grid: GridInfo, resolution_m: float | None, tolerance: float = RESAMPLE_TOLERANCE
+) -> tuple[float, float] | None:
+    """Factors (x, y) by which ``grid``'s pixel sides grow to be ``resolution_m`` metres on the
+    ground, or ``None`` when no resampling is needed: no resolution given (``None`` or 0), a
+    raster without georeferencing, or pixel sizes within ``tolerance`` (relative) of it."""
+    if not resolution_m or resolution_m <= 0:
+        return None
+    if grid.crs is None and grid.transform.is_identity:
+        log.warning(
+            "The raster has no georeferencing, so its ground resolution is unknown; it is read "
+            "at its own pixel size (the model expects %.2f m). Georeference it to have it "
+            "resampled.",
+            resolution_m,
+        )
+        return None
+    px, py = grid.pixel_size_xy_m
+    if not (math.isfinite(px) and math.isfinite(py) and px > 0 and py > 0):
+        return None
+    if max(abs(px - resolution_m), abs(py - resolution_m)) <= tolerance * resolution_m:
+        return None
+    return resolution_m / px, resolution_m / py
+
+
 class RasterInputs:
     """An open RGB raster (+ optional multispectral raster warped onto its grid), cropped.
 
-    Windows passed to ``read`` and ``valid`` are relative to the cropped grid (``self.grid``).
+    Windows passed to ``read`` and ``valid`` are relative to the cropped grid (``self.grid``),
+    which is the raster's own grid, or the resampled one when ``open`` was given a resolution.
     Use as a context manager or call ``close()``.
     """
 
@@ -195,17 +243,24 @@ class RasterInputs:
         ms_vrt: WarpedVRT | None,
         offset: Window,
         stats_offset: Window | None = None,
+        *,
+        rgb_grid: rasterio.DatasetReader | WarpedVRT | None = None,
+        ms_grid: WarpedVRT | None = None,
+        scale: tuple[float, float] | None = None,
     ) -> None:
-        self._rgb = rgb
+        self._rgb = rgb  # the RGB raster itself (statistics)
         self._ms = ms
-        self._ms_vrt = ms_vrt
-        self._offset = offset
-        self._stats_offset = stats_offset or offset
+        self._ms_vrt = ms_vrt  # MS on the RGB raster's own grid (statistics)
+        self._rgb_grid = rgb_grid if rgb_grid is not None else rgb  # RGB on the processing grid
+        self._ms_grid = ms_grid if ms_grid is not None else ms_vrt  # MS on the processing grid
+        self._offset = offset  # the cropped grid, in pixels of the processing grid
+        self._stats_offset = stats_offset or offset  # in pixels of the RGB raster
         self._rgb_bands = _rgb_band_indexes(rgb)
+        self.scale = scale
         self.grid = GridInfo(
             width=int(offset.width),
             height=int(offset.height),
-            transform=rasterio.windows.transform(offset, rgb.transform),
+            transform=rasterio.windows.transform(offset, self._rgb_grid.transform),
             crs=rgb.crs,
         )
         self.rgb_path = rgb.name
@@ -221,15 +276,21 @@ class RasterInputs:
         ms_path: str | Path | None = None,
         bbox: Bounds | None = None,
         bbox_crs: str | CRS | None = None,
+        resolution_m: float | None = None,
     ) -> RasterInputs:
         """Open the rasters and compute the processing grid (RGB ∩ MS ∩ bbox).
 
         ``bbox`` is (xmin, ymin, xmax, ymax) in ``bbox_crs`` (default: the RGB raster's CRS).
+        ``resolution_m``: the ground resolution to read at (the model's); ``None`` reads the
+        raster at its own resolution. The resampled grid depends on the raster only (its pixel
+        size at its centre), never on the bbox, so crops of one raster share one grid.
         """
         rgb = _open(rgb_path, "RGB")
-        ms = vrt = None
+        ms = vrt = rgb_grid = ms_grid = None
         try:
             _rgb_band_indexes(rgb)
+            native = GridInfo(rgb.width, rgb.height, rgb.transform, rgb.crs)
+            scale = grid_scale(native, resolution_m)
             region: Bounds | None = _sorted(rgb.bounds)
             full_region = region
             if bbox is not None:
@@ -256,39 +317,61 @@ class RasterInputs:
                     )
                 region = overlap
                 full_region = _intersect(full_region, ms_bounds)
-            window = cls._window_for(rgb, region)
+            if scale is not None:
+                sx, sy = scale
+                rgb_grid = WarpedVRT(
+                    rgb,
+                    crs=rgb.crs,
+                    transform=rgb.transform * Affine.scale(sx, sy),
+                    width=max(1, math.ceil(rgb.width / sx - 1e-6)),
+                    height=max(1, math.ceil(rgb.height / sy - 1e-6)),
+                    resampling=resampling_for(max(sx, sy)),
+                    # nodata, alpha and mask bands become one alpha band on the new grid
+                    add_alpha=not _has_alpha(rgb),
+                )
+            grid_ds = rgb_grid if rgb_grid is not None else rgb
+            window = cls._window_for(grid_ds, region)
             stats_window = cls._window_for(rgb, full_region)
             if ms is not None:
-                vrt = WarpedVRT(
-                    ms,
-                    crs=rgb.crs or ms.crs,
-                    transform=rgb.transform,
-                    width=rgb.width,
-                    height=rgb.height,
-                    resampling=Resampling.bilinear,
-                    add_alpha=True,  # pixels the MS raster does not cover are masked
-                )
-            return cls(rgb, ms, vrt, window, stats_window)
+                vrt = cls._warp_ms(ms, rgb)
+                if rgb_grid is not None:
+                    ms_grid = cls._warp_ms(ms, rgb_grid)
+            return cls(
+                rgb, ms, vrt, window, stats_window, rgb_grid=rgb_grid, ms_grid=ms_grid, scale=scale
+            )
         except Exception:
-            for ds in (vrt, ms, rgb):
+            for ds in (ms_grid, vrt, ms, rgb_grid, rgb):
                 if ds is not None:
                     ds.close()
             raise
+
+    @staticmethod
+    def _warp_ms(ms: rasterio.DatasetReader, onto: rasterio.DatasetReader | WarpedVRT) -> WarpedVRT:
+        """The multispectral raster warped (bilinear) onto the grid of ``onto``."""
+        return WarpedVRT(
+            ms,
+            crs=onto.crs or ms.crs,
+            transform=onto.transform,
+            width=onto.width,
+            height=onto.height,
+            resampling=Resampling.bilinear,
+            add_alpha=True,  # pixels the MS raster does not cover are masked
+        )
 
     @staticmethod
     def _bbox_in_crs(bbox: Bounds, bbox_crs: str | CRS | None, crs: CRS | None) -> Bounds:
         xmin, ymin, xmax, ymax = bbox
         if xmax <= xmin or ymax <= ymin:
             raise InputError(
-                f"The bounding box {tuple(bbox)} is empty; give XMIN,YMIN,XMAX,YMAX with XMIN < XMAX "
-                "and YMIN < YMAX."
+                f"The bounding box {tuple(bbox)} is empty; give XMIN,YMIN,XMAX,YMAX with "
+                "XMIN < XMAX and YMIN < YMAX."
             )
         if bbox_crs is None or crs is None or CRS.from_user_input(bbox_crs) == crs:
             return bbox
         return transform_bounds(CRS.from_user_input(bbox_crs), crs, *bbox, densify_pts=21)
 
     @staticmethod
-    def _window_for(ds: rasterio.DatasetReader, region: Bounds) -> Window:
+    def _window_for(ds: rasterio.DatasetReader | WarpedVRT, region: Bounds) -> Window:
         """The whole pixels of ``ds`` covering ``region`` (any transform orientation)."""
         left, bottom, right, top = region
         inverse = ~ds.transform
@@ -302,7 +385,8 @@ class RasterInputs:
         row1 = min(ds.height, int(math.ceil(max(rows) - 1e-6)))
         if col1 - col0 < 1 or row1 - row0 < 1:
             raise InputError(
-                "The requested extent covers no whole pixel of the RGB raster; give a larger extent."
+                "The requested extent covers no whole pixel of the RGB raster; give a larger "
+                "extent."
             )
         return Window(col0, row0, col1 - col0, row1 - row0)
 
@@ -312,6 +396,11 @@ class RasterInputs:
         """Channels ``read`` returns: 3 RGB bands, then the multispectral bands."""
         return 3 + self.ms_band_count
 
+    @property
+    def resampled(self) -> bool:
+        """Whether the grid is a resampled one (not the raster's own pixels)."""
+        return self.scale is not None
+
     def _abs(self, window: Window) -> Window:
         return Window(
             window.col_off + self._offset.col_off,
@@ -320,27 +409,37 @@ class RasterInputs:
             window.height,
         )
 
+    def _read_values(
+        self, rgb_ds, ms_ds, window: Window, out_shape: tuple[int, int] | None
+    ) -> np.ndarray:
+        rgb = _read_padded(rgb_ds, self._rgb_bands, window, out_shape)
+        if ms_ds is None:
+            return rgb
+        bands = list(range(1, self.ms_band_count + 1))
+        ms = _read_padded(ms_ds, bands, window, out_shape)
+        return np.concatenate([rgb, ms], axis=0)
+
+    def _read_valid(
+        self, rgb_ds, ms_ds, window: Window, out_shape: tuple[int, int] | None
+    ) -> np.ndarray:
+        masks = _read_padded(rgb_ds, self._rgb_bands, window, out_shape, masks=True)
+        valid = np.all(masks > 0, axis=0)
+        if ms_ds is not None:  # the warp's alpha band: 0 where the MS raster has no data
+            alpha = _read_padded(ms_ds, [self.ms_band_count + 1], window, out_shape)
+            valid &= alpha[0] > 0
+        return valid
+
     def read(self, window: Window, out_shape: tuple[int, int] | None = None) -> np.ndarray:
         """Raw values as float32 (C, h, w): RGB bands then multispectral bands.
 
         Pixels outside the raster read as 0 (and are invalid, see ``valid``). ``out_shape`` reads a
         decimated version of the window (for statistics).
         """
-        rgb = _read_padded(self._rgb, self._rgb_bands, self._abs(window), out_shape)
-        if self._ms_vrt is None:
-            return rgb
-        bands = list(range(1, self.ms_band_count + 1))
-        ms = _read_padded(self._ms_vrt, bands, self._abs(window), out_shape)
-        return np.concatenate([rgb, ms], axis=0)
+        return self._read_values(self._rgb_grid, self._ms_grid, self._abs(window), out_shape)
 
     def valid(self, window: Window, out_shape: tuple[int, int] | None = None) -> np.ndarray:
         """True where every RGB band (and the multispectral data, if any) holds data."""
-        win = self._abs(window)
-        masks = _read_padded(self._rgb, self._rgb_bands, win, out_shape, masks=True)
-        valid = np.all(masks > 0, axis=0)
-        if self._ms_vrt is not None:  # the warp's alpha band: 0 where the MS raster has no data
-            alpha = _read_padded(self._ms_vrt, [self.ms_band_count + 1], win, out_shape)
-            valid &= alpha[0] > 0
+        valid = self._read_valid(self._rgb_grid, self._ms_grid, self._abs(window), out_shape)
         if out_shape is None:  # pixels outside the grid are never valid
             inside = np.zeros_like(valid)
             r0, c0 = max(0, -int(window.row_off)), max(0, -int(window.col_off))
@@ -353,22 +452,20 @@ class RasterInputs:
     def read_overview(self, max_pixels: int = 1_048_576) -> tuple[np.ndarray, np.ndarray]:
         """The whole raster (RGB ∩ MS, ignoring the bbox), decimated to at most ``max_pixels``
         pixels: (values, valid). Normalisation statistics come from here, so results do not
-        depend on the extent the user picked."""
+        depend on the extent the user picked (nor on resampling: this reads the raster at its
+        own resolution)."""
         stats = self._stats_offset
         height, width = int(stats.height), int(stats.width)
         factor = max(1.0, math.sqrt(height * width / max_pixels))
         shape = (max(1, int(height / factor)), max(1, int(width / factor)))
-        window = Window(
-            stats.col_off - self._offset.col_off,
-            stats.row_off - self._offset.row_off,
-            width,
-            height,
+        return (
+            self._read_values(self._rgb, self._ms_vrt, stats, shape),
+            self._read_valid(self._rgb, self._ms_vrt, stats, shape),
         )
-        return self.read(window, out_shape=shape), self.valid(window, out_shape=shape)
 
     def close(self) -> None:
-        for ds in (self._ms_vrt, self._ms, self._rgb):
-            if ds is not None:
+        for ds in (self._ms_grid, self._ms_vrt, self._ms, self._rgb_grid, self._rgb):
+            if ds is not None and not ds.closed:
                 ds.close()
 
     def __enter__(self) -> RasterInputs:
@@ -376,3 +473,8 @@ class RasterInputs:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _has_alpha(ds: rasterio.DatasetReader) -> bool:
+    """Whether the dataset has an alpha band (a warp carries it over, adding one would fail)."""
+    return ColorInterp.alpha in ds.colorinterp

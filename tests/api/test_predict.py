@@ -161,3 +161,22 @@ def test_cancel_a_queued_and_a_running_job(client, model_file, tmp_path):
     assert client.post(f"/v1/jobs/{running}/cancel").json()["status"] == "cancelled"
     statuses = {j["id"]: j["status"] for j in client.get("/v1/jobs").json()}
     assert statuses == {running: "cancelled", queued: "cancelled"}
+
+
+def test_predict_options_resolution_and_tta(client, model_file, tmp_path):
+    img = rectangles_image(96, 128, [(10, 10, 40, 40)]).repeat(2, axis=1).repeat(2, axis=2)
+    rgb = write_raster(tmp_path / "fine.tif", img, origin=(683000.0, 7450000.0), pixel=0.25)
+    results = {}
+    for name, extra in {"default": {}, "native": {"native_resolution": True, "tta": True}}.items():
+        options = {"tile_size_px": 64, "overlap_px": 16, **extra}
+        response = client.post(
+            "/v1/jobs/predict", json={"rgb": str(rgb), "model": str(model_file), "options": options}
+        )
+        assert response.status_code == 202, response.text
+        job = wait_for(client, response.json()["id"])
+        assert job["status"] == "succeeded", job["error"]
+        results[name] = job["result"]
+    assert results["default"]["resampled"] and results["default"]["width_px"] == 128
+    assert not results["native"]["resampled"] and results["native"]["width_px"] == 256
+    bad = client.post("/v1/jobs/predict", json={"rgb": str(rgb), "options": {"tta": "sometimes"}})
+    assert bad.status_code == 422
