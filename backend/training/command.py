@@ -95,6 +95,14 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="encoder of a new model (default resnet_light; with --init "
         "the init model's encoder is used)",
     )
+    p.add_argument(
+        "--resolution-m",
+        type=float,
+        metavar="M",
+        help="ground resolution (metres per pixel) the model works at; every raster is read "
+        "resampled to it (default: the init model's with --init, else the median pixel size "
+        "of the rasters)",
+    )
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--steps-per-epoch", type=int, default=100)
     p.add_argument("--batch-size", type=int, default=8)
@@ -167,6 +175,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             out=args.out,
             init=args.init,
             encoder=args.encoder,
+            resolution_m=args.resolution_m,
             epochs=args.epochs,
             steps_per_epoch=args.steps_per_epoch,
             batch_size=args.batch_size,

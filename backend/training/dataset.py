@@ -5,6 +5,11 @@ layer of building footprints and optionally a training area (AOI) polygon layer.
 through :class:`~ternaus_backend.pipeline.raster.RasterInputs` and normalised with the model's
 :class:`~ternaus_backend.pipeline.normalize.Normalizer`, exactly as extraction will read it.
 
+Every source is read at one ground resolution, the model's (``resolution_m``): a raster of another
+pixel size is resampled on the fly as extraction does (:mod:`~ternaus_backend.pipeline.raster`,
+same tolerance, same grid), and the labels are rasterised on that grid. Scale jitter
+(:mod:`.augment`) then varies the resolution around the model's.
+
 Training rasters are held in memory (image, targets, weights). With a training area (AOI) only
 the bounding box of the AOI and the validation area, plus a margin of one crop size (so crops
 near the AOI edge see real context), is read; without one, the whole raster. A grid larger than
@@ -71,6 +76,7 @@ __all__ = [
     "val_tiles",
     "read_window",
     "describe_sources",
+    "native_resolution_m",
 ]
 
 #: Largest grid (pixels) a training source may have: about 12000 x 12000.
@@ -93,7 +99,7 @@ class TrainingSource(BaseModel):
 
 @dataclass
 class PreparedSource:
-    """A source loaded into memory on its processing grid.
+    """A source loaded into memory on its processing grid (at the model's resolution).
 
     ``image`` (C, H, W) float32, normalised (nodata pixels 0); ``target`` (2, H, W) uint8 (body,
     touching border); ``train_weight`` (H, W) float32; ``val_mask`` (H, W) bool;
@@ -112,6 +118,8 @@ class PreparedSource:
     resolution_m: float
     positive_train_px: int = 0
     labelled_px: int = 0
+    #: The raster was resampled to the wanted resolution (its own pixels differ from it).
+    resampled: bool = False
 
     @property
     def name(self) -> str:
@@ -223,9 +231,11 @@ def prepare_source(
     border_width_px: int = 3,
     allow_empty_labels: bool = False,
     margin_px: int = 256,
+    resolution_m: float | None = None,
 ) -> PreparedSource:
     """Read one source into memory: normalised image, targets, training weights, validation area.
 
+    ``resolution_m``: the ground resolution to read at (the model's; ``None``: the raster's own).
     With a training area only its bounding box (with the validation area's) plus ``margin_px``
     pixels (use the crop size) is read; the grid of the result is that cropped grid. Raises
     ``InputError`` for unreadable or too large rasters and areas that miss the raster, and
@@ -235,7 +245,7 @@ def prepare_source(
     aoi_polygons = val_polygons = None
     bbox: Bounds | None = None
     if source.aoi is not None:
-        with RasterInputs.open(source.rgb, source.ms) as full:
+        with RasterInputs.open(source.rgb, source.ms, resolution_m=resolution_m) as full:
             crs, full_grid = full.grid.crs, full.grid
         aoi_polygons = _read_area_polygons(source.aoi, crs, "training area")
         if source.val_aoi is not None:
@@ -244,7 +254,10 @@ def prepare_source(
             source, full_grid, [*aoi_polygons, *(val_polygons or [])], max(0, margin_px)
         )
 
-    with raster_env(), RasterInputs.open(source.rgb, source.ms, bbox=bbox) as inputs:
+    with (
+        raster_env(),
+        RasterInputs.open(source.rgb, source.ms, bbox=bbox, resolution_m=resolution_m) as inputs,
+    ):
         grid = inputs.grid
         height, width = grid.height, grid.width
         if height * width > MAX_TRAIN_PIXELS:
@@ -270,6 +283,7 @@ def prepare_source(
                 f"{side}x{side} px. {fix}"
             )
         normalizer = Normalizer.fit(normalization, inputs)  # whole-raster statistics
+        resampled = inputs.resampled
         window = Window(0, 0, width, height)
         valid = inputs.valid(window)
         image = normalizer(inputs.read(window))
@@ -341,6 +355,7 @@ def prepare_source(
         resolution_m=float(grid.pixel_size_m),
         positive_train_px=int(targets.body[train].sum()),
         labelled_px=labelled,
+        resampled=resampled,
     )
 
 
@@ -353,11 +368,13 @@ def prepare_sources(
     border_width_px: int = 3,
     allow_empty_labels: bool = False,
     margin_px: int = 256,
+    resolution_m: float | None = None,
     progress: ProgressCallback = no_progress,
     cancel: CancelToken | None = None,
 ) -> list[PreparedSource]:
     """Prepare every source and check they fit together (same bands, some labels, validation).
 
+    Every source is read at ``resolution_m`` (see :func:`prepare_source`).
     ``cancel`` is checked before each source (``CancelledError``).
     """
     if not sources:
@@ -377,6 +394,7 @@ def prepare_sources(
                 border_width_px=border_width_px,
                 allow_empty_labels=allow_empty_labels,
                 margin_px=margin_px,
+                resolution_m=resolution_m,
             )
         )
     if cancel is not None:
@@ -397,6 +415,16 @@ def prepare_sources(
     if not any(p.has_validation for p in prepared):
         raise InputError(_no_validation_message(sources))
     return prepared
+
+
+def native_resolution_m(sources: Sequence[TrainingSource]) -> float:
+    """The median ground pixel size (metres) of the sources' RGB rasters, at their own pixels:
+    the resolution of a new model when none is asked for."""
+    sizes = []
+    for source in sources:
+        with RasterInputs.open(source.rgb, source.ms) as inputs:
+            sizes.append(inputs.grid.pixel_size_m)
+    return round(float(np.median(sizes)), 4)
 
 
 def _no_validation_message(sources: Sequence[TrainingSource]) -> str:

@@ -170,11 +170,15 @@ def adapt_bands(model: nn.Module, old_bands: Sequence[str], new_bands: Sequence[
 
 def build_model(
     band_names: Sequence[str],
-    resolution_m: float,
+    resolution_m: float | None,
     init: Path | None = None,
     encoder: str | None = None,
 ) -> tuple[nn.Module, ModelMetadata, list[str]]:
-    """The network to train, its metadata and notes on how it was made (for logs, provenance)."""
+    """The network to train, its metadata and notes on how it was made (for logs, provenance).
+
+    ``resolution_m``: the ground resolution the model works at; ``None`` keeps the init model's
+    (a new model then gets 0, to be set by the caller).
+    """
     from ternaus_backend.models.model_file import load_model
     from ternaus_backend.models.registry import create_model
 
@@ -183,7 +187,7 @@ def build_model(
         name = encoder or DEFAULT_ENCODER
         model = create_model(name, in_channels=len(band_names))
         meta = scratch_metadata(
-            name, band_names, int(getattr(model, "num_filters", 32)), resolution_m
+            name, band_names, int(getattr(model, "num_filters", 32)), resolution_m or 0.0
         )
         notes.append(f"new {name} model with {len(band_names)} input bands")
         return model, meta, notes
@@ -213,6 +217,7 @@ def build_model(
         log.info(note)
         meta.band_names = list(band_names)
         meta.in_channels = len(band_names)
-    meta.resolution_m = resolution_m
+    if resolution_m is not None:
+        meta.resolution_m = resolution_m
     model.train()
     return model, meta, notes

@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from pydantic import BaseModel, Field, field_validator
 from torch import nn
@@ -45,6 +44,7 @@ from ternaus_backend.training.dataset import (
     TrainingSource,
     describe_sources,
     input_band_names,
+    native_resolution_m,
     prepare_sources,
 )
 from ternaus_backend.training.finetune import build_model
@@ -72,6 +72,9 @@ class TrainConfig(BaseModel):
     out: Path
     init: Path | None = None
     encoder: str | None = None  # default: resnet_light, or the init model's encoder
+    #: Ground resolution (m) every source is read at and the model works at. Default: the init
+    #: model's with --init (or the checkpoint's with --resume), else the median of the sources'.
+    resolution_m: float | None = Field(None, gt=0)
     epochs: int = Field(10, ge=1)
     steps_per_epoch: int = Field(100, ge=1)
     batch_size: int = Field(8, ge=1)
@@ -324,10 +327,19 @@ def train(
             )
         model = create_model_from_metadata(meta)
         model.load_state_dict(ckpt["model"])
+        _check_resume_resolution(config, meta, ckpt_path)
         notes = list(ckpt.get("notes", [])) + [f"resumed after epoch {ckpt['epoch']}"]
         init_provenance = ckpt.get("init_provenance")
     else:
-        model, meta, notes = build_model(band_names, 0.0, config.init, config.encoder)
+        model, meta, notes = build_model(
+            band_names, config.resolution_m, config.init, config.encoder
+        )
+        if meta.resolution_m <= 0:  # a new model (or an init model without a resolution)
+            meta.resolution_m = native_resolution_m(config.sources)
+            notes.append(
+                f"ground resolution {meta.resolution_m} m (the median pixel size of the "
+                "training rasters)"
+            )
         if config.init is not None:
             init_provenance = dict(meta.provenance)
         if config.name:
@@ -344,6 +356,7 @@ def train(
             border_width_px=config.border_width_px,
             allow_empty_labels=config.allow_empty_labels,
             margin_px=config.crop_px,
+            resolution_m=meta.resolution_m,
             progress=progress,
             cancel=cancel,
         )
@@ -352,7 +365,9 @@ def train(
             "Training was cancelled while reading the training data; nothing was written "
             "(earlier models and checkpoints are unchanged)."
         ) from exc
-    meta.resolution_m = round(float(np.median([s.resolution_m for s in sources])), 4)
+    resampled = [s.name for s in sources if s.resampled]
+    if resampled and ckpt is None:
+        notes.append(f"resampled to {meta.resolution_m} m: {', '.join(resampled)}")
     model.metadata = meta
     model.to(device).train()
 
@@ -518,6 +533,17 @@ def train(
         error.result = result  # type: ignore[attr-defined]
         raise error from exc
     return run.result("completed", crops_per_s)
+
+
+def _check_resume_resolution(config: TrainConfig, meta: ModelMetadata, ckpt_path: Path) -> None:
+    """A resumed run keeps its resolution; asking for another one is refused."""
+    wanted = config.resolution_m
+    if wanted is not None and abs(wanted - meta.resolution_m) > 1e-6 * max(wanted, 1.0):
+        raise InputError(
+            f"The checkpoint {ckpt_path.name} was trained at {meta.resolution_m} m, not "
+            f"--resolution-m {wanted}; resume without --resolution-m (or with the same value), "
+            "or train afresh."
+        )
 
 
 def _resumed_scheduler(

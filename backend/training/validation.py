@@ -7,7 +7,9 @@
   :func:`~ternaus_backend.pipeline.extract.extract` writes for the bounding box of each source's
   validation area, against the labels, both clipped to the validation area. Extraction takes its
   normalisation statistics from the whole raster (``RasterInputs.read_overview``), not from that
-  bounding box, exactly as training does, so the network sees the same values in both.
+  bounding box, exactly as training does, so the network sees the same values in both. Both read
+  the raster at the model's resolution (``metadata.resolution_m``) on the same resampled grid, and
+  the minimum building area is taken in pixels of that grid.
 """
 
 from __future__ import annotations

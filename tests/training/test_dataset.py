@@ -134,6 +134,23 @@ def test_source_masks_weights_and_automatic_validation_band(tmp_path: Path) -> N
     assert sum(t.sample.weight.sum() for t in tiles) == src.val_mask.sum()
 
 
+def test_source_is_read_at_the_wanted_resolution(tmp_path: Path) -> None:
+    rgb, labels = write_scene(tmp_path, 100, 80, [(10, 10, 20, 30), (60, 40, 75, 60)])
+    src = prepare_source(TrainingSource(rgb=rgb, labels=labels), NORM, seed=3, resolution_m=1.0)
+    assert src.resampled and src.image.shape == (3, 50, 40)
+    assert src.resolution_m == pytest.approx(1.0, rel=1e-4)
+    assert src.grid.transform.c == pytest.approx(X0) and src.grid.transform.f == pytest.approx(Y0)
+    # The labels are rasterised on the resampled grid: 4x fewer pixels, still on the roofs.
+    assert src.target[0].sum() == pytest.approx((10 * 20 + 15 * 20) / 4, abs=10)
+    roof = src.target[0] > 0
+    assert src.image[0][roof].min() > src.image[0][~roof].max()
+    same = prepare_source(TrainingSource(rgb=rgb, labels=labels), NORM, resolution_m=0.51)
+    assert not same.resampled and same.image.shape == (3, 100, 80)  # within the tolerance
+    assert dataset_module.native_resolution_m(
+        [TrainingSource(rgb=rgb, labels=labels)]
+    ) == pytest.approx(0.5, rel=1e-3)
+
+
 def test_labels_outside_the_training_area_are_ignored(tmp_path: Path) -> None:
     rgb, labels = write_scene(tmp_path, 64, 96, [(10, 5, 30, 25), (10, 60, 30, 80)])
     aoi = write_area(tmp_path / "aoi.geojson", px_box(0, 0, 64, 40))

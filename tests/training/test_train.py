@@ -85,6 +85,24 @@ def test_training_lowers_the_loss_and_the_model_extracts(scene, tmp_path: Path) 
     assert extracted.path.exists()
 
 
+def test_training_reads_at_the_asked_or_the_init_models_resolution(tmp_path: Path) -> None:
+    fine = make_scene(tmp_path / "fine", seed=5, size_px=192, resolution_m=0.25, with_ms=False)
+    sources = [TrainingSource(rgb=fine.rgb, labels=fine.labels)]
+    quick = dict(TINY, steps_per_epoch=1, batch_size=2, epochs=1)
+    first = tmp_path / "half.safetensors"
+    result = train(TrainConfig(sources=sources, out=first, resolution_m=0.5, **quick))
+    assert load_model(first).metadata.resolution_m == 0.5
+    assert any("resampled to 0.5 m" in note for note in result.notes)
+    # Fine-tuning keeps the init model's resolution (not the rasters' 0.25 m).
+    tuned = tmp_path / "tuned.safetensors"
+    train(TrainConfig(sources=sources, out=tuned, init=first, **quick))
+    assert load_model(tuned).metadata.resolution_m == 0.5
+    with pytest.raises(InputError, match="resolution"):
+        train(
+            TrainConfig(sources=sources, out=first, resume=True, resolution_m=0.3, epochs=2, **TINY)
+        )
+
+
 def test_fine_tuning_an_11_band_model_on_rgb(scene, tmp_path: Path) -> None:
     torch.manual_seed(0)
     net = create_model("resnet_light", in_channels=11)
