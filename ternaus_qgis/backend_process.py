@@ -148,10 +148,11 @@ class LocalBackend:
         self, report: Callable[[str], None], cancelled: Callable[[], bool]
     ) -> tuple[BackendClient, BackendInfo]:
         command, origin = find_backend_command()
+        self.stop()  # a dead process: forget its URL, close its log
         report(f"Starting the backend ({command})")
         log_dir = Path(tempfile.gettempdir()) / f"ternaus-qgis-{os.getpid()}"
         log_dir.mkdir(parents=True, exist_ok=True)
-        self._log_path = log_dir / "backend.log"
+        self._log_path = log_dir / f"backend-{self.restarts}.log"
         self._log_file = open(self._log_path, "w", encoding="utf-8")  # noqa: SIM115 (kept open)
         env = dict(os.environ, TERNAUS_TOKEN=self._token, TERNAUS_HOST="127.0.0.1")
         env.setdefault("PYTHONUNBUFFERED", "1")

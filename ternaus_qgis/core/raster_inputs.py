@@ -21,6 +21,7 @@ from typing import Any
 from qgis.core import (
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
+    QgsCoordinateTransformContext,
     QgsProject,
     QgsRasterBlockFeedback,
     QgsRasterFileWriter,
@@ -159,10 +160,16 @@ def materialize(
     if not pipe.set(raster.provider.clone()):
         raise LayerError(f"The {raster.role} layer '{raster.name}' cannot be exported.")
     feedback = QgsRasterBlockFeedback()
-    feedback.progressChanged.connect(lambda value: progress(float(value)))
-    watcher = _CancelBridge(feedback, cancelled)
-    error = writer.writeRaster(pipe, cols, rows, area, raster.crs, feedback)
-    watcher.stop()
+
+    def on_progress(value: float) -> None:  # called by the writer, in this thread, per block
+        progress(float(value))
+        if cancelled():
+            feedback.cancel()
+
+    feedback.progressChanged.connect(on_progress)
+    error = writer.writeRaster(
+        pipe, cols, rows, area, raster.crs, QgsCoordinateTransformContext(), feedback
+    )
     if cancelled() or feedback.isCanceled():
         out.unlink(missing_ok=True)
         raise CancelledByUser("Cancelled while exporting the layer.")
@@ -180,29 +187,6 @@ def materialize(
 def export_folder() -> Path:
     """Where exported layers go: a folder in QGIS's temporary folder for this process."""
     return Path(tempfile.gettempdir()) / "ternaus-qgis-exports"
-
-
-class _CancelBridge:
-    """Polls ``cancelled`` while the writer runs and cancels its feedback (the writer checks it
-    between blocks)."""
-
-    def __init__(self, feedback: QgsRasterBlockFeedback, cancelled: Callable[[], bool]) -> None:
-        import threading
-
-        self._stop = threading.Event()
-
-        def watch() -> None:
-            while not self._stop.wait(0.2):
-                if cancelled():
-                    feedback.cancel()
-                    return
-
-        self._thread = threading.Thread(target=watch, daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(1)
 
 
 def _safe(name: str) -> str:
