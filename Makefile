@@ -6,9 +6,9 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.setup-done
 export QT_QPA_PLATFORM := offscreen
 
-APT_PACKAGES := python3-qgis python3-venv python3-dev gcc g++
+APT_PACKAGES := python3-qgis python3-venv python3-dev gcc g++ qgis xvfb xauth zip unzip
 
-.PHONY: setup test test-fast demo bench train-default serve lint clean
+.PHONY: setup test test-fast demo bench train-default serve lint clean package deploy
 
 setup: $(STAMP)
 
@@ -45,8 +45,17 @@ bench: setup
 train-default: setup
 	PY=$(PY) scripts/train_default.sh resources/models/default.safetensors
 
+# The QGIS plugin zip (dist/ternaus_qgis-<version>.zip), and its installation into a QGIS profile
+# (PROFILE=default; PROFILES_PATH=<dir> for another profiles folder) with this checkout's backend.
+PROFILE ?= default
+package:
+	python3 scripts/package_plugin.py package
+
+deploy: setup
+	$(PY) scripts/package_plugin.py deploy --profile "$(PROFILE)" $(if $(PROFILES_PATH),--profiles-path "$(PROFILES_PATH)")
+
 lint: setup
 	$(VENV)/bin/ruff check backend tests ternaus_qgis
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache demo_out bench_out.json
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache demo_out bench_out.json
