@@ -67,3 +67,57 @@ def test_predict_without_model_uses_the_default(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1])["buildings"] > 0
+
+
+def _resampled_copy(src_path, dst_path, resolution_m: float):
+    """``src_path`` resampled (average) to ``resolution_m`` ground metres, same CRS and corner."""
+    import rasterio
+    from affine import Affine
+    from rasterio.enums import Resampling
+    from rasterio.warp import reproject
+
+    from ternaus_backend.pipeline.raster import RasterInputs
+
+    with RasterInputs.open(src_path) as inputs:
+        factor = resolution_m / inputs.grid.pixel_size_m
+    with rasterio.open(src_path) as src:
+        width, height = round(src.width / factor), round(src.height / factor)
+        profile = dict(src.profile, width=width, height=height)
+        profile["transform"] = src.transform * Affine.scale(src.width / width, src.height / height)
+        with rasterio.open(dst_path, "w", **profile) as dst:
+            for band in range(1, src.count + 1):
+                reproject(
+                    rasterio.band(src, band),
+                    rasterio.band(dst, band),
+                    resampling=Resampling.average,
+                )
+    return dst_path
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=False,
+    reason="the default model trained on Rio + synthetic scenes finds few, merged buildings on "
+    "the Banepa chips, and those are unstable: pooled F1 0.76 between the two resolutions",
+)
+def test_banepa_chips_at_0132_and_05_m_give_nearly_the_same_buildings(tmp_path):
+    from scripts.eval_real import banepa_val_chips, write_georeferenced_chip
+    from ternaus_backend.evaluation.spacenet import Scores, score
+    from ternaus_backend.vector_io import read_polygons
+
+    chips = banepa_val_chips(SHARED_DATA / "hotosm_oam" / "banepa_chips")
+    if not chips:
+        pytest.skip("shared Banepa chips not present")
+    model = load_model(DEFAULT_MODEL)
+    pooled = Scores()
+    for chip in chips:  # the 16 validation chips, each at 0.132 m and resampled to 0.5 m
+        fine = write_georeferenced_chip(chip, tmp_path / chip.name)
+        coarse = _resampled_copy(fine, tmp_path / f"{chip.stem}_05m.tif", 0.5)
+        found = []
+        for path in (fine, coarse):
+            result = extract(path, tmp_path / f"{path.stem}.gpkg", model=model)
+            assert result.resampled  # both read at the model's resolution
+            found.append(read_polygons(result.path) if result.count else [])
+        pooled = pooled + score(found[1], found[0])
+    assert pooled.tp > 20
+    assert pooled.f1 >= 0.8, pooled.to_dict()
