@@ -1,0 +1,72 @@
+"""scripts/eval_real.py: the Banepa validation split, chip georeferencing and the table."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.errors import NotGeoreferencedWarning
+from shapely.geometry import box
+
+from scripts.eval_real import (
+    Counts,
+    Row,
+    banepa_train_chips,
+    banepa_val_chips,
+    markdown,
+    tile_bounds,
+    write_chip_mosaic,
+    write_georeferenced_chip,
+)
+
+
+def fake_chips(folder, xs=range(386690, 386696), ys=range(220241, 220249)):
+    folder.mkdir()
+    for x in xs:
+        for y in ys:
+            path = folder / f"OAM-{x}-{y}-19.tif"
+            data = np.full((3, 8, 8), (x + y) % 255, np.uint8)
+            with warnings.catch_warnings():  # like the real chips: no georeferencing
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                with rasterio.open(
+                    path, "w", driver="GTiff", width=8, height=8, count=3, dtype="uint8"
+                ) as dst:
+                    dst.write(data)
+    return folder
+
+
+def test_banepa_validation_chips_are_the_easternmost_columns(tmp_path):
+    folder = fake_chips(tmp_path / "chips")
+    val = banepa_val_chips(folder)
+    assert len(val) == 16  # two of six columns: at least a quarter of the 48 chips
+    assert {p.name.split("-")[1] for p in val} == {"386694", "386695"}
+    train = banepa_train_chips(folder)
+    assert len(train) == 32 and not set(train) & set(val)
+    (tmp_path / "none").mkdir()
+    assert banepa_val_chips(tmp_path / "none") == []
+
+
+def test_chips_are_placed_on_their_web_map_tiles(tmp_path):
+    folder = fake_chips(tmp_path / "chips", xs=[386694, 386695], ys=[220241])
+    xmin, ymin, xmax, ymax = tile_bounds(386694, 220241, 19)
+    assert xmax - xmin == pytest.approx(76.437, abs=1e-3) == ymax - ymin
+    one = write_georeferenced_chip(folder / "OAM-386694-220241-19.tif", tmp_path / "one.tif")
+    with rasterio.open(one) as ds:
+        assert ds.crs.to_epsg() == 3857
+        assert tuple(ds.bounds) == pytest.approx((xmin, ymin, xmax, ymax))
+    mosaic, region = write_chip_mosaic(sorted(folder.glob("*.tif")), tmp_path / "mosaic.tif")
+    with rasterio.open(mosaic) as ds:
+        assert (ds.width, ds.height) == (16, 8)
+        assert ds.read_masks(1).all()
+    assert region.equals(box(xmin, ymin, xmin + 2 * (xmax - xmin), ymax))
+
+
+def test_the_table_puts_models_side_by_side():
+    row = Row("Rio", ["rio:img56"], results={"old": Counts(50, 100, 3, 1, 1, 4, 4)})
+    empty = Row("Rio empty", ["rio:img61"], True, {"old": Counts(0, 7, 0, 2, 0, 2, 0)})
+    table = markdown([row, empty], ["old", "new"])
+    assert "| Rio | pixel IoU | 0.500 | n/a |" in table
+    assert "|  | building F1 | 0.750 | n/a |" in table
+    assert "| Rio empty | false positives | 2 | n/a |" in table
