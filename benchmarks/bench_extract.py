@@ -43,7 +43,7 @@ def network_alone(model_path: str | None, rgb: Path, repeats: int = 1) -> dict:
     device = pick_device()
     model = load_bench_model(model_path, device)
     meta, opts = model.metadata, ExtractOptions()
-    with RasterInputs.open(rgb) as inputs:
+    with RasterInputs.open(rgb, resolution_m=meta.resolution_m) as inputs:  # extract's grid
         grid = window_grid(
             inputs.grid.height, inputs.grid.width, meta.tile_size_px, meta.overlap_px
         )

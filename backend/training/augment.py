@@ -2,8 +2,10 @@
 
 Overhead images have no "up": flips and 90-degree rotations are free, label-preserving variety.
 Sensors, seasons and processing change brightness and contrast per band, so those are jittered
-band by band (image only). A mild scale change (0.8-1.25) covers resolution differences; images
-are resampled bilinearly, targets and weights with nearest neighbour so they stay binary.
+band by band (image only). Sources are read at the model's resolution already; a mild scale
+change (0.8-1.25) around it covers the rest (imagery a little sharper or coarser than its nominal
+pixel size); images are resampled bilinearly, targets and weights with nearest neighbour so they
+stay binary.
 
 Everything works on numpy arrays of one sample: image (C, H, W) float32 (already normalised),
 target (K, H, W) and weight (H, W).
