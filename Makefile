@@ -8,7 +8,7 @@ export QT_QPA_PLATFORM := offscreen
 
 APT_PACKAGES := python3-qgis python3-venv python3-dev gcc g++ qgis xvfb xauth zip unzip
 
-.PHONY: setup test test-fast demo bench train-default serve lint clean package deploy
+.PHONY: setup test test-fast demo bench train-default serve lint clean package deploy screenshot
 
 setup: $(STAMP)
 
@@ -53,6 +53,10 @@ package:
 
 deploy: setup
 	$(PY) scripts/package_plugin.py deploy --profile "$(PROFILE)" $(if $(PROFILES_PATH),--profiles-path "$(PROFILES_PATH)")
+
+# The README's screenshot: the real QGIS desktop (Xvfb) with the packaged plugin, one extraction.
+screenshot: setup
+	TERNAUS_DESKTOP_SHOT=docs/qgis-desktop.png $(PY) -m pytest -q -s tests/qgis/test_desktop.py
 
 lint: setup
 	$(VENV)/bin/ruff check backend tests ternaus_qgis

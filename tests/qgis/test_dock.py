@@ -203,3 +203,46 @@ def test_vrt_and_geopackage_layers_are_exported(plugin, synthetic_scene, tmp_pat
     assert plugin.controller.last_error is None, plugin.controller.last_error.message
     (layer,) = result_layers(raster)
     assert layer.featureCount() > 5 and layer.crs() == raster.crs()
+
+
+def test_a_failed_job_shows_the_backends_message(iface, plugin, synthetic_scene):
+    from qgis.core import QgsRectangle
+
+    from ternaus_qgis.exceptions import BackendRequestError, JobFailedError
+
+    raster = add_raster(synthetic_scene)
+    plugin.dock.rgb_combo.setLayer(raster)
+    far = QgsRectangle(0, 0, 100, 100)  # in the raster's UTM CRS: far from the scene
+    plugin.dock.extent_widget.setOutputExtentFromUser(far, raster.crs())
+    click_extract(plugin)
+    wait_for_task(plugin)
+    error = plugin.controller.last_error
+    assert isinstance(error, (JobFailedError, BackendRequestError)), error
+    assert "overlap" in error.message.lower()
+    assert any("overlap" in text.lower() for text in bar_texts(iface))
+    assert result_layers(raster) == []
+
+
+def test_choices_persist_between_sessions(iface, plugin, synthetic_scene):
+    from ternaus_qgis.gui.dock import TernausDockWidget
+
+    raster = add_raster(synthetic_scene)
+    dock = plugin.dock
+    dock.rgb_combo.setLayer(raster)
+    dock.threshold_spin.setValue(0.55)
+    dock.min_area_spin.setValue(40)
+    dock.regularize_check.setChecked(True)
+    dock.tile_combo.setCurrentIndex(dock.tile_combo.findData(512))
+    dock.save_choices()
+    again = TernausDockWidget(iface.canvas)
+    assert again.threshold_spin.value() == pytest.approx(0.55)
+    assert again.min_area_spin.value() == 40
+    assert again.regularize_check.isChecked()
+    assert again.tile_combo.currentData() == 512
+    assert again.rgb_layer() is raster
+    options = again.options()
+    assert options["body_threshold"] == pytest.approx(0.55) and options["min_area_px"] == 40
+    assert options["tile_size_px"] == 512 and options["regularize"] is True
+    again.deleteLater()
+    for key in ("dock/threshold", "dock/min_area_px", "dock/regularize", "dock/tile_px"):
+        settings.set(key, settings.DEFAULTS[key])

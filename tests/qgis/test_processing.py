@@ -44,10 +44,9 @@ def test_processing_run_extracts_buildings(provider, project, synthetic_scene, t
 
 
 def test_processing_reports_a_clear_error(provider, project, tmp_path):
+    import numpy as np
     import processing
     from qgis.core import QgsProcessingException
-
-    import numpy as np
 
     from tests.helpers import write_raster
 
