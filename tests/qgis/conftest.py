@@ -118,6 +118,30 @@ def synthetic_scene(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_scene(folder, seed=3, size_px=512, with_ms=True).rgb
 
 
+def deploy_plugin(out_dir: Path, backend: Path) -> Path:
+    """``make deploy`` into a fresh profiles folder under ``out_dir``; returns the profiles folder
+    (the plugin is in ``profiles/default/python/plugins/ternaus_qgis``)."""
+    import subprocess
+
+    profiles = out_dir / "profiles"
+    script = REPO / "scripts" / "package_plugin.py"
+    subprocess.run(
+        [
+            "python3",
+            str(script),
+            "deploy",
+            "--out",
+            str(out_dir / "dist"),
+            "--profiles-path",
+            str(profiles),
+            "--backend",
+            str(backend),
+        ],
+        check=True,
+    )
+    return profiles
+
+
 def add_raster(path: Path, name: str = "scene") -> QgsRasterLayer:
     layer = QgsRasterLayer(str(path), name)
     assert layer.isValid(), path

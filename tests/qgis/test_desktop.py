@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO
+from .conftest import deploy_plugin
 
 pytestmark = [
     pytest.mark.slow,
@@ -26,21 +26,7 @@ DRIVER = Path(__file__).resolve().parent / "desktop" / "drive_qgis.py"
 
 def run_desktop(scene: Path, out_dir: Path, backend: Path) -> dict:
     """Install the packaged plugin into a fresh profile, run QGIS with the driver script."""
-    profiles = out_dir / "profiles"
-    subprocess.run(
-        [
-            "python3",
-            str(REPO / "scripts" / "package_plugin.py"),
-            "deploy",
-            "--out",
-            str(out_dir / "dist"),
-            "--profiles-path",
-            str(profiles),
-            "--backend",
-            str(backend),
-        ],
-        check=True,
-    )
+    profiles = deploy_plugin(out_dir, backend)
     report, shot = out_dir / "report.json", out_dir / "qgis-desktop.png"
     env = dict(
         os.environ,

@@ -14,7 +14,7 @@ from qgis.core import QgsApplication, QgsVectorLayer
 
 from tests.helpers import REPO
 
-from .conftest import add_raster
+from .conftest import add_raster, deploy_plugin
 
 
 @pytest.fixture
@@ -79,21 +79,7 @@ def test_package_holds_one_plugin_folder(plugin_zip):
 
 @pytest.mark.skipif(shutil.which("qgis_process") is None, reason="Debian package qgis missing")
 def test_qgis_process_runs_the_algorithm(plugin_zip, synthetic_scene, tmp_path, backend_command):
-    profiles = tmp_path / "profiles-root"
-    subprocess.run(
-        [
-            "python3",
-            str(REPO / "scripts" / "package_plugin.py"),
-            "deploy",
-            "--out",
-            str(tmp_path / "dist"),
-            "--profiles-path",
-            str(profiles),
-            "--backend",
-            str(backend_command),
-        ],
-        check=True,
-    )
+    profiles = deploy_plugin(tmp_path, backend_command)
     plugins = profiles / "profiles" / "default" / "python" / "plugins"
     env = dict(
         os.environ,
