@@ -4,7 +4,7 @@ For each hotosm_oam area, the validation area is the area's AOI clipped to one b
 ``--fraction`` of its bounding box, across its longer side, at the end (east or south). Whole areas
 of the scene stay out of training, never random pixels. Usage:
 
-    .venv/bin/python scripts/make_val_areas.py --data ../shared/data/hotosm_oam --out resources/training
+    .venv/bin/python scripts/make_val_areas.py --out resources/training
 """
 
 from __future__ import annotations
@@ -42,7 +42,9 @@ def main() -> None:
         geom = val_area(args.data / f"{area}_aoi.geojson", args.fraction)
         collection = {
             "type": "FeatureCollection",
-            "features": [{"type": "Feature", "properties": {"area": area}, "geometry": mapping(geom)}],
+            "features": [
+                {"type": "Feature", "properties": {"area": area}, "geometry": mapping(geom)}
+            ],
         }
         (args.out / f"{area}_val.geojson").write_text(json.dumps(collection))
         print(f"{area}: validation area {geom.area:.3g} deg^2")

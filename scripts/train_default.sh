@@ -1,31 +1,72 @@
 #!/usr/bin/env bash
-# Recipe of the embedded default model (make train-default): light encoder, RGB, 0.5 m.
-# 8 synthetic scenes + SpaceNet-1 Rio img50..55 (labelled) and img58..60 (building-free), read by
-# path from ../shared/data; img56, img57, img61, img62 stay held out for evaluation.
+# Recipe of the embedded default model (make train-default): resnet_light encoder, RGB, 0.2967 m
+# (the median ground pixel of the OAM mosaics; any other resolution is resampled to it).
+#
+# Data, read by path from ../shared/data (never copied): OpenAerialMap imagery (CC BY 4.0) with
+# OpenStreetMap buildings (ODbL) in hotosm_oam/, SpaceNet-1 Rio (CC BY-SA 4.0) building-free tiles.
+# Held out, never trained on: the validation areas resources/training/<area>_val.geojson (a quarter
+# of each OAM mosaic, at its east or south end), the 16 Banepa validation chips
+# (scripts/eval_real.py: banepa_val_chips), and Rio img56, img57, img61, img62.
+#
+# Stage 1: the four OAM mosaics inside their AOIs, fine-tuned from the previous default model
+#   (commit c60fddb: 0.46 m, synthetic scenes + Rio), at the mosaics' resolution.
+# Stage 2: stage 1's model fine-tuned on the same mosaics plus the 32 Banepa training chips
+#   (dense, touching roofs at 0.132 m, resampled) and the building-free Rio tiles img58..60
+#   (hard negatives at 0.5 m, resampled).
+# Then the instance thresholds are tuned on the Banepa training chips.
+#
+# Each stage keeps a resumable checkpoint (OUT.ckpt.pt). After an interruption, rerun with RESUME=1:
+# a finished stage is skipped, an unfinished one resumes where it stopped.
+# Figures: .venv/bin/python scripts/eval_real.py --model previous=... --model new=OUT
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 OUT=${1:-resources/models/default.safetensors}
-EPOCHS=${EPOCHS:-30}
-STEPS=${STEPS:-100}
+EPOCHS1=${EPOCHS1:-12}
+EPOCHS2=${EPOCHS2:-4}
+STEPS=${STEPS:-75}
 WORK=build/train-default
+OAM=../shared/data/hotosm_oam
 RIO=../shared/data/spacenet1_rio
-ID=013022223130_Public_img
-mkdir -p "$WORK" "$(dirname "$OUT")"
-$PY -m ternaus_backend.cli synth --out "$WORK/synth" --count 8 --seed 7 --size 512 --no-ms >/dev/null
-ARGS=()
-for f in "$WORK"/synth/*_rgb.tif; do ARGS+=(--rgb "$f" --labels "${f%_rgb.tif}_labels.geojson"); done
-if [ -d "$RIO" ]; then
-  for i in 50 51 52 53 54 55 58 59 60; do
-    ARGS+=(--rgb "$RIO/images/3band_$ID$i.tif" --labels "$RIO/derived_polygons/$ID${i}_mask_components.geojson")
-  done
-else
-  echo "note: $RIO not found; training on synthetic scenes only" >&2
+RIO_ID=013022223130_Public_img
+if [ ! -d "$OAM" ]; then
+  echo "error: $OAM not found: the default model is trained on ../shared/data" >&2
+  exit 2
 fi
-$PY -m ternaus_backend.cli train "${ARGS[@]}" --allow-empty-labels --encoder resnet_light \
-  --epochs "$EPOCHS" --steps-per-epoch "$STEPS" --batch-size 8 --crop 192 --lr 2e-3 --seed 0 \
+mkdir -p "$WORK" "$(dirname "$OUT")"
+RESUME_FLAG=()
+[ "${RESUME:-0}" = 1 ] && RESUME_FLAG=(--resume)
+TRAIN=(--allow-empty-labels --batch-size 8 --crop 192 --steps-per-epoch "$STEPS" --seed 0)
+
+OAM_ARGS=()
+for a in zanzibar kampala banepa_east nairobi; do
+  OAM_ARGS+=(--rgb "$OAM/${a}_rgb.tif" --labels "$OAM/${a}_buildings.geojson"
+             --aoi "$OAM/${a}_aoi.geojson" --val-aoi "resources/training/${a}_val.geojson")
+done
+
+if [ ! -f "$WORK/stage1.done" ]; then
+  # The previous default model, the starting point of stage 1.
+  [ -f "$WORK/init.safetensors" ] ||
+    git show c60fddb:resources/models/default.safetensors > "$WORK/init.safetensors"
+  $PY -m ternaus_backend.cli train "${OAM_ARGS[@]}" "${TRAIN[@]}" \
+    --init "$WORK/init.safetensors" --resolution-m 0.2967 --epochs "$EPOCHS1" --lr 2e-3 \
+    "${RESUME_FLAG[@]}" --out "$WORK/stage1.safetensors"
+  touch "$WORK/stage1.done"
+fi
+
+D="$WORK/data"
+$PY scripts/prepare_default_data.py --out "$D"
+EXTRA=(--rgb "$D/banepa_train.tif" --labels "$OAM/banepa_buildings.geojson"
+       --aoi "$D/banepa_train_aoi.geojson" --val-aoi "$D/banepa_train_val.geojson")
+for n in 58 59 60; do
+  EXTRA+=(--rgb "$RIO/images/3band_$RIO_ID$n.tif"
+          --labels "$RIO/derived_polygons/$RIO_ID${n}_mask_components.geojson"
+          --aoi "$D/rio_${n}_aoi.geojson" --val-aoi "$D/rio_${n}_val.geojson")
+done
+$PY -m ternaus_backend.cli train "${OAM_ARGS[@]}" "${EXTRA[@]}" "${TRAIN[@]}" \
+  --init "$WORK/stage1.safetensors" --epochs "$EPOCHS2" --lr 5e-4 "${RESUME_FLAG[@]}" \
   --out "$OUT"
-# Instance thresholds (body probability, minimum area) tuned on the same training rasters.
-TUNE=()
-for ((i = 0; i < ${#ARGS[@]}; i += 4)); do TUNE+=(--rgb "${ARGS[i+1]}" --labels "${ARGS[i+3]}"); done
-$PY scripts/tune_thresholds.py --model "$OUT" "${TUNE[@]}"
+
+# Instance thresholds (body probability, minimum area) tuned on the Banepa training chips.
+$PY scripts/tune_thresholds.py --model "$OUT" --rgb "$D/banepa_train.tif" \
+  --labels "$D/banepa_train_labels.geojson"
