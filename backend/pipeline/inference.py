@@ -45,8 +45,8 @@ def read_window(
     h = min(tile_h, inputs.grid.height - y0)
     w = min(tile_w, inputs.grid.width - x0)
     window = Window(x0, y0, w, h)
-    image = normalizer(inputs.read(window))
-    valid = inputs.valid(window)
+    raw, valid = inputs.read_masked(window)
+    image = normalizer(raw)
     image[:, ~valid] = 0.0
     if (h, w) != (tile_h, tile_w):
         pad = ((0, 0), (0, tile_h - h), (0, tile_w - w))

@@ -16,6 +16,11 @@ from ternaus_backend.errors import InputError
 from ternaus_backend.models.metadata import BandScaling, Normalization
 from ternaus_backend.pipeline.raster import RasterInputs
 
+NO_VALID_PIXELS = (
+    "The input holds no valid pixels (all nodata, masked, NaN or infinite); give a raster "
+    "that holds imagery, or another extent."
+)
+
 
 def _scale_terms(
     scaling: BandScaling, values: np.ndarray, valid: np.ndarray
@@ -26,9 +31,7 @@ def _scale_terms(
         return np.zeros(bands), np.full(bands, float(scaling.divisor))
     pixels = values[:, valid]
     if pixels.shape[1] == 0:
-        raise InputError(
-            "The input extent holds no valid pixels (all nodata); pick another extent."
-        )
+        raise InputError(NO_VALID_PIXELS)
     low, high = np.percentile(pixels, [scaling.low, scaling.high], axis=1)
     span = np.where(high - low > 0, high - low, 1.0)
     return low, span
@@ -55,6 +58,8 @@ class Normalizer:
                 f"input has {channels}; give the bands the model was made for (see `ternaus info "
                 "MODEL`) or use another model."
             )
+        if not valid.any():  # all nodata, masked, NaN or infinite
+            raise InputError(NO_VALID_PIXELS)
         low_rgb, span_rgb = _scale_terms(normalization.rgb, values[:rgb_bands], valid)
         lows, spans, clips = [low_rgb], [span_rgb], [normalization.rgb.clip] * rgb_bands
         if channels > rgb_bands:

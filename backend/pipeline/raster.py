@@ -420,26 +420,58 @@ class RasterInputs:
         return np.concatenate([rgb, ms], axis=0)
 
     def _read_valid(
-        self, rgb_ds, ms_ds, window: Window, out_shape: tuple[int, int] | None
+        self,
+        rgb_ds,
+        ms_ds,
+        window: Window,
+        out_shape: tuple[int, int] | None,
+        values: np.ndarray | None = None,
     ) -> np.ndarray:
+        """Masks (nodata, alpha, mask band, MS coverage) and finite values: NaN and +/-inf pixels
+        of float rasters count as nodata. ``values``: the raw values of the same window, if read."""
         masks = _read_padded(rgb_ds, self._rgb_bands, window, out_shape, masks=True)
         valid = np.all(masks > 0, axis=0)
         if ms_ds is not None:  # the warp's alpha band: 0 where the MS raster has no data
             alpha = _read_padded(ms_ds, [self.ms_band_count + 1], window, out_shape)
             valid &= alpha[0] > 0
+        if values is None and self._may_hold_non_finite:
+            values = self._read_values(rgb_ds, ms_ds, window, out_shape)
+        if values is not None:
+            valid &= np.isfinite(values).all(axis=0)
         return valid
+
+    @property
+    def _may_hold_non_finite(self) -> bool:
+        """Whether any band read is floating point (integers are always finite)."""
+        datasets = [(self._rgb, self._rgb_bands)]
+        if self._ms is not None:
+            datasets.append((self._ms, list(range(1, self.ms_band_count + 1))))
+        return any(np.dtype(ds.dtypes[i - 1]).kind in "fc" for ds, bands in datasets for i in bands)
 
     def read(self, window: Window, out_shape: tuple[int, int] | None = None) -> np.ndarray:
         """Raw values as float32 (C, h, w): RGB bands then multispectral bands.
 
-        Pixels outside the raster read as 0 (and are invalid, see ``valid``). ``out_shape`` reads a
-        decimated version of the window (for statistics).
+        Pixels outside the raster and non-finite values (NaN, +/-inf) read as 0 (and are invalid,
+        see ``valid``). ``out_shape`` reads a decimated version of the window (for statistics).
         """
-        return self._read_values(self._rgb_grid, self._ms_grid, self._abs(window), out_shape)
+        values = self._read_values(self._rgb_grid, self._ms_grid, self._abs(window), out_shape)
+        return _finite(values)
 
     def valid(self, window: Window, out_shape: tuple[int, int] | None = None) -> np.ndarray:
-        """True where every RGB band (and the multispectral data, if any) holds data."""
-        valid = self._read_valid(self._rgb_grid, self._ms_grid, self._abs(window), out_shape)
+        """True where every RGB band (and the multispectral data, if any) holds data: not nodata,
+        not masked, not NaN or infinite."""
+        return self.read_masked(window, out_shape, values=False)[1]
+
+    def read_masked(
+        self, window: Window, out_shape: tuple[int, int] | None = None, values: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(read(window), valid(window))`` from one read of the pixels (``values=False``:
+        the first item is None and values are read only when they may be non-finite)."""
+        window_abs = self._abs(window)
+        raw = None
+        if values or self._may_hold_non_finite:
+            raw = self._read_values(self._rgb_grid, self._ms_grid, window_abs, out_shape)
+        valid = self._read_valid(self._rgb_grid, self._ms_grid, window_abs, out_shape, raw)
         if out_shape is None:  # pixels outside the grid are never valid
             inside = np.zeros_like(valid)
             r0, c0 = max(0, -int(window.row_off)), max(0, -int(window.col_off))
@@ -447,21 +479,20 @@ class RasterInputs:
             c1 = min(valid.shape[1], self.grid.width - int(window.col_off))
             inside[r0:r1, c0:c1] = True
             valid &= inside
-        return valid
+        return (_finite(raw) if values else None), valid  # type: ignore[return-value]
 
     def read_overview(self, max_pixels: int = 1_048_576) -> tuple[np.ndarray, np.ndarray]:
         """The whole raster (RGB ∩ MS, ignoring the bbox), decimated to at most ``max_pixels``
         pixels: (values, valid). Normalisation statistics come from here, so results do not
         depend on the extent the user picked (nor on resampling: this reads the raster at its
-        own resolution)."""
+        own resolution). Non-finite pixels are invalid and read as 0."""
         stats = self._stats_offset
         height, width = int(stats.height), int(stats.width)
         factor = max(1.0, math.sqrt(height * width / max_pixels))
         shape = (max(1, int(height / factor)), max(1, int(width / factor)))
-        return (
-            self._read_values(self._rgb, self._ms_vrt, stats, shape),
-            self._read_valid(self._rgb, self._ms_vrt, stats, shape),
-        )
+        values = self._read_values(self._rgb, self._ms_vrt, stats, shape)
+        valid = self._read_valid(self._rgb, self._ms_vrt, stats, shape, values)
+        return _finite(values), valid
 
     def close(self) -> None:
         for ds in (self._ms_grid, self._ms_vrt, self._ms, self._rgb_grid, self._rgb):
@@ -473,6 +504,13 @@ class RasterInputs:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _finite(values: np.ndarray) -> np.ndarray:
+    """``values`` with NaN and +/-inf replaced by 0 (in place; those pixels are invalid)."""
+    if not np.isfinite(values).all():
+        np.nan_to_num(values, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+    return values
 
 
 def _has_alpha(ds: rasterio.DatasetReader) -> bool:

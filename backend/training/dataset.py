@@ -285,8 +285,8 @@ def prepare_source(
         normalizer = Normalizer.fit(normalization, inputs)  # whole-raster statistics
         resampled = inputs.resampled
         window = Window(0, 0, width, height)
-        valid = inputs.valid(window)
-        image = normalizer(inputs.read(window))
+        raw, valid = inputs.read_masked(window)  # NaN and +/-inf pixels are nodata
+        image = normalizer(raw)
     image[:, ~valid] = 0.0
     shape = (height, width)
     extent = _pixel_box(grid.transform, 0, 0, height, width)

@@ -234,3 +234,41 @@ def test_blending_leaves_no_step_at_window_seams(tmp_path):
     # cropping would jump by that much at a seam, blending spreads it over the 32 px overlap.
     window_bias_gap = 0.5 * (32 / 255) / 0.25
     assert step < window_bias_gap / 4, (step, window_bias_gap)
+
+
+def _percentile_model() -> ThresholdModel:
+    """A ThresholdModel whose RGB scaling comes from the raster's min/max (statistics)."""
+    from ternaus_backend.models.metadata import BandScaling
+
+    model = ThresholdModel()
+    model.metadata.normalization = model.metadata.normalization.model_copy(
+        update={"rgb": BandScaling(method="percentile", low=0, high=100)}
+    )
+    return model
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_pixels_count_as_nodata(tmp_path, bad):
+    """One NaN/inf pixel (and a NaN strip) must neither empty the result nor change it."""
+    boxes = [(10, 10, 40, 40), (60, 70, 90, 110)]
+    img = rectangles_image(100, 120, boxes).astype(np.float32)
+    clean = write_raster(tmp_path / "clean.tif", img)
+    img[:, 5, 5] = bad
+    img[0, 95:, :] = np.nan  # a strip along the bottom, away from the buildings
+    dirty = write_raster(tmp_path / "dirty.tif", img)
+    want = read_buildings(extract(clean, tmp_path / "a.gpkg", model=_percentile_model()).path)
+    got = read_buildings(extract(dirty, tmp_path / "b.gpkg", model=_percentile_model()).path)
+    assert len(got) == len(want) == 2
+    for (g, _), (w, _) in zip(
+        sorted(got, key=lambda b: b[0].bounds), sorted(want, key=lambda b: b[0].bounds), strict=True
+    ):
+        assert g.symmetric_difference(w).area < 0.05 * w.area
+
+
+def test_all_nan_raster_is_refused_like_an_all_nodata_one(tmp_path):
+    rgb = write_raster(tmp_path / "rgb.tif", np.full((3, 64, 64), np.nan, np.float32))
+    with pytest.raises(InputError, match="no valid pixels"):
+        extract(rgb, tmp_path / "out.gpkg", model=ThresholdModel())
+    nodata = write_raster(tmp_path / "nd.tif", np.zeros((3, 64, 64), np.uint8), nodata=0)
+    with pytest.raises(InputError, match="no valid pixels"):
+        extract(nodata, tmp_path / "out.gpkg", model=ThresholdModel())

@@ -164,3 +164,17 @@ def test_ms_pixels_outside_its_footprint_are_invalid(tmp_path):
         valid, values = r.valid(window), r.read(window)
         assert 0 < valid.sum() < valid.size
         assert np.all(values[3:, valid] > 0)  # every valid pixel has real MS data
+
+
+def test_non_finite_pixels_are_invalid(tmp_path):
+    data = np.full((3, 20, 20), 100, np.float32)
+    data[0, 2, 3] = np.nan
+    data[1, 7, 7] = np.inf
+    data[2, 9, 1] = -np.inf
+    rgb = write_raster(tmp_path / "rgb.tif", data)
+    with RasterInputs.open(rgb) as r:
+        valid = r.valid(Window(0, 0, 20, 20))
+        assert valid.sum() == 400 - 3
+        assert not valid[2, 3] and not valid[7, 7] and not valid[9, 1]
+        values, valid = r.read_overview()
+        assert valid.sum() == 400 - 3

@@ -373,3 +373,18 @@ def test_sources_with_different_bands_are_refused(tmp_path: Path) -> None:
     mixed = [TrainingSource(rgb=rgb, labels=labels), TrainingSource(rgb=rgb, ms=ms, labels=labels)]
     with pytest.raises(InputError, match="--ms"):
         train(TrainConfig(sources=mixed, out=tmp_path / "m.safetensors"))
+
+
+def test_non_finite_pixels_are_nodata_in_training(tmp_path: Path) -> None:
+    rgb, labels = write_scene(tmp_path, 100, 80, [(10, 10, 20, 30), (60, 40, 75, 60)])
+    with rasterio.open(rgb) as src:
+        img, profile = src.read().astype(np.float32), src.profile
+    img[:, 3, 3] = np.nan
+    img[1, 50, 50] = np.inf
+    profile.update(dtype="float32")
+    with rasterio.open(rgb, "w", **profile) as dst:
+        dst.write(img)
+    src = prepare_source(TrainingSource(rgb=rgb, labels=labels), NORM, seed=3)
+    assert np.isfinite(src.image).all()
+    assert src.train_weight[3, 3] == 0 and src.train_weight[50, 50] == 0
+    assert not src.val_mask[3, 3] and not src.val_mask[50, 50]
