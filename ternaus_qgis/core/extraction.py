@@ -9,7 +9,6 @@ algorithm) and returns an :class:`ExtractionResult`; result layers are then made
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,11 +16,10 @@ from typing import Any
 from qgis.core import QgsCoordinateReferenceSystem, QgsRectangle
 
 from ..backend_process import BackendConnection
-from ..exceptions import BackendUnreachableError, CancelledByUser, JobFailedError
+from ..exceptions import CancelledByUser
+from .jobs import Progress, follow_job
 from .raster_inputs import RasterInput, export_folder, materialize
 
-#: Seconds between two polls of a running job.
-POLL_INTERVAL_S = 0.4
 #: What the backend's stages mean to a user.
 STAGE_TEXT = {
     "queued": "Waiting for the backend",
@@ -34,6 +32,8 @@ STAGE_TEXT = {
     "write": "Writing polygons",
     "done": "Finishing",
 }
+#: Where each backend stage lies on the progress bar (percent); the network dominates.
+PREDICT_STAGE_SPAN = {"infer": (5.0, 85.0), "instances": (85.0, 97.0), "done": (97.0, 100.0)}
 
 
 @dataclass
@@ -64,15 +64,6 @@ class ExtractionResult:
     device: str
     summary: dict[str, Any]
     request: ExtractionRequest
-
-
-@dataclass
-class Progress:
-    """Progress callbacks of the caller (a task or Processing feedback)."""
-
-    report: Callable[[float, str], None]  # percent 0-100, stage text
-    cancelled: Callable[[], bool]
-    log: Callable[[str], None] = lambda _text: None
 
 
 def bbox_crs_text(crs: QgsCoordinateReferenceSystem) -> str:
@@ -131,7 +122,7 @@ def run_extraction(
     request.out_path.parent.mkdir(parents=True, exist_ok=True)
     job = client.submit_predict(build_payload(request, paths[0], paths[1]))
     progress.log(f"Backend job {job['id']} on {info.device_text}")
-    job = _follow(client, backend, job, progress)
+    job = follow_job(client, backend, job, progress, STAGE_TEXT, PREDICT_STAGE_SPAN)
     summary = job.get("result") or {}
     out = Path(summary.get("out") or request.out_path)
     return ExtractionResult(
@@ -143,79 +134,6 @@ def run_extraction(
         summary=summary,
         request=request,
     )
-
-
-def _follow(client, backend: BackendConnection, job: dict, progress: Progress) -> dict:
-    """Poll a job until it ends; cancel it when the user cancels. Returns the finished job."""
-    job_id = job["id"]
-    job_started = time.monotonic()
-    while True:
-        if progress.cancelled():
-            _cancel_job(client, job_id)
-            raise CancelledByUser("Extraction cancelled; nothing was added.")
-        try:
-            job = client.job(job_id)
-        except BackendUnreachableError as error:
-            death = backend.describe_death()
-            if death:
-                raise BackendUnreachableError(
-                    f"{death} The extraction was lost; press Extract to run it again.",
-                    details=backend.local.log_tail(),
-                ) from None
-            raise error
-        status = job["status"]
-        if status == "succeeded":
-            progress.report(100.0, "Done")
-            return job
-        if status == "failed":
-            error = job.get("error") or {}
-            raise JobFailedError(
-                error.get("message") or "The extraction failed in the backend.",
-                details=error.get("details"),
-            )
-        if status == "cancelled":
-            raise CancelledByUser("The extraction was cancelled in the backend.")
-        _report_job(job, job_started, progress)
-        time.sleep(POLL_INTERVAL_S)
-
-
-def _report_job(job: dict, started: float, progress: Progress) -> None:
-    state = job.get("progress") or {}
-    stage = state.get("stage") or job["status"]
-    fraction = float(state.get("fraction") or 0.0)
-    # Network inference dominates; instances and polygons follow it.
-    weights = {"infer": (5.0, 85.0), "instances": (85.0, 97.0), "done": (97.0, 100.0)}
-    low, high = weights.get(stage, (5.0, 5.0))
-    percent = low + (high - low) * fraction
-    text = STAGE_TEXT.get(stage, stage.capitalize())
-    elapsed = time.monotonic() - started
-    if percent > 10 and elapsed > 2:
-        remaining = elapsed * (100.0 - percent) / max(percent - 5.0, 1e-6)
-        text += f" (about {format_seconds(remaining)} left)"
-    progress.report(percent, text)
-
-
-def format_seconds(seconds: float) -> str:
-    """``"45 s"``, ``"3 min"``, ``"1 h 05 min"``."""
-    if seconds < 90:
-        return f"{max(1, round(seconds))} s"
-    if seconds < 3600:
-        return f"{round(seconds / 60)} min"
-    hours, minutes = divmod(round(seconds / 60), 60)
-    return f"{hours} h {minutes:02d} min"
-
-
-def _cancel_job(client, job_id: str, wait_s: float = 15.0) -> None:
-    """Ask the backend to cancel, and wait (briefly) until it has stopped."""
-    try:
-        client.cancel(job_id)
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline:
-            if client.job(job_id)["status"] in ("cancelled", "failed", "succeeded"):
-                return
-            time.sleep(0.2)
-    except Exception:  # noqa: BLE001 - a cancel that cannot reach the backend is still a cancel
-        return
 
 
 def _check_cancel(progress: Progress) -> None:

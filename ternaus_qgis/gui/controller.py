@@ -22,7 +22,8 @@ from qgis.PyQt.QtWidgets import QFileDialog, QMessageBox
 from .. import settings
 from ..backend_process import BackendConnection
 from ..core import result_layers
-from ..core.extraction import ExtractionRequest, ExtractionResult, format_seconds
+from ..core.extraction import ExtractionRequest, ExtractionResult
+from ..core.jobs import format_seconds
 from ..core.models import choices_from_infos, model_problem
 from ..core.raster_inputs import raster_input
 from ..exceptions import BackendUnreachableError, LayerError, TernausPluginError

@@ -20,7 +20,8 @@ from qgis.core import (
 )
 
 from ..backend_process import connection
-from ..core.extraction import ExtractionRequest, Progress, run_extraction
+from ..core.extraction import ExtractionRequest, run_extraction
+from ..core.jobs import Progress
 from ..core.raster_inputs import raster_input
 from ..exceptions import TernausPluginError
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..backend_process import BackendConnection
-from ..core.extraction import ExtractionRequest, ExtractionResult, Progress, run_extraction
+from ..core.extraction import ExtractionRequest, ExtractionResult, run_extraction
+from ..core.jobs import Progress
 from .base import TernausTask, log
 
 
