@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
 from pathlib import Path
 
 import fiona
@@ -143,8 +144,10 @@ def finish_polygons(
 class BuildingWriter:
     """Streams building polygons into a GeoPackage layer.
 
-    Writes to ``<out stem>.partial.gpkg`` and moves it over ``out`` only in ``commit()``, so an earlier result
-    at ``out`` survives a failed or cancelled run.
+    Writes to a hidden temporary with a unique name in the output's folder
+    (``.<out stem>.XXXX.partial.gpkg``) and moves it over ``out`` atomically only in ``commit()``,
+    so an earlier result at ``out`` survives a failed or cancelled run, a user's own files are
+    never touched, and two runs writing to one output each leave a whole file (the last one wins).
     """
 
     def __init__(self, out: str | Path, crs: CRS | None) -> None:
@@ -157,17 +160,25 @@ class BuildingWriter:
             )
         self.crs = crs
         self._measure = GroundMeasure(crs)
-        self.partial = self.out.with_name(self.out.stem + ".partial.gpkg")
-        if self.partial.exists():
-            self.partial.unlink()
-        self._sink = fiona.open(
-            self.partial,
-            "w",
-            driver="GPKG",
-            layer=LAYER_NAME,
-            schema=SCHEMA,
-            crs_wkt=crs.to_wkt() if crs is not None else None,
+        handle, name = tempfile.mkstemp(
+            prefix=f".{self.out.stem}.", suffix=".partial.gpkg", dir=self.out.parent
         )
+        os.close(handle)
+        self.partial = Path(name)
+        # The GPKG driver creates its file itself: free the unique name just reserved.
+        self.partial.unlink()
+        try:
+            self._sink = fiona.open(
+                self.partial,
+                "w",
+                driver="GPKG",
+                layer=LAYER_NAME,
+                schema=SCHEMA,
+                crs_wkt=crs.to_wkt() if crs is not None else None,
+            )
+        except BaseException:
+            self.partial.unlink(missing_ok=True)
+            raise
         self.count = 0
 
     def write(self, polygons: list[Polygon], confidences: list[float]) -> None:
@@ -190,11 +201,16 @@ class BuildingWriter:
             self._sink.writerecords(records)
 
     def commit(self) -> Path:
-        self._sink.close()
-        os.replace(self.partial, self.out)
+        try:
+            self._sink.close()
+            os.replace(self.partial, self.out)
+        except BaseException:
+            self.partial.unlink(missing_ok=True)
+            raise
         return self.out
 
     def abort(self) -> None:
-        self._sink.close()
-        if self.partial.exists():
-            self.partial.unlink()
+        try:
+            self._sink.close()
+        finally:
+            self.partial.unlink(missing_ok=True)
