@@ -203,10 +203,12 @@ def write_polygons(
     crs: Any,
     properties: Sequence[dict[str, Any]] | None = None,
     layer: str | None = None,
+    add_layer: bool = False,
 ) -> Path:
     """Write (Multi)Polygons with optional properties; the driver comes from the suffix.
 
-    Supported suffixes: .gpkg, .geojson/.json, .shp. An existing file is replaced.
+    Supported suffixes: .gpkg, .geojson/.json, .shp. An existing file is replaced, unless
+    ``add_layer`` (GeoPackage): then ``layer`` is added to it.
     """
     path = Path(path)
     driver = DRIVERS_BY_SUFFIX.get(path.suffix.lower())
@@ -222,7 +224,7 @@ def write_polygons(
     rows = [dict(p) for p in properties] if properties is not None else [{} for _ in polygons]
     geom_type, geoms = _common_geometry_type(polygons)
     schema = {"geometry": geom_type, "properties": _property_schema(rows)}
-    if path.exists() and driver != "ESRI Shapefile":
+    if path.exists() and driver != "ESRI Shapefile" and not add_layer:
         path.unlink()
     path.parent.mkdir(parents=True, exist_ok=True)
     crs_wkt = to_crs(crs).to_wkt()

@@ -19,6 +19,7 @@ from ternaus_backend.progress import ProgressEvent
 from ternaus_backend.settings import Settings
 
 PREDICT_OUTPUT = "buildings.gpkg"
+EVALUATE_OUTPUT = "evaluation.gpkg"
 TRAIN_OUTPUT = "model.safetensors"
 
 
@@ -144,26 +145,36 @@ def predict_job(request: PredictRequest, settings: Settings) -> JobFunction:
 
 
 def evaluate_job(request: EvaluateRequest) -> JobFunction:
-    """Checks an evaluate request; the job scores the files by the SpaceNet rules."""
-    from ternaus_backend.evaluation.spacenet import evaluate_files
+    """Checks an evaluate request; the job scores the files by the SpaceNet rules and writes
+    the error layers (``result`` with ``match`` and ``iou``, ``missed``)."""
+    from ternaus_backend.evaluation.error_layers import evaluate_layers
 
     pred = existing_file(request.pred, "prediction file")
     truth = existing_file(request.truth, "ground-truth file")
+    area = existing_file(request.area, "area file") if request.area is not None else None
+    out = output_file(request.out, "error layers GeoPackage", ".gpkg")
 
     def run(context: JobContext) -> JobOutcome:
         context.cancel.raise_if_cancelled()
         context.progress(ProgressEvent("evaluate", 0, 1))
-        scores = evaluate_files(
-            pred, truth, iou_threshold=request.iou_threshold, min_area=request.min_area
+        target = out or context.work_dir / EVALUATE_OUTPUT
+        evaluation = evaluate_layers(
+            pred, truth, target, area, request.iou_threshold, request.min_area
         )
         context.progress(ProgressEvent("evaluate", 1, 1))
         return JobOutcome(
             {
-                **scores.to_dict(),
+                **evaluation.scores.to_dict(),
                 "pred": pred,
                 "truth": truth,
+                "area": area,
                 "iou_threshold": request.iou_threshold,
-            }
+                "results_scored": evaluation.results_scored,
+                "references_scored": evaluation.references_scored,
+                "out": evaluation.out,
+                "layers": ["result", "missed"],
+            },
+            file=evaluation.out,
         )
 
     return run

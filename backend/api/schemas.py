@@ -145,6 +145,14 @@ class EvaluateRequest(BaseModel):
     min_area: float = Field(
         0.0, ge=0, description="ignore polygons smaller than this (in CRS units squared)"
     )
+    area: Path | None = Field(
+        None, description="score only polygons that intersect this area's polygons"
+    )
+    out: Path | None = Field(
+        None,
+        description="GeoPackage for the error layers 'result' (match, iou) and 'missed'; "
+        "default: a file in the job's folder",
+    )
 
 
 class TrainRequest(TrainConfig):

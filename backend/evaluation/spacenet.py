@@ -32,7 +32,7 @@ from shapely.errors import GEOSException
 from shapely.geometry.base import BaseGeometry
 
 from ternaus_backend.errors import InputError
-from ternaus_backend.vector_io import read_features, to_crs
+from ternaus_backend.vector_io import VectorData, read_features, to_crs
 
 __all__ = [
     "Scores",
@@ -440,6 +440,17 @@ def match_files(
     of invalid proposals). A ``confidence`` (or ``conf``) property, any case, orders the
     proposals.
     """
+    preds, truth = read_pair(pred_path, truth_path)
+    confidences = _file_confidences(preds.properties, Path(pred_path))
+    return match(preds.geometries, truth.geometries, confidences, iou_threshold, min_area)
+
+
+def read_pair(pred_path: str | Path, truth_path: str | Path) -> tuple[VectorData, VectorData]:
+    """Predictions and ground truth in one CRS, for matching.
+
+    Predictions are reprojected to the ground truth's CRS; when that CRS is geographic, both are
+    projected to a local equal-area CRS, so that IoU and areas are in metres.
+    """
     truth = read_features(truth_path)
     if truth.crs is None:
         preds = read_features(pred_path)
@@ -448,12 +459,14 @@ def match_files(
                 f"{Path(truth_path).name} declares no CRS but the predictions do: assign the "
                 "ground truth its CRS (QGIS: Layer > Set CRS, then save) and try again."
             )
-    else:
-        work_crs = _metric_crs(to_crs(truth.crs), truth.geometries)
-        truth = read_features(truth_path, dst_crs=work_crs)
-        preds = read_features(pred_path, dst_crs=work_crs)
-    confidences = _file_confidences(preds.properties, Path(pred_path))
-    return match(preds.geometries, truth.geometries, confidences, iou_threshold, min_area)
+        return preds, truth
+    work_crs = _metric_crs(to_crs(truth.crs), truth.geometries)
+    return read_features(pred_path, dst_crs=work_crs), read_features(truth_path, dst_crs=work_crs)
+
+
+def file_confidences(preds: VectorData, path: str | Path) -> np.ndarray | None:
+    """The proposals' confidences from a ``confidence`` (or ``conf``) property, if any."""
+    return _file_confidences(preds.properties, Path(path))
 
 
 def evaluate_files(

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import fiona
 import pytest
+from shapely.geometry import shape
 
 from ternaus_backend.synthetic import make_scene
 from tests.api.conftest import wait_for
@@ -43,8 +45,31 @@ def test_evaluate_job_counts_tp_fp_fn(client, tmp_path):
     result = job["result"]
     assert (result["tp"], result["fp"], result["fn"]) == (2, 1, 1)
     assert result["precision"] == pytest.approx(2 / 3) and result["f1"] == pytest.approx(2 / 3)
-    assert job["result_url"] is None
-    assert client.get(f"/v1/jobs/{job['id']}/result").json()["tp"] == 2
+    # The error layers: each result with its match and IoU, and the missed reference building.
+    assert job["result_url"] == f"/v1/jobs/{job['id']}/result"
+    download = tmp_path / "errors.gpkg"
+    download.write_bytes(client.get(job["result_url"]).content)
+    assert sorted(fiona.listlayers(download)) == ["missed", "result"]
+    with fiona.open(download, layer="result") as layer:
+        rows = [dict(f.properties) for f in layer]
+        assert layer.crs.to_epsg() == 32723
+    assert [r["match"] for r in rows] == ["true positive", "true positive", "false positive"]
+    assert rows[1]["iou"] == pytest.approx(90 / 110, abs=1e-3) and rows[2]["iou"] == 0
+    with fiona.open(download, layer="missed") as layer:
+        (missed,) = list(layer)
+    assert shape(missed.geometry).centroid.x == pytest.approx(x0 + 105)
+
+
+def test_evaluate_inside_an_area(client, tmp_path):
+    x0, y0 = 500000.0, 7450000.0
+    truth = geojson(tmp_path / "t.geojson", [square(x0, y0, 10), square(x0 + 500, y0, 10)])
+    pred = geojson(tmp_path / "p.geojson", [square(x0, y0, 10), square(x0 + 800, y0, 10)])
+    area = geojson(tmp_path / "a.geojson", [square(x0 - 20, y0 - 20, 60)])
+    body = {"pred": str(pred), "truth": str(truth), "area": str(area)}
+    job = wait_for(client, client.post("/v1/jobs/evaluate", json=body).json()["id"])
+    result = job["result"]
+    assert (result["tp"], result["fp"], result["fn"]) == (1, 0, 0)
+    assert result["results_scored"] == 1 and result["references_scored"] == 1
 
 
 def test_evaluate_refuses_missing_files_and_fails_on_unreadable_ones(client, tmp_path):
