@@ -95,6 +95,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             bbox_crs=args.bbox_crs,
             options=options,
             progress=bars,
+            overwrite=args.overwrite,
         )
     finally:
         bars.close()
@@ -166,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bbox", type=parse_bbox, help="XMIN,YMIN,XMAX,YMAX (in the RGB raster's CRS)")
     p.add_argument("--bbox-crs", help="CRS of --bbox if not the raster's, e.g. EPSG:4326")
     p.add_argument("--out", required=True, help="output GeoPackage (*.gpkg)")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace --out if it exists (default: refuse)"
+    )
     p.add_argument("--tile", type=int, help="window size in px (multiple of 32)")
     p.add_argument("--overlap", type=int, help="window overlap in px")
     p.add_argument("--batch-size", type=int, default=4)
@@ -251,6 +255,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ternaus: error: {exc.message}", file=sys.stderr)
         if args.verbose and exc.details:
             print(exc.details, file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as exc:  # a full disk, a read-only folder: the user's to fix
+        from ternaus_backend.outputs import os_error
+
+        error = os_error(exc)
+        print(f"ternaus: error: {error.message}", file=sys.stderr)
+        if args.verbose:
+            print(error.details, file=sys.stderr)
         return EXIT_USER_ERROR
     except Exception as exc:  # a bug or an unforeseen input: one line unless --verbose
         if args.verbose:

@@ -15,6 +15,7 @@ from ternaus_backend.api.jobs import JobContext, JobFunction, JobOutcome
 from ternaus_backend.api.schemas import EvaluateRequest, PredictRequest, TrainRequest
 from ternaus_backend.device import pick_device
 from ternaus_backend.errors import CancelledError, InputError, ModelError
+from ternaus_backend.outputs import check_output
 from ternaus_backend.progress import ProgressEvent
 from ternaus_backend.settings import Settings
 
@@ -43,8 +44,9 @@ def existing_file(path: Path, role: str) -> Path:
     return full
 
 
-def output_file(path: Path | None, role: str, suffix: str) -> Path | None:
-    """The absolute output path (None stays None); its folder must exist."""
+def output_file(path: Path | None, role: str, suffix: str, overwrite: bool = True) -> Path | None:
+    """The absolute output path (None stays None); its folder must exist and be writable, and an
+    existing file is refused unless ``overwrite``."""
     if path is None:
         return None
     full = absolute(path)
@@ -54,7 +56,7 @@ def output_file(path: Path | None, role: str, suffix: str) -> Path | None:
         raise InputError(f"The folder of the {role} {full.parent} does not exist; create it first.")
     if full.is_dir():
         raise InputError(f"The {role} {full} is a folder; give a file name ending in {suffix}.")
-    return full
+    return check_output(full, suffix=suffix, kind=role, overwrite=overwrite)
 
 
 def default_model(settings: Settings) -> Path:
@@ -92,7 +94,7 @@ def predict_job(request: PredictRequest, settings: Settings) -> JobFunction:
         if request.model is not None
         else default_model(settings)
     )
-    out = output_file(request.out, "output GeoPackage", ".gpkg")
+    out = output_file(request.out, "output GeoPackage", ".gpkg", overwrite=request.overwrite)
     opts = request.options
     pick_device(opts.device)
     options = ExtractOptions(
@@ -121,6 +123,7 @@ def predict_job(request: PredictRequest, settings: Settings) -> JobFunction:
             progress=context.progress,
             cancel=context.cancel,
             work_dir=context.work_dir,
+            overwrite=request.overwrite or out is None,
         )
         summary = {
             "out": result.path,
@@ -212,7 +215,9 @@ def train_job(request: TrainRequest) -> JobFunction:
             )
         )
     init = existing_file(request.init, "model to fine-tune") if request.init is not None else None
-    out = output_file(request.out, "model file", ".safetensors")
+    out = output_file(
+        request.out, "model file", ".safetensors", overwrite=request.overwrite or request.resume
+    )
     if request.resume and out is None:
         raise InputError("'resume' continues an earlier run: send 'out', that run's model path.")
     pick_device(request.device)

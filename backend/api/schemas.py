@@ -122,6 +122,7 @@ class PredictRequest(BaseModel):
     out: Path | None = Field(
         None, description="output GeoPackage (*.gpkg); default: a file in the job's folder"
     )
+    overwrite: bool = Field(False, description="replace 'out' if it exists (default: refuse)")
     options: PredictOptions = Field(default_factory=PredictOptions)
 
     @field_validator("bbox")

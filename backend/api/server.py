@@ -9,8 +9,10 @@ import socket
 import threading
 import time
 
+from pydantic import ValidationError
+
 from ternaus_backend.api.security import is_loopback
-from ternaus_backend.errors import TernausError
+from ternaus_backend.errors import InputError, TernausError
 from ternaus_backend.settings import Settings
 
 
@@ -41,7 +43,16 @@ def make_settings(
 ) -> Settings:
     """Settings from the environment, with the given (non-None) values taking precedence."""
     given = {"host": host, "port": port, "token": token}
-    return Settings(**{key: value for key, value in given.items() if value is not None})
+    try:
+        return Settings(**{key: value for key, value in given.items() if value is not None})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = ".".join(str(p) for p in first.get("loc", ())) or "setting"
+        raise InputError(
+            f"Invalid {name} {first.get('input')!r}: {first.get('msg')} (--{name} or "
+            f"TERNAUS_{name.upper()}); the port is a number from 0 to 65535.",
+            details=str(exc),
+        ) from exc
 
 
 def pid_alive(pid: int) -> bool:

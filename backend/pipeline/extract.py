@@ -23,6 +23,7 @@ import torch
 from ternaus_backend.device import pick_device
 from ternaus_backend.errors import InputError, ModelError
 from ternaus_backend.models.metadata import MS_BANDS, ModelMetadata, Thresholds
+from ternaus_backend.outputs import check_output, os_error
 from ternaus_backend.pipeline.inference import predict_probabilities
 from ternaus_backend.pipeline.instances import find_instances
 from ternaus_backend.pipeline.normalize import Normalizer
@@ -167,8 +168,14 @@ def extract(
     progress: ProgressCallback = no_progress,
     cancel: CancelToken | None = None,
     work_dir: str | Path | None = None,
+    overwrite: bool = True,
 ) -> ExtractResult:
-    """Extracts building polygons from ``rgb`` (+ ``ms``) into the GeoPackage ``out``."""
+    """Extracts building polygons from ``rgb`` (+ ``ms``) into the GeoPackage ``out``.
+
+    ``overwrite=False`` refuses an existing ``out`` (the CLI and the HTTP API pass the user's
+    ``--overwrite`` / ``"overwrite"``); the output is checked before anything is read or run.
+    """
+    out = check_output(out, suffix=".gpkg", kind="GeoPackage", overwrite=overwrite)
     opts = options or ExtractOptions()
     started = time.perf_counter()
     device = pick_device(opts.device)
@@ -253,7 +260,10 @@ def _extract(
     except BaseException:
         writer.abort()
         raise
-    path = writer.commit()
+    try:
+        path = writer.commit()
+    except OSError as exc:
+        raise os_error(exc, out) from exc
     progress(ProgressEvent("done", writer.count, writer.count))
     return ExtractResult(
         path=path,

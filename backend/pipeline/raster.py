@@ -28,7 +28,7 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
-from rasterio.errors import RasterioIOError
+from rasterio.errors import CRSError, RasterioIOError
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
@@ -104,7 +104,7 @@ def _read_padded(
     shape = out_shape or (int(window.height), int(window.width))
     if masks and all(MaskFlags.all_valid in ds.mask_flag_enums[i - 1] for i in indexes):
         return _inside_mask(ds, window, shape)  # no nodata, alpha or mask band: skip reading
-    read = ds.read_masks if masks else ds.read
+    read = _reporting_damage(ds, ds.read_masks if masks else ds.read)
     kwargs = {} if masks else {"out_dtype": "float32"}
     col0, row0 = int(window.col_off), int(window.row_off)
     col1, row1 = col0 + int(window.width), row0 + int(window.height)
@@ -133,6 +133,23 @@ def _read_padded(
             indexes, window=inside, **kwargs
         )
     return out
+
+
+def _reporting_damage(ds, read):
+    """``read`` that turns GDAL's read errors (a damaged tile or strip) into an InputError."""
+
+    def checked(*args, **kwargs):
+        try:
+            return read(*args, **kwargs)
+        except RasterioIOError as exc:
+            name = getattr(ds, "src_dataset", ds).name
+            raise InputError(
+                f"The raster {name} cannot be read: part of it is damaged or truncated "
+                "(check it with gdalinfo -checksum); re-export or re-download it.",
+                details=str(exc),
+            ) from exc
+
+    return checked
 
 
 def _inside_mask(ds, window: Window, shape: tuple[int, int]) -> np.ndarray:
@@ -366,9 +383,19 @@ class RasterInputs:
                 f"The bounding box {tuple(bbox)} is empty; give XMIN,YMIN,XMAX,YMAX with "
                 "XMIN < XMAX and YMIN < YMAX."
             )
-        if bbox_crs is None or crs is None or CRS.from_user_input(bbox_crs) == crs:
+        if bbox_crs is None or crs is None:
             return bbox
-        return transform_bounds(CRS.from_user_input(bbox_crs), crs, *bbox, densify_pts=21)
+        try:
+            given = CRS.from_user_input(bbox_crs)
+        except CRSError as exc:
+            raise InputError(
+                f"The bounding box CRS {bbox_crs!r} is not a known CRS; give an EPSG code such as "
+                "EPSG:4326, or leave it out to use the raster's CRS.",
+                details=str(exc),
+            ) from exc
+        if given == crs:
+            return bbox
+        return transform_bounds(given, crs, *bbox, densify_pts=21)
 
     @staticmethod
     def _window_for(ds: rasterio.DatasetReader | WarpedVRT, region: Bounds) -> Window:

@@ -142,6 +142,11 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--num-workers", type=int, default=0, help="data loading worker processes")
     p.add_argument("--resume", action="store_true", help="continue from OUT.ckpt.pt")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace --out if it exists (default: refuse; --resume continues its own OUT)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run_train)
     return p
@@ -189,6 +194,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             amp=args.amp,
             num_workers=args.num_workers,
             resume=args.resume,
+            overwrite=args.overwrite,
             seed=args.seed,
         )
     except ValidationError as exc:

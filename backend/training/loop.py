@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader
 from ternaus_backend.device import pick_device
 from ternaus_backend.errors import CancelledError, InputError, TernausError
 from ternaus_backend.models.metadata import ModelMetadata
+from ternaus_backend.outputs import check_output
 from ternaus_backend.progress import CancelToken, ProgressCallback, ProgressEvent, no_progress
 from ternaus_backend.training.dataset import (
     CropDataset,
@@ -92,6 +93,8 @@ class TrainConfig(BaseModel):
     num_workers: int = Field(0, ge=0)
     amp: bool = True  # mixed precision, used on CUDA only
     resume: bool = False
+    #: Replace an existing ``out`` (otherwise refused; a resumed run continues its own ``out``).
+    overwrite: bool = False
     name: str | None = None
 
     @field_validator("crop_px")
@@ -310,7 +313,13 @@ def train(
     cancel = cancel or CancelToken()
     device = pick_device(config.device)
     torch.manual_seed(config.seed)
-    out = Path(config.out)
+    out = check_output(
+        config.out,
+        suffix=".safetensors",
+        kind="model file",
+        overwrite=config.overwrite or config.resume,
+        create_folder=True,
+    )
     ckpt_path = checkpoint_path(out)
     band_names = _band_names(config.sources)
 

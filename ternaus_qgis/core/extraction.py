@@ -51,6 +51,8 @@ class ExtractionRequest:
     title: str = "buildings"  # the result layer's name
     source_layer_id: str = ""  # the RGB layer's id (to find earlier results of it)
     model_name: str = "default"
+    #: Replace ``out_path`` if it exists (the backend refuses an existing output otherwise).
+    overwrite: bool = False
 
 
 @dataclass
@@ -83,6 +85,8 @@ def build_payload(request: ExtractionRequest, rgb_path: Path, ms_path: Path | No
     }
     if ms_path is not None:
         payload["ms"] = str(ms_path)
+    if request.overwrite:
+        payload["overwrite"] = True
     if request.model:
         payload["model"] = request.model
     if request.extent is not None and not request.extent.isEmpty():

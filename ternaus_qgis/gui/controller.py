@@ -7,6 +7,7 @@ layer when the task has finished.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from qgis.core import (
@@ -22,12 +23,15 @@ from qgis.PyQt.QtWidgets import QFileDialog, QMessageBox
 from .. import settings
 from ..backend_process import BackendConnection
 from ..core import result_layers
+from ..core.evaluation import EvaluationRequest, EvaluationResult
 from ..core.extraction import ExtractionRequest, ExtractionResult
 from ..core.jobs import format_seconds
 from ..core.models import choices_from_infos, model_problem
 from ..core.raster_inputs import raster_input
+from ..core.vector_inputs import export_vector_layer
 from ..exceptions import BackendUnreachableError, LayerError, TernausPluginError
 from ..tasks.backend_task import BackendStatus, BackendStatusTask
+from ..tasks.evaluate_task import EvaluateTask
 from ..tasks.extract_task import ExtractTask
 from .dock import TernausDockWidget
 from .messages import push_error, push_success
@@ -75,6 +79,9 @@ class DockController(QObject):
         dock.reconnect_requested.connect(self.refresh_backend)
         dock.add_model_requested.connect(self.add_model)
         dock.settings_requested.connect(self.open_settings)
+        dock.evaluate_panel.evaluate_requested.connect(self.evaluate)
+        self.evaluate_task: EvaluateTask | None = None
+        self.last_evaluation: EvaluationResult | None = None
 
     # ------------------------------------------------------------------ backend state
     def refresh_backend(self) -> None:
@@ -200,6 +207,7 @@ class DockController(QObject):
             title=title,
             source_layer_id=rgb_layer.id(),
             model_name=model_name,
+            overwrite=replace,
         )
         return request, (aoi, extent_crs) if aoi is not None else None
 
@@ -244,9 +252,80 @@ class DockController(QObject):
             self.dock.set_backend_text("stopped: the next Extract starts it again")
         push_error(self.bar, error)
 
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self) -> None:
+        """Export the chosen layers, start an EvaluateTask."""
+        if self.evaluate_task is not None:
+            return
+        panel = self.dock.evaluate_panel
+        try:
+            request = self.collect_evaluation()
+        except TernausPluginError as error:
+            self.last_error = error
+            push_error(self.bar, error)
+            return
+        self.evaluate_task = EvaluateTask(
+            request, self.backend, self._evaluate_done, self._evaluate_failed
+        )
+        self.evaluate_task.progressChanged.connect(self._on_evaluate_progress)
+        panel.set_running(True)
+        QgsApplication.taskManager().addTask(self.evaluate_task)
+
+    def _on_evaluate_progress(self, percent: float) -> None:
+        self.dock.evaluate_panel.progress_bar.setValue(int(round(percent)))
+
+    def collect_evaluation(self) -> EvaluationRequest:
+        """The evaluation request from the Evaluate tab (GUI thread: layers are exported here)."""
+        panel = self.dock.evaluate_panel
+        result, reference = panel.result_layer(), panel.reference_layer()
+        if result is not None and reference is not None and result.id() == reference.id():
+            raise LayerError("The result and the reference are the same layer: choose two.")
+        result_path = export_vector_layer(result, "result")
+        reference_path = export_vector_layer(reference, "reference")
+        area = panel.area_layer()
+        area_path = None
+        if area is not None:
+            area_path = export_vector_layer(area, "area", panel.area_selected_check.isChecked())
+        folder = result_layers.results_folder()
+        stem = re.sub(r"[^\w.-]+", "_", f"{result.name()}_vs_{reference.name()}")
+        out = folder / f"{stem}_evaluation.gpkg"
+        n = 2
+        while out.exists():
+            out = folder / f"{stem}_evaluation_{n}.gpkg"
+            n += 1
+        return EvaluationRequest(
+            result_path=result_path,
+            reference_path=reference_path,
+            out_path=out,
+            area_path=area_path,
+            iou_threshold=panel.iou_spin.value(),
+            result_name=result.name(),
+            reference_name=reference.name(),
+        )
+
+    def _evaluate_done(self, evaluation: EvaluationResult) -> None:
+        self.evaluate_task = None
+        self.last_evaluation = evaluation
+        panel = self.dock.evaluate_panel
+        panel.set_running(False)
+        panel.show_scores(evaluation.scores)
+        result_layers.add_evaluation_layers(evaluation.path, evaluation.request.result_name)
+        push_success(
+            self.bar,
+            f"{evaluation.request.result_name} vs {evaluation.request.reference_name}: "
+            f"{evaluation.summary}",
+        )
+
+    def _evaluate_failed(self, error: TernausPluginError) -> None:
+        self.evaluate_task = None
+        self.last_error = error
+        self.dock.evaluate_panel.set_running(False)
+        self.dock.evaluate_panel.scores_label.setText(error.message)
+        push_error(self.bar, error)
+
     def shutdown(self) -> None:
         """Cancel running work (plugin unload)."""
-        for task in (self.task, self.status_task):
+        for task in (self.task, self.status_task, self.evaluate_task):
             if task is not None:
                 task.cancel()
 

@@ -101,6 +101,7 @@ class ExtractBuildingsAlgorithm(QgsProcessingAlgorithm):
                 extent_crs=extent_crs,
                 out_path=Path(out),
                 model=model,
+                overwrite=True,  # Processing replaces its OUTPUT, as every algorithm does
             )
             result = run_extraction(
                 request,

@@ -154,3 +154,22 @@ def test_cancelling_training_keeps_the_model_so_far(client, scene, tmp_path):
     assert job["status"] == "cancelled" and job["error"] is None
     assert job["result"]["status"] == "cancelled" and job["result"]["model_path"] == str(out)
     assert out.exists() and client.get(job["result_url"]).status_code == 200
+
+
+def test_train_refuses_an_existing_model_unless_overwrite(client, scene, tmp_path):
+    out = tmp_path / "mine.safetensors"
+    out.write_bytes(b"my model")
+    request = {
+        "sources": [{"rgb": str(scene.rgb), "labels": str(scene.labels)}],
+        "out": str(out),
+    }
+    response = client.post("/v1/jobs/train", json=request)
+    assert response.status_code == 400
+    assert "already exists" in response.json()["error"]["message"]
+    assert out.read_bytes() == b"my model"
+    wrong = {**request, "out": str(tmp_path / "x.gpkg"), "overwrite": True}
+    response = client.post("/v1/jobs/train", json=wrong)
+    assert response.status_code == 400 and ".safetensors" in response.json()["error"]["message"]
+    schema = client.get("/v1/openapi.json").json()["components"]["schemas"]
+    assert "overwrite" in schema["TrainRequest"]["properties"]
+    assert "overwrite" in schema["PredictRequest"]["properties"]

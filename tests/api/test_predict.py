@@ -180,3 +180,18 @@ def test_predict_options_resolution_and_tta(client, model_file, tmp_path):
     assert not results["native"]["resampled"] and results["native"]["width_px"] == 256
     bad = client.post("/v1/jobs/predict", json={"rgb": str(rgb), "options": {"tta": "sometimes"}})
     assert bad.status_code == 422
+
+
+def test_an_existing_output_is_refused_unless_overwrite(client, model_file, rgb_raster, tmp_path):
+    out = tmp_path / "mine.gpkg"
+    out.write_bytes(b"precious")
+    request = {"rgb": str(rgb_raster), "model": str(model_file), "out": str(out)}
+    response = client.post("/v1/jobs/predict", json=request)
+    assert response.status_code == 400
+    assert "already exists" in response.json()["error"]["message"]
+    assert out.read_bytes() == b"precious"
+    response = client.post("/v1/jobs/predict", json={**request, "overwrite": True})
+    assert response.status_code == 202, response.text
+    job = wait_for(client, response.json()["id"])
+    assert job["status"] == "succeeded", job["error"]
+    assert_geopackage(out)

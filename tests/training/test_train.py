@@ -152,7 +152,11 @@ def test_cancel_before_the_first_epoch_never_overwrites_an_existing_out(
     before = out.read_bytes()
     cancel = CancelToken()
     with pytest.raises(CancelledError) as info:  # --init X --out X, cancelled in epoch 1
-        train(_config(scene, out, init=out), progress=Recorder(cancel, cancel_at=2), cancel=cancel)
+        train(
+            _config(scene, out, init=out, overwrite=True),
+            progress=Recorder(cancel, cancel_at=2),
+            cancel=cancel,
+        )
     result = info.value.result
     side = unvalidated_path(out)
     assert side == tmp_path / "mine.unvalidated.safetensors"

@@ -1,0 +1,176 @@
+"""User-caused failures of the ``ternaus`` command line: exit 2 and one line, checked early.
+
+These run ``cli.main`` in this process (fast, and a full disk or a read-only folder can be
+simulated); ``tests/test_cli.py`` runs real processes.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+
+import numpy as np
+import pytest
+import rasterio
+
+from ternaus_backend import cli
+from ternaus_backend.models.model_file import save_model
+from ternaus_backend.models.registry import create_model, metadata_for
+from tests.helpers import rectangles_image, write_raster
+
+
+@pytest.fixture(scope="module")
+def light_model(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "light.safetensors"
+    model = create_model("resnet_light", in_channels=3)
+    save_model(model, metadata_for(model, tile_size_px=64, overlap_px=16, resolution_m=0.5), path)
+    return path
+
+
+@pytest.fixture
+def rgb(tmp_path):
+    return write_raster(tmp_path / "rgb.tif", rectangles_image(64, 64, [(10, 10, 30, 30)]))
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_user_error(code: int, err: str, *words: str) -> None:
+    assert code == cli.EXIT_USER_ERROR, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    errors = [line for line in lines if "error:" in line]
+    assert len(errors) == 1, err
+    assert "unexpected" not in err and "Traceback" not in err, err
+    for word in words:
+        assert word in errors[0], err
+
+
+def predict(capsys, rgb, model, out, *extra: str):
+    return run(
+        capsys, "predict", "--rgb", str(rgb), "--model", str(model), "--out", str(out), *extra
+    )
+
+
+# -- 3. silent overwrites ------------------------------------------------------------------
+
+
+def test_predict_refuses_an_existing_output_unless_overwrite(tmp_path, capsys, rgb, light_model):
+    out = tmp_path / "out.gpkg"
+    out.write_bytes(b"precious")
+    code, _, err = predict(capsys, rgb, light_model, out)
+    assert_user_error(code, err, "already exists", "--overwrite")
+    assert out.read_bytes() == b"precious"
+    code, stdout, err = predict(capsys, rgb, light_model, out, "--overwrite")
+    assert code == 0, err
+    assert json.loads(stdout.splitlines()[-1])["out"] == str(out)
+
+
+def _train_args(rgb, labels, out, *extra):
+    return [
+        "train", "--rgb", str(rgb), "--labels", str(labels), "--out", str(out), "--epochs", "1",
+        "--steps-per-epoch", "1", "--batch-size", "1", "--crop", "32", "--device", "cpu", *extra,
+    ]  # fmt: skip
+
+
+@pytest.fixture
+def labels(tmp_path):
+    from shapely.geometry import box
+
+    from ternaus_backend.vector_io import write_polygons
+
+    path = tmp_path / "labels.geojson"
+    write_polygons(path, [box(500005, 7449985, 500015, 7449995)], "EPSG:32723")
+    return path
+
+
+def test_train_refuses_an_existing_model_and_a_non_safetensors_name(tmp_path, capsys, rgb, labels):
+    gpkg = tmp_path / "x.gpkg"
+    gpkg.write_bytes(b"a geopackage")
+    code, _, err = run(capsys, *_train_args(rgb, labels, gpkg))
+    assert_user_error(code, err, ".safetensors")
+    code, _, err = run(capsys, *_train_args(rgb, labels, gpkg, "--overwrite"))
+    assert_user_error(code, err, ".safetensors")
+    assert gpkg.read_bytes() == b"a geopackage"
+    model = tmp_path / "m.safetensors"
+    model.write_bytes(b"my model")
+    code, _, err = run(capsys, *_train_args(rgb, labels, model))
+    assert_user_error(code, err, "already exists", "--overwrite")
+    assert model.read_bytes() == b"my model"
+
+
+# -- 7. every user-caused failure: exit 2, one line -------------------------------------------
+
+
+def test_an_out_that_is_a_folder(tmp_path, capsys, rgb, light_model):
+    folder = tmp_path / "results.gpkg"
+    folder.mkdir()
+    code, _, err = predict(capsys, rgb, light_model, folder)
+    assert_user_error(code, err, "is a folder")
+
+
+def test_unknown_bbox_crs(tmp_path, capsys, rgb, light_model):
+    code, _, err = predict(
+        capsys, rgb, light_model, tmp_path / "o.gpkg", "--bbox", "0,0,1,1", "--bbox-crs", "EPSG:0"
+    )
+    assert_user_error(code, err, "EPSG:0")
+
+
+def test_port_out_of_range(capsys):
+    code, _, err = run(capsys, "serve", "--port", "70000")
+    assert_user_error(code, err, "70000")
+
+
+def test_unwritable_output_folder_is_refused_before_the_network_runs(
+    tmp_path, capsys, rgb, light_model, monkeypatch
+):
+    import tempfile
+
+    from ternaus_backend.pipeline import inference
+
+    real = tempfile.mkstemp
+    ran = []
+
+    def refuse(*args, dir=None, **kwargs):  # a read-only folder (chmod is no use as root)
+        if dir is not None and str(dir).startswith(str(tmp_path / "ro")):
+            raise PermissionError(errno.EROFS, "Read-only file system", str(dir))
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(inference, "run_network", lambda *a: ran.append(1))
+    (tmp_path / "ro").mkdir()
+    code, _, err = predict(capsys, rgb, light_model, tmp_path / "ro" / "out.gpkg")
+    assert_user_error(code, err, "cannot be written")
+    assert not ran
+
+
+def test_a_full_disk(tmp_path, capsys, rgb, light_model, monkeypatch):
+    from ternaus_backend.pipeline import polygons
+
+    def full(self, *args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(polygons.BuildingWriter, "commit", full)
+    code, _, err = predict(capsys, rgb, light_model, tmp_path / "out.gpkg")
+    assert_user_error(code, err, "full")
+
+
+def test_a_corrupt_tile_inside_a_tiff(tmp_path, capsys, light_model):
+    data = np.random.default_rng(0).integers(0, 255, (3, 256, 256)).astype(np.uint8)
+    path = tmp_path / "tiled.tif"
+    with rasterio.open(
+        path, "w", driver="GTiff", width=256, height=256, count=3, dtype="uint8",
+        crs="EPSG:32723", transform=rasterio.transform.from_origin(500000, 7450000, 0.5, 0.5),
+        tiled=True, blockxsize=128, blockysize=128, compress="deflate",
+    ) as dst:  # fmt: skip
+        dst.write(data)
+    with rasterio.open(path) as src:
+        offset = int(src.get_tag_item("BLOCK_OFFSET_1_1", "TIFF", bidx=1))
+        size = int(src.get_tag_item("BLOCK_SIZE_1_1", "TIFF", bidx=1))
+    raw = bytearray(path.read_bytes())
+    raw[offset : offset + size] = b"\xff" * size
+    path.write_bytes(bytes(raw))
+    code, _, err = predict(capsys, path, light_model, tmp_path / "out.gpkg")
+    assert_user_error(code, err, "tiled.tif")
