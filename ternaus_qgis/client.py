@@ -52,6 +52,10 @@ class BackendClient:
         """``POST /v1/jobs/predict``: a new extraction job (its JSON, with ``id``)."""
         return self._call("POST", "/jobs/predict", request)
 
+    def submit_evaluate(self, request: dict[str, Any]) -> dict[str, Any]:
+        """``POST /v1/jobs/evaluate``: a new evaluation job (SpaceNet rules, error layers)."""
+        return self._call("POST", "/jobs/evaluate", request)
+
     def job(self, job_id: str) -> dict[str, Any]:
         """``GET /v1/jobs/{id}``: status, progress, result or error of a job."""
         return self._call("GET", f"/jobs/{job_id}")

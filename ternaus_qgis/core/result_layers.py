@@ -116,3 +116,24 @@ def add_result_layer(
     layer.setCustomProperty(PROP_MODEL, model_name)
     QgsProject.instance().addMapLayer(layer)
     return layer
+
+
+def add_evaluation_layers(path: Path, result_name: str) -> list[QgsVectorLayer]:
+    """The error layers of an evaluation (``result`` by match, ``missed``), styled, in a group."""
+    root = QgsProject.instance().layerTreeRoot()
+    group = root.insertGroup(0, f"evaluation - {result_name}")
+    layers = []
+    for layer_name, title, style in (
+        ("result", f"{result_name} (true / false positives)", "evaluation_result.qml"),
+        ("missed", "missed reference buildings", "evaluation_missed.qml"),
+    ):
+        layer = QgsVectorLayer(f"{path}|layername={layer_name}", title, "ogr")
+        if not layer.isValid():
+            raise RuntimeError(f"the evaluation layers in {path} could not be opened")
+        qml = style_file(style)
+        if qml is not None:
+            layer.loadNamedStyle(str(qml))
+        QgsProject.instance().addMapLayer(layer, False)
+        group.addLayer(layer)
+        layers.append(layer)
+    return layers

@@ -24,12 +24,14 @@ from qgis.PyQt.QtWidgets import (
     QProgressBar,
     QPushButton,
     QSpinBox,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
 
 from .. import settings
 from ..core.models import ModelChoice, model_problem
+from .evaluate_panel import EvaluatePanel
 
 PLUGIN_TITLE = "Ternaus Building Extraction"
 TILE_CHOICES = [("model's", 0), ("256 px", 256), ("512 px", 512), ("1024 px", 1024)]
@@ -37,7 +39,8 @@ DEVICE_CHOICES = [("auto (GPU when present)", "auto"), ("CPU", "cpu"), ("CUDA GP
 
 
 class TernausDockWidget(QDockWidget):
-    """The dock: layers, extent, model, options, Extract/Cancel, progress, backend state."""
+    """The dock: the backend's state, then tabs: Extract (layers, extent, model, options,
+    Extract/Cancel, progress) and Evaluate (a result against a reference layer)."""
 
     extract_requested = pyqtSignal()
     cancel_requested = pyqtSignal()
@@ -51,13 +54,20 @@ class TernausDockWidget(QDockWidget):
         self.canvas = canvas
         self._models: list[ModelChoice] = []
         body = QWidget(self)
-        layout = QVBoxLayout(body)
-        layout.addWidget(self._backend_box())
+        outer = QVBoxLayout(body)
+        outer.addWidget(self._backend_box())
+        self.tabs = QTabWidget(body)
+        extract_tab = QWidget(self.tabs)
+        layout = QVBoxLayout(extract_tab)
         layout.addWidget(self._input_box())
         layout.addWidget(self._model_box())
         layout.addWidget(self._options_box())
         layout.addWidget(self._run_box())
         layout.addStretch(1)
+        self.tabs.addTab(extract_tab, "Extract")
+        self.evaluate_panel = EvaluatePanel(self.tabs)
+        self.tabs.addTab(self.evaluate_panel, "Evaluate")
+        outer.addWidget(self.tabs, 1)
         self.setWidget(body)
         self._restore()
         self.rgb_combo.layerChanged.connect(self.update_model_states)

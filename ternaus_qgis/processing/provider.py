@@ -7,6 +7,7 @@ from pathlib import Path
 from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
+from .evaluate_algorithm import EvaluateBuildingsAlgorithm
 from .extract_algorithm import ExtractBuildingsAlgorithm
 
 ICON = Path(__file__).resolve().parent.parent / "icon.svg"
@@ -26,3 +27,4 @@ class TernausProvider(QgsProcessingProvider):
 
     def loadAlgorithms(self) -> None:  # noqa: N802 (QGIS's name)
         self.addAlgorithm(ExtractBuildingsAlgorithm())
+        self.addAlgorithm(EvaluateBuildingsAlgorithm())
