@@ -337,6 +337,7 @@ def train(
         model = create_model_from_metadata(meta)
         model.load_state_dict(ckpt["model"])
         _check_resume_resolution(config, meta, ckpt_path)
+        _check_resume_request(config, ckpt, ckpt_path, out)
         notes = list(ckpt.get("notes", [])) + [f"resumed after epoch {ckpt['epoch']}"]
         init_provenance = ckpt.get("init_provenance")
     else:
@@ -552,6 +553,48 @@ def _check_resume_resolution(config: TrainConfig, meta: ModelMetadata, ckpt_path
             f"The checkpoint {ckpt_path.name} was trained at {meta.resolution_m} m, not "
             f"--resolution-m {wanted}; resume without --resolution-m (or with the same value), "
             "or train afresh."
+        )
+
+
+def _source_paths(sources: Sequence[Any]) -> list[tuple[str | None, ...]]:
+    """Each source's files (RGB, MS, labels, areas) as absolute paths, for comparison."""
+
+    def norm(path: Any) -> str | None:
+        return None if path is None else str(Path(path).expanduser().resolve())
+
+    def get(source: Any, name: str) -> Any:
+        return source.get(name) if isinstance(source, dict) else getattr(source, name)
+
+    names = ("rgb", "ms", "labels", "aoi", "val_aoi")
+    return [tuple(norm(get(s, name)) for name in names) for s in sources]
+
+
+def _check_resume_request(
+    config: TrainConfig, ckpt: dict[str, Any], ckpt_path: Path, out: Path
+) -> None:
+    """A resumed run must continue the checkpoint's run: same data, epochs left, its model."""
+    done = int(ckpt["epoch"])
+    if done >= config.epochs:
+        raise InputError(
+            f"The checkpoint {ckpt_path.name} has already finished {done} epoch(s) and "
+            f"--epochs is {config.epochs}: nothing is left to train. Give more --epochs to "
+            "continue, or train afresh without --resume."
+        )
+    saved = ckpt.get("config")
+    if saved:
+        before = _source_paths(json.loads(saved).get("sources", []))
+        if before != _source_paths(config.sources):
+            raise InputError(
+                f"The checkpoint {ckpt_path.name} was trained on other training data (rasters, "
+                "labels or areas); resume with the same --rgb/--ms/--labels/--aoi/--val-aoi, or "
+                "train afresh without --resume.",
+                details=f"checkpoint: {before}",
+            )
+    if ckpt.get("best") is not None and not out.exists():
+        raise InputError(
+            f"The best model {out} of the checkpointed run is missing, so resuming might end "
+            "without a model; put it back, or train afresh without --resume (and delete "
+            f"{ckpt_path.name})."
         )
 
 

@@ -281,3 +281,19 @@ def test_cli_trains_and_reports(scene, tmp_path: Path, capsys) -> None:
                 ]
             )
         )
+
+
+def test_resume_is_checked_against_the_checkpoint(scene, tmp_path: Path) -> None:
+    out = tmp_path / "run.safetensors"
+    small = dict(epochs=1, steps_per_epoch=1, batch_size=2)
+    train(_config(scene, out, **small))
+    with pytest.raises(InputError, match="already"):  # nothing left to do: not a silent exit 0
+        train(_config(scene, out, resume=True, **small))
+    other = make_scene(tmp_path / "other", seed=3, size_px=128, with_ms=False)
+    config = _config(scene, out, resume=True, **dict(small, epochs=2))
+    config.sources = [TrainingSource(rgb=other.rgb, labels=other.labels)]
+    with pytest.raises(InputError, match="other training data"):
+        train(config)
+    out.unlink()  # the best model is gone: resuming could end without any model
+    with pytest.raises(InputError, match="missing"):
+        train(_config(scene, out, resume=True, **dict(small, epochs=2)))
