@@ -22,8 +22,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 OUT=${1:-resources/models/default.safetensors}
-EPOCHS1=${EPOCHS1:-12}
-EPOCHS2=${EPOCHS2:-4}
+EPOCHS1=${EPOCHS1:-6}
+EPOCHS2=${EPOCHS2:-8}
 STEPS=${STEPS:-75}
 WORK=build/train-default
 OAM=../shared/data/hotosm_oam
@@ -34,8 +34,8 @@ if [ ! -d "$OAM" ]; then
   exit 2
 fi
 mkdir -p "$WORK" "$(dirname "$OUT")"
-RESUME_FLAG=()
-[ "${RESUME:-0}" = 1 ] && RESUME_FLAG=(--resume)
+RESUME_FLAG=(--overwrite)
+[ "${RESUME:-0}" = 1 ] && RESUME_FLAG=(--resume)  # else: replace earlier outputs
 TRAIN=(--allow-empty-labels --batch-size 8 --crop 192 --steps-per-epoch "$STEPS" --seed 0)
 
 OAM_ARGS=()
@@ -64,7 +64,7 @@ for n in 58 59 60; do
           --aoi "$D/rio_${n}_aoi.geojson" --val-aoi "$D/rio_${n}_val.geojson")
 done
 $PY -m ternaus_backend.cli train "${OAM_ARGS[@]}" "${EXTRA[@]}" "${TRAIN[@]}" \
-  --init "$WORK/stage1.safetensors" --epochs "$EPOCHS2" --lr 5e-4 "${RESUME_FLAG[@]}" \
+  --init "$WORK/stage1.safetensors" --epochs "$EPOCHS2" --lr 1e-3 "${RESUME_FLAG[@]}" \
   --out "$OUT"
 
 # Instance thresholds (body probability, minimum area) tuned on the Banepa training chips.

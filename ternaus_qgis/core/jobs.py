@@ -50,7 +50,7 @@ def follow_job(
             death = backend.describe_death()
             if death:
                 raise BackendUnreachableError(
-                    f"{death} The job was lost; run it again.",
+                    f"{death} The job was lost: start it again.",
                     details=backend.local.log_tail(),
                 ) from None
             raise error

@@ -169,7 +169,7 @@ def test_backend_killed_mid_job_is_reported_and_restarted(
     wait_for_task(plugin, 60)
     error = plugin.controller.last_error
     assert isinstance(error, BackendUnreachableError), error
-    assert "stopped" in error.message and "Extract" in error.message
+    assert "stopped" in error.message and "again" in error.message
     assert any("stopped" in text for text in bar_texts(iface))
     assert iface.bar.findChildren(type(plugin.dock.extract_button), "ternausDetailsButton")
     # The next Extract starts the backend again.
