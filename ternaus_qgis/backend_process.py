@@ -154,7 +154,12 @@ class LocalBackend:
         log_dir.mkdir(parents=True, exist_ok=True)
         self._log_path = log_dir / f"backend-{self.restarts}.log"
         self._log_file = open(self._log_path, "w", encoding="utf-8")  # noqa: SIM115 (kept open)
-        env = dict(os.environ, TERNAUS_TOKEN=self._token, TERNAUS_HOST="127.0.0.1")
+        env = dict(
+            os.environ,
+            TERNAUS_TOKEN=self._token,
+            TERNAUS_HOST="127.0.0.1",
+            TERNAUS_MODELS_DIR=str(settings.models_folder()),
+        )
         env.setdefault("PYTHONUNBUFFERED", "1")
         args = [str(command), "serve", "--host", "127.0.0.1", "--port", "0"]
         args += ["--parent-pid", str(os.getpid())]

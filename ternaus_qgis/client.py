@@ -56,6 +56,10 @@ class BackendClient:
         """``POST /v1/jobs/evaluate``: a new evaluation job (SpaceNet rules, error layers)."""
         return self._call("POST", "/jobs/evaluate", request)
 
+    def submit_train(self, request: dict[str, Any]) -> dict[str, Any]:
+        """``POST /v1/jobs/train``: a new training (or fine-tuning) job."""
+        return self._call("POST", "/jobs/train", request)
+
     def job(self, job_id: str) -> dict[str, Any]:
         """``GET /v1/jobs/{id}``: status, progress, result or error of a job."""
         return self._call("GET", f"/jobs/{job_id}")

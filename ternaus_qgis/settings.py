@@ -7,6 +7,7 @@ values and choices persist between QGIS sessions.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from qgis.core import QgsSettings
@@ -21,6 +22,7 @@ DEFAULTS: dict[str, Any] = {
     "backend/token": "",
     "output/folder": "",  # empty: next to the project file, else the user's documents folder
     "models/extra": "[]",  # JSON list of model files the user added
+    "models/folder": "",  # where trained models go (empty: the QGIS profile's ternaus/models)
     "dock/model": "",
     "dock/threshold": 0.0,  # 0: the model's own threshold
     "dock/min_area_px": 0,  # 0: the model's own minimum area
@@ -76,3 +78,13 @@ def add_extra_model(path: str) -> None:
     if path not in paths:
         paths.append(path)
     set("models/extra", json.dumps(paths))
+
+
+def models_folder() -> Path:
+    """Where models trained from QGIS are stored (the local backend lists this folder too)."""
+    from qgis.core import QgsApplication
+
+    chosen = get("models/folder")
+    if chosen:
+        return Path(chosen).expanduser()
+    return Path(QgsApplication.qgisSettingsDirPath()) / "ternaus" / "models"

@@ -28,11 +28,13 @@ from ..core.extraction import ExtractionRequest, ExtractionResult
 from ..core.jobs import format_seconds
 from ..core.models import choices_from_infos, model_problem
 from ..core.raster_inputs import raster_input
+from ..core.training import TrainingRequest, TrainingResult
 from ..core.vector_inputs import export_vector_layer
 from ..exceptions import BackendUnreachableError, LayerError, TernausPluginError
 from ..tasks.backend_task import BackendStatus, BackendStatusTask
 from ..tasks.evaluate_task import EvaluateTask
 from ..tasks.extract_task import ExtractTask
+from ..tasks.train_task import TrainTask
 from .dock import TernausDockWidget
 from .messages import push_error, push_success
 
@@ -80,6 +82,12 @@ class DockController(QObject):
         dock.add_model_requested.connect(self.add_model)
         dock.settings_requested.connect(self.open_settings)
         dock.evaluate_panel.evaluate_requested.connect(self.evaluate)
+        dock.train_panel.train_requested.connect(self.train)
+        dock.train_panel.cancel_requested.connect(self.cancel_training)
+        self.train_task: TrainTask | None = None
+        self.last_training: TrainingResult | None = None
+        #: Extra fields of the train request (e.g. crop_px, batch_size, lr).
+        self.training_options: dict = {}
         self.evaluate_task: EvaluateTask | None = None
         self.last_evaluation: EvaluationResult | None = None
 
@@ -323,11 +331,100 @@ class DockController(QObject):
         self.dock.evaluate_panel.scores_label.setText(error.message)
         push_error(self.bar, error)
 
+    # ------------------------------------------------------------------ training
+    def train(self) -> None:
+        """Export the labelled layers, start a TrainTask."""
+        if self.train_task is not None:
+            return
+        panel = self.dock.train_panel
+        try:
+            request = self.collect_training()
+        except TernausPluginError as error:
+            self.last_error = error
+            push_error(self.bar, error)
+            return
+        self.train_task = TrainTask(request, self.backend, self._train_done, self._train_failed)
+        self.train_task.progressChanged.connect(self._on_train_progress)
+        self.train_task.epoch_done.connect(self._on_epoch)
+        panel.set_running(True)
+        panel.stage_label.setText("Starting…")
+        QgsApplication.taskManager().addTask(self.train_task)
+
+    def cancel_training(self) -> None:
+        if self.train_task is not None:
+            self.dock.train_panel.stage_label.setText("Stopping; the best model so far is kept…")
+            self.train_task.cancel()
+
+    def collect_training(self) -> TrainingRequest:
+        """The training request from the Train tab (GUI thread: layers are exported here)."""
+        panel = self.dock.train_panel
+        name = re.sub(r"[^\w.-]+", "_", panel.name_edit.text().strip()).strip("._")
+        if not name:
+            raise LayerError("Name the new model (e.g. my_town_2026).")
+        rgb = raster_input(panel.rgb_layer(), "RGB", 3)
+        labels_path = export_vector_layer(panel.labels_layer(), "labelled buildings")
+        area, val_area = panel.area_layer(), panel.val_area_layer()
+        area_path = (
+            export_vector_layer(area, "training area", panel.area_selected_check.isChecked())
+            if area is not None
+            else None
+        )
+        val_path = export_vector_layer(val_area, "validation area") if val_area else None
+        return TrainingRequest(
+            rgb=rgb,
+            labels_path=labels_path,
+            out_path=settings.models_folder() / f"{name}.safetensors",
+            name=name,
+            area_path=area_path,
+            val_area_path=val_path,
+            init_model=panel.base_combo.currentData() or None,
+            epochs=panel.epochs_spin.value(),
+            steps_per_epoch=panel.steps_spin.value(),
+            options=dict(self.training_options),
+        )
+
+    def _on_train_progress(self, percent: float) -> None:
+        if self.train_task is not None:
+            panel = self.dock.train_panel
+            panel.progress_bar.setValue(int(round(percent)))
+            panel.stage_label.setText(self.train_task.stage)
+
+    def _on_epoch(self, point) -> None:
+        self.dock.train_panel.curve.add(point)
+
+    def _train_done(self, result: TrainingResult) -> None:
+        self.train_task = None
+        self.last_training = result
+        panel = self.dock.train_panel
+        panel.set_running(False)
+        summary = result.summary
+        f1 = summary.get("best_val_f1")
+        f1_text = "n/a" if f1 is None else f"{f1:.3f}"
+        how = "stopped early, best kept" if result.cancelled else "done"
+        text = (
+            f"Model {result.model_path.stem} {how}: best epoch {summary.get('best_epoch')}, "
+            f"validation F1 {f1_text}, {format_seconds(result.seconds)}; saved in "
+            f"{result.model_path}"
+        )
+        panel.stage_label.setText(text)
+        panel.progress_bar.setValue(100)
+        push_success(self.bar, text)
+        settings.set("dock/model", str(result.model_path))
+        self.refresh_backend()  # the new model appears in the model lists
+
+    def _train_failed(self, error: TernausPluginError) -> None:
+        self.train_task = None
+        self.last_error = error
+        self.dock.train_panel.set_running(False)
+        self.dock.train_panel.stage_label.setText(error.message)
+        push_error(self.bar, error)
+
     def shutdown(self) -> None:
-        """Cancel running work (plugin unload)."""
-        for task in (self.task, self.status_task, self.evaluate_task):
+        """Cancel running work and forget its callbacks (plugin unload)."""
+        for task in (self.task, self.status_task, self.evaluate_task, self.train_task):
             if task is not None:
-                task.cancel()
+                task.detach()
+        self.task = self.status_task = self.evaluate_task = self.train_task = None
 
 
 def selected_polygons(layer: QgsVectorLayer) -> QgsGeometry:

@@ -32,6 +32,7 @@ from qgis.PyQt.QtWidgets import (
 from .. import settings
 from ..core.models import ModelChoice, model_problem
 from .evaluate_panel import EvaluatePanel
+from .train_panel import TrainPanel
 
 PLUGIN_TITLE = "Ternaus Building Extraction"
 TILE_CHOICES = [("model's", 0), ("256 px", 256), ("512 px", 512), ("1024 px", 1024)]
@@ -40,7 +41,8 @@ DEVICE_CHOICES = [("auto (GPU when present)", "auto"), ("CPU", "cpu"), ("CUDA GP
 
 class TernausDockWidget(QDockWidget):
     """The dock: the backend's state, then tabs: Extract (layers, extent, model, options,
-    Extract/Cancel, progress) and Evaluate (a result against a reference layer)."""
+    Extract/Cancel, progress), Train (labelled layers in, a named model out) and Evaluate (a
+    result against a reference layer)."""
 
     extract_requested = pyqtSignal()
     cancel_requested = pyqtSignal()
@@ -65,6 +67,8 @@ class TernausDockWidget(QDockWidget):
         layout.addWidget(self._run_box())
         layout.addStretch(1)
         self.tabs.addTab(extract_tab, "Extract")
+        self.train_panel = TrainPanel(self.tabs)
+        self.tabs.addTab(self.train_panel, "Train")
         self.evaluate_panel = EvaluatePanel(self.tabs)
         self.tabs.addTab(self.evaluate_panel, "Evaluate")
         outer.addWidget(self.tabs, 1)
@@ -233,6 +237,7 @@ class TernausDockWidget(QDockWidget):
         if self._models:
             self.model_combo.setCurrentIndex(index)
         self._model_changed()
+        self.train_panel.set_models(self._models)
 
     def update_model_states(self, *_args: Any) -> None:
         """Disable the models the chosen layers cannot feed, with the reason as tooltip."""

@@ -63,15 +63,22 @@ class TernausTask(QgsTask):
         return False
 
     def finished(self, ok: bool) -> None:
-        if ok:
-            if self._on_done is not None:
-                self._on_done(self.result)
-            return
-        error = self.error
-        if error is None:  # cancelled before run() started, or killed
-            error = CancelledByUser()
-        if self._on_error is not None:
-            self._on_error(error)
+        # An exception escaping a Qt virtual aborts QGIS: report it in the log instead.
+        try:
+            if ok:
+                if self._on_done is not None:
+                    self._on_done(self.result)
+                return
+            error = self.error or CancelledByUser()  # cancelled before run(), or killed
+            if self._on_error is not None:
+                self._on_error(error)
+        except Exception:  # noqa: BLE001
+            log(f"{self.description()}: {traceback.format_exc()}", Qgis.Critical)
+
+    def detach(self) -> None:
+        """Forget the callbacks (their widgets are going away) and cancel."""
+        self._on_done = self._on_error = None
+        self.cancel()
 
     def set_stage(self, percent: float, stage: str) -> None:
         """Progress from the worker thread: the bar (0-100) and a stage text."""

@@ -1,0 +1,128 @@
+"""TrainPanel: the dock's "Train" tab: labelled layers in, a named model out."""
+
+from __future__ import annotations
+
+from qgis.core import QgsMapLayerProxyModel, QgsRasterLayer, QgsVectorLayer
+from qgis.gui import QgsMapLayerComboBox
+from qgis.PyQt.QtCore import pyqtSignal
+from qgis.PyQt.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..core.models import ModelChoice
+from .curve import LearningCurve
+
+
+class TrainPanel(QWidget):
+    """Collects what to train on; shows epochs, loss and validation F1 as they arrive."""
+
+    train_requested = pyqtSignal()
+    cancel_requested = pyqtSignal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        layout = QVBoxLayout(self)
+        form = QFormLayout()
+        self.rgb_combo = QgsMapLayerComboBox(self)
+        self.rgb_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
+        self.labels_combo = QgsMapLayerComboBox(self)
+        self.labels_combo.setFilters(QgsMapLayerProxyModel.PolygonLayer)
+        self.labels_combo.setToolTip(
+            "Building polygons: e.g. an extraction result you corrected, or a layer you drew"
+        )
+        self.area_combo = QgsMapLayerComboBox(self)
+        self.area_combo.setFilters(QgsMapLayerProxyModel.PolygonLayer)
+        self.area_combo.setAllowEmptyLayer(True)
+        self.area_combo.setLayer(None)
+        self.area_combo.setToolTip(
+            "Where the labels are complete; pixels outside are ignored (empty: the whole raster)"
+        )
+        self.area_selected_check = QCheckBox("Only its selected polygons", self)
+        self.val_area_combo = QgsMapLayerComboBox(self)
+        self.val_area_combo.setFilters(QgsMapLayerProxyModel.PolygonLayer)
+        self.val_area_combo.setAllowEmptyLayer(True)
+        self.val_area_combo.setLayer(None)
+        self.val_area_combo.setToolTip("Kept out of training to measure F1 (empty: a band of it)")
+        self.base_combo = QComboBox(self)
+        self.base_combo.setToolTip("Fine-tune this model, or train a new one")
+        self.epochs_spin = QSpinBox(self)
+        self.epochs_spin.setRange(1, 500)
+        self.epochs_spin.setValue(10)
+        self.steps_spin = QSpinBox(self)
+        self.steps_spin.setRange(1, 10000)
+        self.steps_spin.setValue(100)
+        self.name_edit = QLineEdit(self)
+        self.name_edit.setPlaceholderText("e.g. my_town_2026")
+        form.addRow("RGB layer", self.rgb_combo)
+        form.addRow("Labelled buildings", self.labels_combo)
+        form.addRow("Training area", self.area_combo)
+        form.addRow("", self.area_selected_check)
+        form.addRow("Validation area", self.val_area_combo)
+        form.addRow("Start from", self.base_combo)
+        form.addRow("Epochs", self.epochs_spin)
+        form.addRow("Steps per epoch", self.steps_spin)
+        form.addRow("New model name", self.name_edit)
+        layout.addLayout(form)
+        buttons = QHBoxLayout()
+        self.train_button = QPushButton("Train", self)
+        self.cancel_button = QPushButton("Stop (keep best)", self)
+        self.cancel_button.setEnabled(False)
+        buttons.addWidget(self.train_button, 1)
+        buttons.addWidget(self.cancel_button)
+        layout.addLayout(buttons)
+        self.progress_bar = QProgressBar(self)
+        self.progress_bar.setRange(0, 100)
+        self.stage_label = QLabel("", self)
+        self.stage_label.setWordWrap(True)
+        self.curve = LearningCurve(self)
+        layout.addWidget(self.progress_bar)
+        layout.addWidget(self.stage_label)
+        layout.addWidget(self.curve)
+        layout.addStretch(1)
+        self.train_button.clicked.connect(self.train_requested)
+        self.cancel_button.clicked.connect(self.cancel_requested)
+        self.set_models([])
+
+    def set_models(self, models: list[ModelChoice]) -> None:
+        """The models to fine-tune (the default first), after "a new model"."""
+        current = self.base_combo.currentData()
+        self.base_combo.clear()
+        self.base_combo.addItem("a new model", "")
+        for choice in models:
+            if not choice.uses_multispectral:
+                self.base_combo.addItem(choice.label, choice.path)
+        index = self.base_combo.findData(current) if current else 1
+        self.base_combo.setCurrentIndex(index if index >= 0 else 0)
+
+    def rgb_layer(self) -> QgsRasterLayer | None:
+        layer = self.rgb_combo.currentLayer()
+        return layer if isinstance(layer, QgsRasterLayer) else None
+
+    def labels_layer(self) -> QgsVectorLayer | None:
+        layer = self.labels_combo.currentLayer()
+        return layer if isinstance(layer, QgsVectorLayer) else None
+
+    def area_layer(self) -> QgsVectorLayer | None:
+        layer = self.area_combo.currentLayer()
+        return layer if isinstance(layer, QgsVectorLayer) else None
+
+    def val_area_layer(self) -> QgsVectorLayer | None:
+        layer = self.val_area_combo.currentLayer()
+        return layer if isinstance(layer, QgsVectorLayer) else None
+
+    def set_running(self, running: bool) -> None:
+        self.train_button.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+        if running:
+            self.progress_bar.setValue(0)
+            self.curve.reset(self.epochs_spin.value())
