@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from qgis.core import QgsMapLayerProxyModel, QgsProject, QgsRasterLayer
-from qgis.gui import QgsCollapsibleGroupBox, QgsExtentWidget, QgsMapLayerComboBox
+from qgis.gui import QgsCollapsibleGroupBox, QgsExtentWidget
 from qgis.PyQt.QtCore import Qt, pyqtSignal
 from qgis.PyQt.QtGui import QStandardItem, QStandardItemModel
 from qgis.PyQt.QtWidgets import (
@@ -33,6 +33,7 @@ from .. import settings
 from ..core.models import ModelChoice, model_problem
 from .evaluate_panel import EvaluatePanel
 from .train_panel import TrainPanel
+from .widgets import current_layer, layer_combo
 
 PLUGIN_TITLE = "Ternaus Building Extraction"
 TILE_CHOICES = [("model's", 0), ("256 px", 256), ("512 px", 512), ("1024 px", 1024)]
@@ -96,15 +97,15 @@ class TernausDockWidget(QDockWidget):
     def _input_box(self) -> QGroupBox:
         box = QGroupBox("Imagery and extent", self)
         form = QFormLayout(box)
-        self.rgb_combo = QgsMapLayerComboBox(box)
-        self.rgb_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
-        self.rgb_combo.setToolTip("The RGB layer (3 or more bands; bands 1-3 are red, green, blue)")
-        self.ms_combo = QgsMapLayerComboBox(box)
-        self.ms_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
-        self.ms_combo.setAllowEmptyLayer(True)
-        self.ms_combo.setLayer(None)
-        self.ms_combo.setToolTip(
-            "Multispectral layer of the same scene (8 bands), for 11-band models"
+        rasters = QgsMapLayerProxyModel.RasterLayer
+        self.rgb_combo = layer_combo(
+            box, rasters, "The RGB layer (3 or more bands; bands 1-3 are red, green, blue)"
+        )
+        self.ms_combo = layer_combo(
+            box,
+            rasters,
+            "Multispectral layer of the same scene (8 bands), for 11-band models",
+            True,
         )
         self.extent_widget = QgsExtentWidget(box)
         self.extent_widget.setNullValueAllowed(True, "whole RGB layer")
@@ -114,12 +115,11 @@ class TernausDockWidget(QDockWidget):
                 self.canvas.extent(), self.canvas.mapSettings().destinationCrs()
             )
         self.extent_widget.clear()
-        self.aoi_combo = QgsMapLayerComboBox(box)
-        self.aoi_combo.setFilters(QgsMapLayerProxyModel.PolygonLayer)
-        self.aoi_combo.setAllowEmptyLayer(True)
-        self.aoi_combo.setLayer(None)
-        self.aoi_combo.setToolTip(
-            "Extract only inside the selected polygons of this layer (empty: the extent above)"
+        self.aoi_combo = layer_combo(
+            box,
+            QgsMapLayerProxyModel.PolygonLayer,
+            "Extract only inside the selected polygons of this layer (empty: the extent above)",
+            optional=True,
         )
         form.addRow("RGB layer", self.rgb_combo)
         form.addRow("Multispectral", self.ms_combo)
@@ -263,12 +263,10 @@ class TernausDockWidget(QDockWidget):
 
     # ------------------------------------------------------------------ values collected
     def rgb_layer(self) -> QgsRasterLayer | None:
-        layer = self.rgb_combo.currentLayer()
-        return layer if isinstance(layer, QgsRasterLayer) else None
+        return current_layer(self.rgb_combo, QgsRasterLayer)
 
     def ms_layer(self) -> QgsRasterLayer | None:
-        layer = self.ms_combo.currentLayer()
-        return layer if isinstance(layer, QgsRasterLayer) else None
+        return current_layer(self.ms_combo, QgsRasterLayer)
 
     def current_model(self) -> ModelChoice | None:
         index = self.model_combo.currentIndex()

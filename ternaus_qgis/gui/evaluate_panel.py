@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from qgis.core import QgsMapLayerProxyModel, QgsVectorLayer
-from qgis.gui import QgsMapLayerComboBox
 from qgis.PyQt.QtCore import pyqtSignal
 from qgis.PyQt.QtWidgets import (
     QCheckBox,
@@ -16,6 +15,8 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
+from .widgets import current_layer, layer_combo
+
 
 class EvaluatePanel(QWidget):
     """Collects what to compare; shows the scores. SpaceNet rules, as ``ternaus evaluate``."""
@@ -26,17 +27,16 @@ class EvaluatePanel(QWidget):
         super().__init__(parent)
         layout = QVBoxLayout(self)
         form = QFormLayout()
-        self.result_combo = QgsMapLayerComboBox(self)
-        self.result_combo.setFilters(QgsMapLayerProxyModel.PolygonLayer)
-        self.result_combo.setToolTip("The buildings to score, e.g. an extraction result")
-        self.reference_combo = QgsMapLayerComboBox(self)
-        self.reference_combo.setFilters(QgsMapLayerProxyModel.PolygonLayer)
-        self.reference_combo.setToolTip("The true buildings, e.g. a layer you digitised")
-        self.area_combo = QgsMapLayerComboBox(self)
-        self.area_combo.setFilters(QgsMapLayerProxyModel.PolygonLayer)
-        self.area_combo.setAllowEmptyLayer(True)
-        self.area_combo.setLayer(None)
-        self.area_combo.setToolTip("Score only buildings touching these polygons (empty: all)")
+        polygons = QgsMapLayerProxyModel.PolygonLayer
+        self.result_combo = layer_combo(
+            self, polygons, "The buildings to score, e.g. an extraction result"
+        )
+        self.reference_combo = layer_combo(
+            self, polygons, "The true buildings, e.g. a layer you digitised"
+        )
+        self.area_combo = layer_combo(
+            self, polygons, "Score only buildings touching these polygons (empty: all)", True
+        )
         self.area_selected_check = QCheckBox("Only its selected polygons", self)
         self.iou_spin = QDoubleSpinBox(self)
         self.iou_spin.setRange(0.05, 0.95)
@@ -61,16 +61,13 @@ class EvaluatePanel(QWidget):
         self.evaluate_button.clicked.connect(self.evaluate_requested)
 
     def result_layer(self) -> QgsVectorLayer | None:
-        layer = self.result_combo.currentLayer()
-        return layer if isinstance(layer, QgsVectorLayer) else None
+        return current_layer(self.result_combo, QgsVectorLayer)
 
     def reference_layer(self) -> QgsVectorLayer | None:
-        layer = self.reference_combo.currentLayer()
-        return layer if isinstance(layer, QgsVectorLayer) else None
+        return current_layer(self.reference_combo, QgsVectorLayer)
 
     def area_layer(self) -> QgsVectorLayer | None:
-        layer = self.area_combo.currentLayer()
-        return layer if isinstance(layer, QgsVectorLayer) else None
+        return current_layer(self.area_combo, QgsVectorLayer)
 
     def set_running(self, running: bool) -> None:
         self.evaluate_button.setEnabled(not running)

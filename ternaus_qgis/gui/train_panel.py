@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from qgis.core import QgsMapLayerProxyModel, QgsRasterLayer, QgsVectorLayer
-from qgis.gui import QgsMapLayerComboBox
 from qgis.PyQt.QtCore import pyqtSignal
 from qgis.PyQt.QtWidgets import (
     QCheckBox,
@@ -21,6 +20,7 @@ from qgis.PyQt.QtWidgets import (
 
 from ..core.models import ModelChoice
 from .curve import LearningCurve
+from .widgets import current_layer, layer_combo
 
 
 class TrainPanel(QWidget):
@@ -33,26 +33,23 @@ class TrainPanel(QWidget):
         super().__init__(parent)
         layout = QVBoxLayout(self)
         form = QFormLayout()
-        self.rgb_combo = QgsMapLayerComboBox(self)
-        self.rgb_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
-        self.labels_combo = QgsMapLayerComboBox(self)
-        self.labels_combo.setFilters(QgsMapLayerProxyModel.PolygonLayer)
-        self.labels_combo.setToolTip(
-            "Building polygons: e.g. an extraction result you corrected, or a layer you drew"
+        polygons = QgsMapLayerProxyModel.PolygonLayer
+        self.rgb_combo = layer_combo(self, QgsMapLayerProxyModel.RasterLayer)
+        self.labels_combo = layer_combo(
+            self,
+            polygons,
+            "Building polygons: e.g. an extraction result you corrected, or a layer you drew",
         )
-        self.area_combo = QgsMapLayerComboBox(self)
-        self.area_combo.setFilters(QgsMapLayerProxyModel.PolygonLayer)
-        self.area_combo.setAllowEmptyLayer(True)
-        self.area_combo.setLayer(None)
-        self.area_combo.setToolTip(
-            "Where the labels are complete; pixels outside are ignored (empty: the whole raster)"
+        self.area_combo = layer_combo(
+            self,
+            polygons,
+            "Where the labels are complete; pixels outside are ignored (empty: the whole raster)",
+            optional=True,
         )
         self.area_selected_check = QCheckBox("Only its selected polygons", self)
-        self.val_area_combo = QgsMapLayerComboBox(self)
-        self.val_area_combo.setFilters(QgsMapLayerProxyModel.PolygonLayer)
-        self.val_area_combo.setAllowEmptyLayer(True)
-        self.val_area_combo.setLayer(None)
-        self.val_area_combo.setToolTip("Kept out of training to measure F1 (empty: a band of it)")
+        self.val_area_combo = layer_combo(
+            self, polygons, "Kept out of training to measure F1 (empty: a band of it)", True
+        )
         self.base_combo = QComboBox(self)
         self.base_combo.setToolTip("Fine-tune this model, or train a new one")
         self.epochs_spin = QSpinBox(self)
@@ -105,20 +102,16 @@ class TrainPanel(QWidget):
         self.base_combo.setCurrentIndex(index if index >= 0 else 0)
 
     def rgb_layer(self) -> QgsRasterLayer | None:
-        layer = self.rgb_combo.currentLayer()
-        return layer if isinstance(layer, QgsRasterLayer) else None
+        return current_layer(self.rgb_combo, QgsRasterLayer)
 
     def labels_layer(self) -> QgsVectorLayer | None:
-        layer = self.labels_combo.currentLayer()
-        return layer if isinstance(layer, QgsVectorLayer) else None
+        return current_layer(self.labels_combo, QgsVectorLayer)
 
     def area_layer(self) -> QgsVectorLayer | None:
-        layer = self.area_combo.currentLayer()
-        return layer if isinstance(layer, QgsVectorLayer) else None
+        return current_layer(self.area_combo, QgsVectorLayer)
 
     def val_area_layer(self) -> QgsVectorLayer | None:
-        layer = self.val_area_combo.currentLayer()
-        return layer if isinstance(layer, QgsVectorLayer) else None
+        return current_layer(self.val_area_combo, QgsVectorLayer)
 
     def set_running(self, running: bool) -> None:
         self.train_button.setEnabled(not running)
