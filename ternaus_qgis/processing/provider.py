@@ -9,6 +9,7 @@ from qgis.PyQt.QtGui import QIcon
 
 from .evaluate_algorithm import EvaluateBuildingsAlgorithm
 from .extract_algorithm import ExtractBuildingsAlgorithm
+from .train_algorithm import TrainModelAlgorithm
 
 ICON = Path(__file__).resolve().parent.parent / "icon.svg"
 
@@ -28,3 +29,4 @@ class TernausProvider(QgsProcessingProvider):
     def loadAlgorithms(self) -> None:  # noqa: N802 (QGIS's name)
         self.addAlgorithm(ExtractBuildingsAlgorithm())
         self.addAlgorithm(EvaluateBuildingsAlgorithm())
+        self.addAlgorithm(TrainModelAlgorithm())

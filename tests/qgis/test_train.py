@@ -96,3 +96,18 @@ def test_a_model_needs_a_name(plugin, labelled):
     QTest.mouseClick(panel.train_button, Qt.LeftButton)
     assert isinstance(plugin.controller.last_error, LayerError)
     assert "Name" in plugin.controller.last_error.message
+
+
+def test_processing_train_model(qgis_app, plugin, labelled):
+    import processing
+
+    raster, labels = labelled
+    outputs = processing.run(
+        "ternaus:train_model",
+        {"RGB": raster, "LABELS": labels, "EPOCHS": 1, "STEPS": 1, "NAME": "from processing"},
+    )
+    model = outputs["MODEL"]
+    assert model.endswith("from_processing.safetensors")
+    from pathlib import Path
+
+    assert Path(model).is_file() and Path(model).parent == settings.models_folder()

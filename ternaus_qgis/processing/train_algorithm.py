@@ -1,0 +1,140 @@
+"""``ternaus:train_model``: the dock's Train tab as a Processing algorithm.
+
+Parameters ``RGB``, ``LABELS``, ``AREA`` and ``VAL_AREA`` (optional polygons), ``INIT`` (optional
+model file to fine-tune), ``EPOCHS``, ``STEPS``, ``NAME``; outputs ``MODEL`` (the model file in the
+models folder) and ``F1`` (best validation F1). Same code as the dock:
+:func:`~ternaus_qgis.core.training.run_training`.
+"""
+
+from __future__ import annotations
+
+import re
+
+from qgis.core import (
+    QgsProcessing,
+    QgsProcessingAlgorithm,
+    QgsProcessingException,
+    QgsProcessingOutputFile,
+    QgsProcessingOutputNumber,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
+    QgsProcessingParameterVectorLayer,
+)
+
+from .. import settings
+from ..backend_process import connection
+from ..core.jobs import Progress
+from ..core.raster_inputs import raster_input
+from ..core.training import TrainingRequest, run_training
+from ..core.vector_inputs import export_vector_layer
+from ..exceptions import TernausPluginError
+
+
+class TrainModelAlgorithm(QgsProcessingAlgorithm):
+    """Train or fine-tune a building model on a labelled polygon layer."""
+
+    RGB, LABELS, AREA, VAL_AREA = "RGB", "LABELS", "AREA", "VAL_AREA"
+    INIT, EPOCHS, STEPS, NAME, MODEL, F1 = "INIT", "EPOCHS", "STEPS", "NAME", "MODEL", "F1"
+
+    def name(self) -> str:
+        return "train_model"
+
+    def displayName(self) -> str:  # noqa: N802
+        return "Train a building model"
+
+    def shortHelpString(self) -> str:  # noqa: N802
+        return (
+            "Trains a building model (or fine-tunes one) on building polygons drawn or corrected "
+            "over an RGB raster, inside an optional training area. The best epoch by validation "
+            "F1 is saved in the models folder and appears in the dock's model list."
+        )
+
+    def createInstance(self) -> TrainModelAlgorithm:  # noqa: N802
+        return TrainModelAlgorithm()
+
+    def initAlgorithm(self, config=None) -> None:  # noqa: N802
+        polygons = [QgsProcessing.TypeVectorPolygon]
+        self.addParameter(QgsProcessingParameterRasterLayer(self.RGB, "RGB raster layer"))
+        self.addParameter(
+            QgsProcessingParameterVectorLayer(self.LABELS, "Labelled buildings", polygons)
+        )
+        self.addParameter(
+            QgsProcessingParameterVectorLayer(
+                self.AREA, "Training area (optional)", polygons, optional=True
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterVectorLayer(
+                self.VAL_AREA, "Validation area (optional)", polygons, optional=True
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterFile(
+                self.INIT,
+                "Model to fine-tune (default: a new model)",
+                optional=True,
+                fileFilter="Models (*.safetensors *.pt *.pth)",
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(self.EPOCHS, "Epochs", defaultValue=10, minValue=1)
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.STEPS, "Steps per epoch", defaultValue=100, minValue=1
+            )
+        )
+        self.addParameter(QgsProcessingParameterString(self.NAME, "New model name"))
+        self.addOutput(QgsProcessingOutputFile(self.MODEL, "Model file"))
+        self.addOutput(QgsProcessingOutputNumber(self.F1, "Best validation F1"))
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        name = re.sub(r"[^\w.-]+", "_", self.parameterAsString(parameters, self.NAME, context))
+        name = name.strip("._")
+        if not name:
+            raise QgsProcessingException("Name the new model (e.g. my_town_2026).")
+        area = self.parameterAsVectorLayer(parameters, self.AREA, context)
+        val_area = self.parameterAsVectorLayer(parameters, self.VAL_AREA, context)
+        try:
+            request = TrainingRequest(
+                rgb=raster_input(
+                    self.parameterAsRasterLayer(parameters, self.RGB, context), "RGB", 3
+                ),
+                labels_path=export_vector_layer(
+                    self.parameterAsVectorLayer(parameters, self.LABELS, context),
+                    "labelled buildings",
+                ),
+                out_path=settings.models_folder() / f"{name}.safetensors",
+                name=name,
+                area_path=export_vector_layer(area, "training area") if area else None,
+                val_area_path=(
+                    export_vector_layer(val_area, "validation area") if val_area else None
+                ),
+                init_model=self.parameterAsFile(parameters, self.INIT, context) or None,
+                epochs=self.parameterAsInt(parameters, self.EPOCHS, context),
+                steps_per_epoch=self.parameterAsInt(parameters, self.STEPS, context),
+            )
+            result = run_training(
+                request,
+                connection(),
+                Progress(
+                    report=lambda pct, text: (
+                        feedback.setProgress(pct),
+                        feedback.setProgressText(text),
+                    ),
+                    cancelled=feedback.isCanceled,
+                    log=feedback.pushInfo,
+                ),
+                on_epoch=lambda p: feedback.pushInfo(
+                    f"epoch {p.epoch}: loss {p.loss:.4f}, validation F1 {p.val_f1}"
+                ),
+            )
+        except TernausPluginError as error:
+            if error.details:
+                feedback.reportError(error.details)
+            raise QgsProcessingException(error.message) from None
+        f1 = result.summary.get("best_val_f1")
+        feedback.pushInfo(f"model saved: {result.model_path} (best validation F1 {f1})")
+        return {self.MODEL: str(result.model_path), self.F1: f1}
