@@ -68,5 +68,9 @@ $PY -m ternaus_backend.cli train "${OAM_ARGS[@]}" "${EXTRA[@]}" "${TRAIN[@]}" \
   --out "$OUT"
 
 # Instance thresholds (body probability, minimum area) tuned on the Banepa training chips.
+ATTRIBUTION="Trained on imagery from OpenAerialMap / Humanitarian OpenStreetMap Team (CC BY 4.0), \
+building footprints (c) OpenStreetMap contributors (ODbL 1.0), and SpaceNet-1 Rio imagery \
+(CC BY-SA 4.0, SpaceNet on AWS)"
 $PY scripts/tune_thresholds.py --model "$OUT" --rgb "$D/banepa_train.tif" \
-  --labels "$D/banepa_train_labels.geojson"
+  --labels "$D/banepa_train_labels.geojson" --provenance "attribution=$ATTRIBUTION" \
+  --provenance "held_out=resources/training/*_val.geojson; Banepa chips x=386694,386695; Rio img56,57,61,62"

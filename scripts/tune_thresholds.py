@@ -38,6 +38,13 @@ def main() -> None:
     parser.add_argument("--rgb", action="append", required=True)
     parser.add_argument("--labels", action="append", required=True)
     parser.add_argument("--out", help="where to write the tuned model (default: --model)")
+    parser.add_argument(
+        "--provenance",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="also record this in the model's provenance (e.g. the data's attribution)",
+    )
     args = parser.parse_args()
     if len(args.rgb) != len(args.labels):
         parser.error("give one --labels per --rgb")
@@ -57,9 +64,15 @@ def main() -> None:
     f1, body, min_area = max(results)
     tuned = meta.model_copy(
         update={
-            "thresholds": meta.thresholds.model_copy(update={"body": body, "min_area_px": min_area}),
-            "provenance": {**meta.provenance, "thresholds_tuned_on": json.dumps(args.rgb),
-                           "thresholds_tuned_f1": f"{f1:.4f}"},
+            "thresholds": meta.thresholds.model_copy(
+                update={"body": body, "min_area_px": min_area}
+            ),
+            "provenance": {
+                **meta.provenance,
+                "thresholds_tuned_on": json.dumps(args.rgb),
+                "thresholds_tuned_f1": f"{f1:.4f}",
+                **dict(item.split("=", 1) for item in args.provenance),
+            },
         }
     )
     model.metadata = tuned
