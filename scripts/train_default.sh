@@ -72,5 +72,6 @@ ATTRIBUTION="Trained on imagery from OpenAerialMap / Humanitarian OpenStreetMap 
 building footprints (c) OpenStreetMap contributors (ODbL 1.0), and SpaceNet-1 Rio imagery \
 (CC BY-SA 4.0, SpaceNet on AWS)"
 $PY scripts/tune_thresholds.py --model "$OUT" --rgb "$D/banepa_train.tif" \
-  --labels "$D/banepa_train_labels.geojson" --provenance "attribution=$ATTRIBUTION" \
+  --labels "$D/banepa_train_labels.geojson" --body 0.4 0.5 0.6 0.7 0.8 \
+  --min-area 40 80 160 240 320 --provenance "attribution=$ATTRIBUTION" \
   --provenance "held_out=resources/training/*_val.geojson; Banepa chips x=386694,386695; Rio img56,57,61,62"

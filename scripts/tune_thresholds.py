@@ -38,6 +38,10 @@ def main() -> None:
     parser.add_argument("--rgb", action="append", required=True)
     parser.add_argument("--labels", action="append", required=True)
     parser.add_argument("--out", help="where to write the tuned model (default: --model)")
+    parser.add_argument("--body", type=float, nargs="+", default=BODY, help="thresholds tried")
+    parser.add_argument(
+        "--min-area", type=int, nargs="+", default=MIN_AREA_PX, help="minimum areas (px) tried"
+    )
     parser.add_argument(
         "--provenance",
         action="append",
@@ -53,7 +57,7 @@ def main() -> None:
     pairs = [(Path(r), Path(lab)) for r, lab in zip(args.rgb, args.labels, strict=True)]
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        for body, min_area in itertools.product(BODY, MIN_AREA_PX):
+        for body, min_area in itertools.product(args.body, args.min_area):
             model.metadata = meta.model_copy(
                 update={"thresholds": meta.thresholds.model_copy(
                     update={"body": body, "min_area_px": min_area})}

@@ -12,10 +12,12 @@ from ternaus_backend import load_model
 from ternaus_backend.evaluation.spacenet import evaluate_files
 from ternaus_backend.pipeline.extract import DEFAULT_MODEL, extract
 from ternaus_backend.synthetic import make_scene
-from tests.helpers import SHARED_DATA
+from tests.helpers import REPO, SHARED_DATA
 
 RIO = SHARED_DATA / "spacenet1_rio"
 HELD_OUT = "013022223130_Public_img56"  # never used for training (see scripts/train_default.sh)
+OAM = SHARED_DATA / "hotosm_oam"
+VAL_AREAS = REPO / "resources" / "training"
 
 
 def test_default_model_is_small_light_and_self_describing():
@@ -24,16 +26,37 @@ def test_default_model_is_small_light_and_self_describing():
     meta = model.metadata
     assert meta.encoder == "resnet_light" and meta.in_channels == 3
     assert meta.band_names == ["red", "green", "blue"]
-    assert meta.resolution_m == pytest.approx(0.5, abs=0.05)
+    assert meta.resolution_m == pytest.approx(0.3, abs=0.01)
     assert "val_f1" in json.dumps(meta.provenance)
+    assert "OpenStreetMap contributors (ODbL" in meta.provenance["attribution"]
+    assert "OpenAerialMap" in meta.provenance["attribution"]
     assert not model.training
 
 
 def test_default_model_finds_buildings_in_an_unseen_synthetic_scene(tmp_path):
-    scene = make_scene(tmp_path, seed=2026, size_px=512, with_ms=False)  # training used seeds 7..14
+    # Trained on real imagery only: synthetic scenes (0.5 m, resampled) are a sanity check.
+    scene = make_scene(tmp_path, seed=2026, size_px=512, with_ms=False)
     result = extract(scene.rgb, tmp_path / "out.gpkg")
     scores = evaluate_files(result.path, scene.labels)
-    assert scores.f1 > 0.7, scores.to_dict()
+    assert scores.f1 > 0.3 and scores.tp > 20, scores.to_dict()
+
+
+def test_default_model_on_a_held_out_oam_validation_area(tmp_path):
+    """Kampala's validation area (never trained on): buildings found where OSM has them."""
+    rgb = OAM / "kampala_rgb.tif"
+    if not rgb.exists():
+        pytest.skip("shared OAM mosaics not present")
+    import shapely
+
+    from ternaus_backend.evaluation.error_layers import evaluate_layers
+    from ternaus_backend.vector_io import read_polygons
+
+    area = VAL_AREAS / "kampala_val.geojson"
+    bounds = shapely.union_all(read_polygons(area)).bounds
+    result = extract(rgb, tmp_path / "out.gpkg", bbox=bounds, bbox_crs="EPSG:4326")
+    evaluation = evaluate_layers(result.path, OAM / "kampala_buildings.geojson", area_path=area)
+    # eval_real.py (clipping to the area) measures F1 0.38 here; the previous default 0.16.
+    assert evaluation.scores.f1 > 0.25, evaluation.scores.to_dict()
 
 
 def test_default_model_on_a_held_out_real_rio_tile(tmp_path):
@@ -97,8 +120,9 @@ def _resampled_copy(src_path, dst_path, resolution_m: float):
 @pytest.mark.slow
 @pytest.mark.xfail(
     strict=False,
-    reason="the default model trained on Rio + synthetic scenes finds few, merged buildings on "
-    "the Banepa chips, and those are unstable: pooled F1 0.76 between the two resolutions",
+    reason="not reached yet: the default model (0.2967 m) finds 2.3x more Banepa buildings than "
+    "the previous one, but at 0.5 m input the resampled image loses the narrow gaps between "
+    "roofs: pooled F1 0.63 between the two resolutions (TP 203, FP 68, FN 172), target 0.8",
 )
 def test_banepa_chips_at_0132_and_05_m_give_nearly_the_same_buildings(tmp_path):
     from scripts.eval_real import banepa_val_chips, write_georeferenced_chip
