@@ -127,7 +127,7 @@ def test_fine_tuning_an_11_band_model_on_rgb(scene, tmp_path: Path) -> None:
     assert "11 to 3 bands" in tuned.metadata.provenance["notes"]
 
     with pytest.raises(InputError, match="encoder"):
-        train(_config(scene, out, init=init, encoder="wrn38"))
+        train(_config(scene, out, init=init, encoder="wrn38", overwrite=True))
 
 
 def test_cancel_before_the_first_epoch_keeps_the_current_model(scene, tmp_path: Path) -> None:
