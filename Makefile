@@ -56,7 +56,9 @@ deploy: setup
 
 # The README's screenshot: the real QGIS desktop (Xvfb) with the packaged plugin, one extraction.
 screenshot: setup
-	TERNAUS_DESKTOP_SHOT=docs/qgis-desktop.png $(PY) -m pytest -q -s tests/qgis/test_desktop.py
+	SCENE=$$($(PY) scripts/screenshot_scene.py build/screenshot_scene.tif); \
+	TERNAUS_DESKTOP_SCENE=$$SCENE TERNAUS_DESKTOP_SHOT=docs/qgis-desktop.png \
+		$(PY) -m pytest -q -s tests/qgis/test_desktop.py
 
 lint: setup
 	$(VENV)/bin/ruff check backend tests ternaus_qgis

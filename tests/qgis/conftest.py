@@ -30,6 +30,8 @@ QGIS_PLUGINS = "/usr/share/qgis/python/plugins"
 def qgis_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[QgsApplication]:
     """One QgsApplication with a GUI (offscreen) and Processing, settings in a temporary profile."""
     profile = tmp_path_factory.mktemp("qgis-profile")
+    # Backends started by the plugin keep their job folders here, not in the user's cache.
+    os.environ["TERNAUS_WORK_DIR"] = str(tmp_path_factory.mktemp("backend-jobs"))
     app = QgsApplication([], True, str(profile))
     app.initQgis()
     if QGIS_PLUGINS not in sys.path:

@@ -28,12 +28,14 @@ def run_desktop(scene: Path, out_dir: Path, backend: Path) -> dict:
     """Install the packaged plugin into a fresh profile, run QGIS with the driver script."""
     profiles = deploy_plugin(out_dir, backend)
     report, shot = out_dir / "report.json", out_dir / "qgis-desktop.png"
+    (out_dir / "home").mkdir(exist_ok=True)
     env = dict(
         os.environ,
         TERNAUS_SCENE=str(scene),
         TERNAUS_REPORT=str(report),
         TERNAUS_SCREENSHOT=str(shot),
         QT_QPA_PLATFORM="xcb",
+        HOME=str(out_dir / "home"),  # results of the unsaved project, backend jobs: not the user's
     )
     done = subprocess.run(
         [
@@ -67,7 +69,8 @@ def run_desktop(scene: Path, out_dir: Path, backend: Path) -> dict:
 def test_desktop_qgis_runs_an_extraction_with_the_packaged_plugin(
     synthetic_scene, tmp_path, backend_command
 ):
-    report = run_desktop(synthetic_scene, tmp_path, backend_command)
+    scene = Path(os.environ.get("TERNAUS_DESKTOP_SCENE") or synthetic_scene)
+    report = run_desktop(scene, tmp_path, backend_command)
     assert report["error"] is None, report["error"]
     assert report["dock_title"] == "Ternaus Building Extraction"
     assert report["features"] > 5

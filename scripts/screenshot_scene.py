@@ -1,0 +1,48 @@
+"""The README screenshot's scene: real imagery the default model never trained on.
+
+Writes the Kampala validation area (resources/training/kampala_val.geojson) of the OpenAerialMap
+mosaic in ../shared/data as a GeoTIFF and prints its path; prints nothing when the shared data is
+absent (make screenshot then uses the tests' synthetic scene).
+
+    .venv/bin/python scripts/screenshot_scene.py build/screenshot_scene.tif
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import rasterio
+import shapely
+from rasterio.warp import transform_bounds
+from rasterio.windows import from_bounds
+
+from ternaus_backend.vector_io import read_polygons
+
+REPO = Path(__file__).resolve().parent.parent
+MOSAIC = REPO.parent / "shared" / "data" / "hotosm_oam" / "kampala_rgb.tif"
+AREA = REPO / "resources" / "training" / "kampala_val.geojson"
+
+
+def main() -> None:
+    out = Path(sys.argv[1] if len(sys.argv) > 1 else "build/screenshot_scene.tif")
+    if not MOSAIC.is_file():
+        return
+    bounds = shapely.union_all(read_polygons(AREA)).bounds
+    with rasterio.open(MOSAIC) as src:
+        window = from_bounds(*transform_bounds("EPSG:4326", src.crs, *bounds), src.transform)
+        window = window.round_offsets().round_lengths()
+        profile = dict(
+            src.profile,
+            width=window.width,
+            height=window.height,
+            transform=src.window_transform(window),
+        )
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with rasterio.open(out, "w", **profile) as dst:
+            dst.write(src.read(window=window))
+    print(out)
+
+
+if __name__ == "__main__":
+    main()
