@@ -117,10 +117,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from ternaus_backend.evaluation.spacenet import evaluate_files
+    from ternaus_backend.evaluation.error_layers import evaluate_layers
 
-    scores = evaluate_files(args.pred, args.truth, iou_threshold=args.iou, min_area=args.min_area)
-    print(json.dumps(scores.to_dict()))
+    evaluation = evaluate_layers(
+        args.pred, args.truth, iou_threshold=args.iou, min_area=args.min_area
+    )
+    print(json.dumps(evaluation.to_dict()))
     return 0
 
 

@@ -167,13 +167,11 @@ def evaluate_job(request: EvaluateRequest) -> JobFunction:
         context.progress(ProgressEvent("evaluate", 1, 1))
         return JobOutcome(
             {
-                **evaluation.scores.to_dict(),
+                **evaluation.to_dict(),
                 "pred": pred,
                 "truth": truth,
                 "area": area,
                 "iou_threshold": request.iou_threshold,
-                "results_scored": evaluation.results_scored,
-                "references_scored": evaluation.references_scored,
                 "out": evaluation.out,
                 "layers": ["result", "missed"],
             },

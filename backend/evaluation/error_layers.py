@@ -31,6 +31,18 @@ class LayerEvaluation:
     results_scored: int
     references_scored: int
     out: Path | None
+    repaired_pred: int = 0
+    repaired_truth: int = 0
+
+    def to_dict(self) -> dict:
+        """The scores, what was scored and what was repaired (``ternaus evaluate`` prints it)."""
+        return {
+            **self.scores.to_dict(),
+            "results_scored": self.results_scored,
+            "references_scored": self.references_scored,
+            "repaired_pred": self.repaired_pred,
+            "repaired_truth": self.repaired_truth,
+        }
 
 
 def evaluate_layers(
@@ -43,7 +55,8 @@ def evaluate_layers(
 ) -> LayerEvaluation:
     """Score ``pred_path`` against ``truth_path`` (inside ``area_path``'s polygons when given);
     with ``out``, write the ``result`` and ``missed`` layers there (a GeoPackage)."""
-    preds, truth = read_pair(pred_path, truth_path)
+    inputs = read_pair(pred_path, truth_path)
+    preds, truth = inputs.preds, inputs.truth
     keep_pred = np.arange(len(preds.geometries))
     keep_truth = np.arange(len(truth.geometries))
     if area_path is not None:
@@ -66,7 +79,14 @@ def evaluate_layers(
         written = _write_layers(
             Path(out), pred_path, truth_path, keep_pred, keep_truth, result, iou_threshold
         )
-    return LayerEvaluation(result.scores, len(keep_pred), len(keep_truth), written)
+    return LayerEvaluation(
+        result.scores,
+        len(keep_pred),
+        len(keep_truth),
+        written,
+        inputs.repaired_pred,
+        inputs.repaired_truth,
+    )
 
 
 def _write_layers(out, pred_path, truth_path, keep_pred, keep_truth, result, iou_threshold):

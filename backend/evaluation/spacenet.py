@@ -29,10 +29,11 @@ import numpy as np
 import shapely
 from pyproj import CRS
 from shapely.errors import GEOSException
+from shapely.geometry import MultiPolygon
 from shapely.geometry.base import BaseGeometry
 
 from ternaus_backend.errors import InputError
-from ternaus_backend.vector_io import VectorData, read_features, to_crs
+from ternaus_backend.vector_io import VectorData, polygon_parts, read_features, to_crs
 
 __all__ = [
     "Scores",
@@ -436,20 +437,33 @@ def match_files(
 
     Predictions are reprojected to the ground truth's CRS. When that CRS is geographic,
     both are projected to a local equal-area CRS first, so that IoU and ``min_area`` are
-    in metres. Geometries are used as stored (no repair beyond the metric's ``buffer(0)``
-    of invalid proposals). A ``confidence`` (or ``conf``) property, any case, orders the
-    proposals.
+    in metres. Invalid polygons on either side are repaired (``read_pair``). A ``confidence``
+    (or ``conf``) property, any case, orders the proposals.
     """
-    preds, truth = read_pair(pred_path, truth_path)
-    confidences = _file_confidences(preds.properties, Path(pred_path))
-    return match(preds.geometries, truth.geometries, confidences, iou_threshold, min_area)
+    inputs = read_pair(pred_path, truth_path)
+    confidences = _file_confidences(inputs.preds.properties, Path(pred_path))
+    return match(
+        inputs.preds.geometries, inputs.truth.geometries, confidences, iou_threshold, min_area
+    )
 
 
-def read_pair(pred_path: str | Path, truth_path: str | Path) -> tuple[VectorData, VectorData]:
+@dataclass(frozen=True)
+class MatchInputs:
+    """Predictions and ground truth in one CRS, repaired; how many polygons needed repair."""
+
+    preds: VectorData
+    truth: VectorData
+    repaired_pred: int = 0
+    repaired_truth: int = 0
+
+
+def read_pair(pred_path: str | Path, truth_path: str | Path) -> MatchInputs:
     """Predictions and ground truth in one CRS, for matching.
 
     Predictions are reprojected to the ground truth's CRS; when that CRS is geographic, both are
-    projected to a local equal-area CRS, so that IoU and areas are in metres.
+    projected to a local equal-area CRS, so that IoU and areas are in metres. Invalid polygons
+    (self-intersections, bow-ties) on either side are repaired as training repairs labels
+    (``make_valid``, polygon parts kept) instead of silently scoring as empty; they are counted.
     """
     truth = read_features(truth_path)
     if truth.crs is None:
@@ -459,9 +473,30 @@ def read_pair(pred_path: str | Path, truth_path: str | Path) -> tuple[VectorData
                 f"{Path(truth_path).name} declares no CRS but the predictions do: assign the "
                 "ground truth its CRS (QGIS: Layer > Set CRS, then save) and try again."
             )
-        return preds, truth
-    work_crs = _metric_crs(to_crs(truth.crs), truth.geometries)
-    return read_features(pred_path, dst_crs=work_crs), read_features(truth_path, dst_crs=work_crs)
+    else:
+        work_crs = _metric_crs(to_crs(truth.crs), truth.geometries)
+        preds = read_features(pred_path, dst_crs=work_crs)
+        truth = read_features(truth_path, dst_crs=work_crs)
+    pred_geoms, repaired_pred = _repaired(preds.geometries)
+    truth_geoms, repaired_truth = _repaired(truth.geometries)
+    return MatchInputs(
+        VectorData(pred_geoms, preds.properties, preds.crs),
+        VectorData(truth_geoms, truth.properties, truth.crs),
+        repaired_pred,
+        repaired_truth,
+    )
+
+
+def _repaired(geoms: Sequence[BaseGeometry]) -> tuple[list[BaseGeometry], int]:
+    """Invalid geometries made valid (their polygon parts); how many were invalid."""
+    out, count = [], 0
+    for geom in geoms:
+        if geom is not None and not geom.is_empty and not geom.is_valid:
+            parts = polygon_parts(geom)
+            geom = parts[0] if len(parts) == 1 else MultiPolygon(parts)
+            count += 1
+        out.append(geom)
+    return out, count
 
 
 def file_confidences(preds: VectorData, path: str | Path) -> np.ndarray | None:

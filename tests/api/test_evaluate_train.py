@@ -173,3 +173,25 @@ def test_train_refuses_an_existing_model_unless_overwrite(client, scene, tmp_pat
     schema = client.get("/v1/openapi.json").json()["components"]["schemas"]
     assert "overwrite" in schema["TrainRequest"]["properties"]
     assert "overwrite" in schema["PredictRequest"]["properties"]
+
+
+def test_self_intersecting_polygons_are_repaired_and_counted(client, tmp_path):
+    """A bow-tie on both sides used to score as nothing (tp = fp = fn = 0): issue 7, item 5."""
+    x0, y0 = 500000.0, 7450000.0
+    bow = [[x0, y0], [x0 + 10, y0 + 10], [x0 + 10, y0], [x0, y0 + 10], [x0, y0]]
+    feature = {
+        "type": "Feature",
+        "properties": {},
+        "geometry": {"type": "Polygon", "coordinates": [bow]},
+    }
+    truth = geojson(tmp_path / "t.geojson", [feature, square(x0 + 50, y0, 10)])
+    pred = geojson(tmp_path / "p.geojson", [feature, square(x0 + 50, y0, 10)])
+    job = wait_for(
+        client,
+        client.post("/v1/jobs/evaluate", json={"pred": str(pred), "truth": str(truth)}).json()[
+            "id"
+        ],
+    )
+    result = job["result"]
+    assert (result["tp"], result["fp"], result["fn"]) == (2, 0, 0)
+    assert result["repaired_pred"] == 1 and result["repaired_truth"] == 1
