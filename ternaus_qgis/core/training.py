@@ -141,6 +141,22 @@ def run_training(
             ) from None
         cancelled = True
     summary = job.get("result") or {}
+    # Epochs shorter than a poll may have been missed live: the job's history has them all.
+    seen = {p.epoch for p in curve}
+    for row in summary.get("history") or []:
+        if row.get("epoch") in seen:
+            continue
+        point = EpochPoint(
+            epoch=int(row["epoch"]),
+            loss=float(row.get("train_loss", 0.0)),
+            val_f1=row.get("val_f1"),
+            val_iou=row.get("val_iou"),
+            best=bool(row.get("best")),
+        )
+        curve.append(point)
+        if on_epoch is not None:
+            on_epoch(point)
+    curve.sort(key=lambda p: p.epoch)
     return TrainingResult(
         model_path=Path(summary.get("model_path") or request.out_path),
         curve=curve,

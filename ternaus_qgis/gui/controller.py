@@ -397,6 +397,8 @@ class DockController(QObject):
         self.last_training = result
         panel = self.dock.train_panel
         panel.set_running(False)
+        for point in result.curve:  # the job's own history: every epoch, in order
+            panel.curve.add(point)
         summary = result.summary
         f1 = summary.get("best_val_f1")
         f1_text = "n/a" if f1 is None else f"{f1:.3f}"

@@ -26,7 +26,9 @@ class LearningCurve(QWidget):
         self.update()
 
     def add(self, point: EpochPoint) -> None:
-        self.points.append(point)
+        self.points = sorted(
+            [p for p in self.points if p.epoch != point.epoch] + [point], key=lambda p: p.epoch
+        )
         self.update()
 
     def paintEvent(self, event) -> None:  # noqa: N802 (Qt's name)
