@@ -59,6 +59,7 @@ from shapely.geometry.base import BaseGeometry
 from ternaus_backend.evaluation.spacenet import Scores, score
 from ternaus_backend.models.model_file import load_model
 from ternaus_backend.pipeline.extract import ExtractOptions, extract
+from ternaus_backend.training.validation import clip_to
 from ternaus_backend.vector_io import (
     read_polygons,
     read_polygons_with_properties,
@@ -342,21 +343,6 @@ def local_utm(area: Area) -> CRS:
     return CRS.from_epsg(int(infos[0].code))
 
 
-def clip(
-    polygons: Sequence[BaseGeometry], region: BaseGeometry, min_area: float
-) -> tuple[list[BaseGeometry], list[int]]:
-    """The parts of ``polygons`` inside ``region`` of at least ``min_area``, with their indexes."""
-    kept, index = [], []
-    for i, poly in enumerate(polygons):
-        if not poly.intersects(region):
-            continue
-        part = poly.intersection(region)
-        if part.area >= min_area and part.area > 0:
-            kept.append(part)
-            index.append(i)
-    return kept, index
-
-
 def pixel_counts(
     area: Area, predicted: Sequence[BaseGeometry], truth: Sequence[BaseGeometry]
 ) -> tuple[int, int]:
@@ -409,8 +395,8 @@ def evaluate(
     )
     utm = local_utm(area)
     region_m = reproject_geometries([area.region], area.crs, utm)[0]
-    pred_m, kept = clip(reproject_geometries(predicted, area.crs, utm), region_m, MIN_AREA_M2)
-    truth_m, _ = clip(reproject_geometries(area.truth, area.crs, utm), region_m, MIN_AREA_M2)
+    pred_m, kept = clip_to(reproject_geometries(predicted, area.crs, utm), region_m, MIN_AREA_M2)
+    truth_m, _ = clip_to(reproject_geometries(area.truth, area.crs, utm), region_m, MIN_AREA_M2)
     confidences = [float(props[k].get("confidence") or 0.0) for k in kept]
     scores = score(pred_m, truth_m, confidences=confidences)
     return Counts(inter, union, scores.tp, scores.fp, scores.fn, len(pred_m), len(truth_m), seconds)

@@ -84,7 +84,7 @@ class _Sums:
         return self.hard_inter / self.hard_union if self.hard_union else 1.0
 
 
-def _clip_to(polygons: Sequence[Any], region: Any, min_area: float) -> tuple[list[Any], list[int]]:
+def clip_to(polygons: Sequence[Any], region: Any, min_area: float) -> tuple[list[Any], list[int]]:
     """Parts of ``polygons`` inside ``region`` with an area of at least ``min_area``."""
     kept, index = [], []
     for i, poly in enumerate(polygons):
@@ -126,9 +126,9 @@ def _val_f1(
                 polys, props = read_polygons_with_properties(result.path)
             else:
                 polys, props = [], []
-            proposals, kept = _clip_to(polys, src.val_region, min_area)
+            proposals, kept = clip_to(polys, src.val_region, min_area)
             confidences = [float(props[k].get("confidence") or 0.0) for k in kept]
-            truths, _ = _clip_to(src.label_polygons, src.val_region, min_area)
+            truths, _ = clip_to(src.label_polygons, src.val_region, min_area)
             total = total + score(proposals, truths, confidences=confidences)
     return total.f1, total.tp, total.fp, total.fn
 

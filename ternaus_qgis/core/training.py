@@ -36,6 +36,17 @@ class EpochPoint:
     val_iou: float | None = None
     best: bool = False
 
+    @classmethod
+    def from_dict(cls, row: dict[str, Any]) -> EpochPoint:
+        """From a validated-epoch progress report, or a row of the job's ``history``."""
+        return cls(
+            epoch=int(row["epoch"]),
+            loss=float(row.get("loss", row.get("train_loss", 0.0))),
+            val_f1=row.get("val_f1"),
+            val_iou=row.get("val_iou"),
+            best=bool(row.get("best")),
+        )
+
 
 @dataclass
 class TrainingRequest:
@@ -118,13 +129,7 @@ def run_training(
             return
         if curve and curve[-1].epoch == info.get("epoch"):
             return
-        point = EpochPoint(
-            epoch=int(info["epoch"]),
-            loss=float(info.get("loss", 0.0)),
-            val_f1=info.get("val_f1"),
-            val_iou=info.get("val_iou"),
-            best=bool(info.get("best")),
-        )
+        point = EpochPoint.from_dict(info)
         curve.append(point)
         if on_epoch is not None:
             on_epoch(point)
@@ -146,13 +151,7 @@ def run_training(
     for row in summary.get("history") or []:
         if row.get("epoch") in seen:
             continue
-        point = EpochPoint(
-            epoch=int(row["epoch"]),
-            loss=float(row.get("train_loss", 0.0)),
-            val_f1=row.get("val_f1"),
-            val_iou=row.get("val_iou"),
-            best=bool(row.get("best")),
-        )
+        point = EpochPoint.from_dict(row)
         curve.append(point)
         if on_epoch is not None:
             on_epoch(point)

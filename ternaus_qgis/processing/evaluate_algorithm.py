@@ -13,7 +13,6 @@ from pathlib import Path
 from qgis.core import (
     QgsProcessing,
     QgsProcessingAlgorithm,
-    QgsProcessingException,
     QgsProcessingOutputNumber,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterNumber,
@@ -22,9 +21,8 @@ from qgis.core import (
 
 from ..backend_process import connection
 from ..core.evaluation import EvaluationRequest, run_evaluation
-from ..core.jobs import Progress
 from ..core.vector_inputs import export_vector_layer
-from ..exceptions import TernausPluginError
+from .common import feedback_progress, user_errors
 
 SCORES = ("F1", "PRECISION", "RECALL", "TP", "FP", "FN")
 
@@ -80,7 +78,7 @@ class EvaluateBuildingsAlgorithm(QgsProcessingAlgorithm):
         reference = self.parameterAsVectorLayer(parameters, self.REFERENCE, context)
         area = self.parameterAsVectorLayer(parameters, self.AREA, context)
         out = self.parameterAsFileOutput(parameters, self.OUTPUT, context)
-        try:
+        with user_errors(feedback):
             request = EvaluationRequest(
                 result_path=export_vector_layer(result, "result"),
                 reference_path=export_vector_layer(reference, "reference"),
@@ -93,19 +91,8 @@ class EvaluateBuildingsAlgorithm(QgsProcessingAlgorithm):
             evaluation = run_evaluation(
                 request,
                 connection(),
-                Progress(
-                    report=lambda pct, text: (
-                        feedback.setProgress(pct),
-                        feedback.setProgressText(text),
-                    ),
-                    cancelled=feedback.isCanceled,
-                    log=feedback.pushInfo,
-                ),
+                feedback_progress(feedback),
             )
-        except TernausPluginError as error:
-            if error.details:
-                feedback.reportError(error.details)
-            raise QgsProcessingException(error.message) from None
         feedback.pushInfo(evaluation.summary)
         outputs = {name: evaluation.scores[name.lower()] for name in SCORES}
         outputs[self.OUTPUT] = str(evaluation.path)

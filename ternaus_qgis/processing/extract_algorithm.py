@@ -12,7 +12,6 @@ from pathlib import Path
 from qgis.core import (
     QgsProcessing,
     QgsProcessingAlgorithm,
-    QgsProcessingException,
     QgsProcessingParameterExtent,
     QgsProcessingParameterFile,
     QgsProcessingParameterRasterLayer,
@@ -21,9 +20,8 @@ from qgis.core import (
 
 from ..backend_process import connection
 from ..core.extraction import ExtractionRequest, run_extraction
-from ..core.jobs import Progress
 from ..core.raster_inputs import raster_input
-from ..exceptions import TernausPluginError
+from .common import feedback_progress, user_errors
 
 
 class ExtractBuildingsAlgorithm(QgsProcessingAlgorithm):
@@ -85,7 +83,7 @@ class ExtractBuildingsAlgorithm(QgsProcessingAlgorithm):
         out = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         if not out.lower().endswith(".gpkg"):
             out = str(Path(out).with_suffix(".gpkg"))
-        try:
+        with user_errors(feedback):
             rgb = raster_input(rgb_layer, "RGB", 3)
             ms = raster_input(ms_layer, "multispectral", 1) if ms_layer is not None else None
             extent, extent_crs = None, rgb.crs
@@ -106,19 +104,8 @@ class ExtractBuildingsAlgorithm(QgsProcessingAlgorithm):
             result = run_extraction(
                 request,
                 connection(),
-                Progress(
-                    report=lambda pct, text: (
-                        feedback.setProgress(pct),
-                        feedback.setProgressText(text),
-                    ),
-                    cancelled=feedback.isCanceled,
-                    log=feedback.pushInfo,
-                ),
+                feedback_progress(feedback),
             )
-        except TernausPluginError as error:
-            if error.details:
-                feedback.reportError(error.details)
-            raise QgsProcessingException(error.message) from None
         feedback.pushInfo(
             f"{result.count} buildings in {result.seconds:.1f} s on {result.device}: {result.path}"
         )

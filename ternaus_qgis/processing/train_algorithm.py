@@ -25,11 +25,10 @@ from qgis.core import (
 
 from .. import settings
 from ..backend_process import connection
-from ..core.jobs import Progress
 from ..core.raster_inputs import raster_input
 from ..core.training import TrainingRequest, run_training
 from ..core.vector_inputs import export_vector_layer
-from ..exceptions import TernausPluginError
+from .common import feedback_progress, user_errors
 
 
 class TrainModelAlgorithm(QgsProcessingAlgorithm):
@@ -97,7 +96,7 @@ class TrainModelAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException("Name the new model (e.g. my_town_2026).")
         area = self.parameterAsVectorLayer(parameters, self.AREA, context)
         val_area = self.parameterAsVectorLayer(parameters, self.VAL_AREA, context)
-        try:
+        with user_errors(feedback):
             request = TrainingRequest(
                 rgb=raster_input(
                     self.parameterAsRasterLayer(parameters, self.RGB, context), "RGB", 3
@@ -119,22 +118,11 @@ class TrainModelAlgorithm(QgsProcessingAlgorithm):
             result = run_training(
                 request,
                 connection(),
-                Progress(
-                    report=lambda pct, text: (
-                        feedback.setProgress(pct),
-                        feedback.setProgressText(text),
-                    ),
-                    cancelled=feedback.isCanceled,
-                    log=feedback.pushInfo,
-                ),
+                feedback_progress(feedback),
                 on_epoch=lambda p: feedback.pushInfo(
                     f"epoch {p.epoch}: loss {p.loss:.4f}, validation F1 {p.val_f1}"
                 ),
             )
-        except TernausPluginError as error:
-            if error.details:
-                feedback.reportError(error.details)
-            raise QgsProcessingException(error.message) from None
         f1 = result.summary.get("best_val_f1")
         feedback.pushInfo(f"model saved: {result.model_path} (best validation F1 {f1})")
         return {self.MODEL: str(result.model_path), self.F1: f1}
