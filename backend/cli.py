@@ -96,6 +96,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             options=options,
             progress=bars,
             overwrite=args.overwrite,
+            assume_crs=args.assume_crs,
         )
     finally:
         bars.close()
@@ -168,6 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model file (default: the embedded default model)")
     p.add_argument("--bbox", type=parse_bbox, help="XMIN,YMIN,XMAX,YMAX (in the RGB raster's CRS)")
     p.add_argument("--bbox-crs", help="CRS of --bbox if not the raster's, e.g. EPSG:4326")
+    p.add_argument(
+        "--assume-crs",
+        metavar="CRS",
+        help="CRS of rasters that have a geotransform but no CRS, e.g. EPSG:32636",
+    )
     p.add_argument("--out", required=True, help="output GeoPackage (*.gpkg)")
     p.add_argument(
         "--overwrite", action="store_true", help="replace --out if it exists (default: refuse)"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import json
 
+import fiona
 import numpy as np
 import pytest
 import rasterio
@@ -174,3 +175,38 @@ def test_a_corrupt_tile_inside_a_tiff(tmp_path, capsys, light_model):
     path.write_bytes(bytes(raw))
     code, _, err = predict(capsys, path, light_model, tmp_path / "out.gpkg")
     assert_user_error(code, err, "tiled.tif")
+
+
+# -- 6. georeferencing and bounding boxes ----------------------------------------------------
+
+
+def test_rasters_that_cannot_be_placed_on_the_map_are_refused(
+    tmp_path, capsys, light_model, labels
+):
+    from tests.pipeline.test_georeferencing import write_plain
+
+    image = rectangles_image(64, 64, [(10, 10, 30, 30)])
+    chip = write_plain(tmp_path / "chip.tif", image)
+    code, _, err = predict(capsys, chip, light_model, tmp_path / "a.gpkg")
+    assert_user_error(code, err, "no georeferencing", "georeference it")
+    transform = rasterio.transform.from_origin(500000.0, 7450000.0, 0.5, 0.5)
+    no_crs = write_plain(tmp_path / "nocrs.tif", image, transform)
+    code, _, err = predict(capsys, no_crs, light_model, tmp_path / "b.gpkg")
+    assert_user_error(code, err, "has no CRS", "--assume-crs EPSG:xxxx")
+    code, _, err = run(capsys, *_train_args(no_crs, labels, tmp_path / "m.safetensors"))
+    assert_user_error(code, err, "has no CRS", "--assume-crs EPSG:xxxx")
+    out = tmp_path / "c.gpkg"
+    code, stdout, err = predict(capsys, no_crs, light_model, out, "--assume-crs", "EPSG:32723")
+    assert code == 0, err
+    with fiona.open(out) as layer:
+        assert layer.crs.to_epsg() == 32723
+
+
+def test_a_whole_world_bbox_works_and_a_nan_one_is_refused(tmp_path, capsys, rgb, light_model):
+    world = ("--bbox=-180,-90,180,90", "--bbox-crs", "EPSG:4326")
+    code, stdout, err = predict(capsys, rgb, light_model, tmp_path / "w.gpkg", *world)
+    assert code == 0, err
+    assert json.loads(stdout.splitlines()[-1])["width_px"] == 64
+    for bbox in ("nan,0,1,1", "-inf,-inf,inf,inf", "1,1,0,0"):
+        code, _, err = predict(capsys, rgb, light_model, tmp_path / "n.gpkg", f"--bbox={bbox}")
+        assert_user_error(code, err, "XMIN,YMIN,XMAX,YMAX")

@@ -124,6 +124,7 @@ def predict_job(request: PredictRequest, settings: Settings) -> JobFunction:
             cancel=context.cancel,
             work_dir=context.work_dir,
             overwrite=request.overwrite or out is None,
+            assume_crs=request.assume_crs,
         )
         summary = {
             "out": result.path,

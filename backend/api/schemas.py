@@ -12,7 +12,9 @@ from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ternaus_backend.errors import InputError
 from ternaus_backend.models.metadata import ModelMetadata
+from ternaus_backend.pipeline.raster import check_bbox
 from ternaus_backend.training.loop import TrainConfig
 
 # ---------------------------------------------------------------------------------- errors
@@ -119,6 +121,10 @@ class PredictRequest(BaseModel):
     bbox_crs: str | None = Field(
         None, description="CRS of the bbox if not the raster's, e.g. EPSG:4326"
     )
+    assume_crs: str | None = Field(
+        None,
+        description="CRS of rasters that have a geotransform but declare no CRS, e.g. EPSG:32636",
+    )
     out: Path | None = Field(
         None, description="output GeoPackage (*.gpkg); default: a file in the job's folder"
     )
@@ -128,11 +134,12 @@ class PredictRequest(BaseModel):
     @field_validator("bbox")
     @classmethod
     def _ordered_bbox(cls, value: tuple[float, ...] | None) -> tuple[float, ...] | None:
-        if value is not None and not (value[0] < value[2] and value[1] < value[3]):
-            raise ValueError(
-                "the bbox must be [xmin, ymin, xmax, ymax] with xmin < xmax and ymin < ymax"
-            )
-        return value
+        if value is None:
+            return None
+        try:
+            return check_bbox(value)  # type: ignore[arg-type]
+        except InputError as error:
+            raise ValueError(error.message) from None
 
 
 class EvaluateRequest(BaseModel):

@@ -35,7 +35,13 @@ from ternaus_backend.progress import CancelToken, ProgressCallback, ProgressEven
 
 log = logging.getLogger(__name__)
 
-RESOURCES = Path(__file__).resolve().parents[2] / "resources"
+#: The embedded resources: inside the package when installed from a wheel, else the checkout's.
+_PACKAGED_RESOURCES = Path(__file__).resolve().parents[1] / "resources"
+RESOURCES = (
+    _PACKAGED_RESOURCES
+    if _PACKAGED_RESOURCES.is_dir()
+    else Path(__file__).resolve().parents[2] / "resources"
+)
 DEFAULT_MODEL = RESOURCES / "models" / "default.safetensors"
 
 
@@ -169,18 +175,22 @@ def extract(
     cancel: CancelToken | None = None,
     work_dir: str | Path | None = None,
     overwrite: bool = True,
+    assume_crs: str | None = None,
 ) -> ExtractResult:
     """Extracts building polygons from ``rgb`` (+ ``ms``) into the GeoPackage ``out``.
 
     ``overwrite=False`` refuses an existing ``out`` (the CLI and the HTTP API pass the user's
     ``--overwrite`` / ``"overwrite"``); the output is checked before anything is read or run.
+    ``assume_crs``: the CRS of rasters that have a geotransform but declare no CRS.
     """
     out = check_output(out, suffix=".gpkg", kind="GeoPackage", overwrite=overwrite)
     opts = options or ExtractOptions()
     started = time.perf_counter()
     device = pick_device(opts.device)
     with raster_env():
-        with RasterInputs.open(rgb, ms, bbox=bbox, bbox_crs=bbox_crs) as native:
+        with RasterInputs.open(
+            rgb, ms, bbox=bbox, bbox_crs=bbox_crs, assume_crs=assume_crs
+        ) as native:
             net = resolve_model(model, device)
             meta = net.metadata
             check_bands(native, meta, ms is not None)
@@ -193,6 +203,7 @@ def extract(
             bbox=bbox,
             bbox_crs=bbox_crs,
             resolution_m=None if opts.native_resolution else meta.resolution_m,
+            assume_crs=assume_crs,
         )
         with inputs:
             return _extract(inputs, net, out, opts, device, progress, cancel, work_dir, started)

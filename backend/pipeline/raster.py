@@ -68,6 +68,66 @@ def _open(path: str | Path, role: str) -> rasterio.DatasetReader:
         ) from exc
 
 
+#: How the refusal of a raster without a CRS says to assume one (CLI flag and API field).
+ASSUME_CRS_HINT = 'pass --assume-crs EPSG:xxxx (HTTP API: "assume_crs") with the CRS it is in'
+
+
+def parse_crs(value: str | CRS, what: str) -> CRS:
+    """``value`` as a CRS; InputError naming ``what`` (e.g. "--assume-crs") when it is unknown."""
+    try:
+        return CRS.from_user_input(value)
+    except CRSError as exc:
+        raise InputError(
+            f"The {what} {value!r} is not a known CRS; give an EPSG code such as EPSG:32636.",
+            details=str(exc),
+        ) from exc
+
+
+def georeferenced_crs(ds: rasterio.DatasetReader, role: str, assume_crs: str | CRS | None) -> CRS:
+    """The CRS of a raster that can be placed on the map: its own, else ``assume_crs``.
+
+    Refuses (InputError) a raster without a geotransform (pixel coordinates only, or ground
+    control points only), and one with a geotransform but no CRS unless ``assume_crs`` is given.
+    """
+    if ds.transform.is_identity:
+        how = (
+            "it has ground control points only: warp it onto a grid (gdalwarp, or QGIS "
+            "Georeferencer)"
+            if ds.gcps[0]
+            else "georeference it (QGIS Georeferencer, or gdal_translate -a_ullr XMIN YMAX XMAX "
+            "YMIN -a_srs EPSG:xxxx)"
+        )
+        raise InputError(
+            f"The {role} raster {ds.name} has no georeferencing (no geotransform), so buildings "
+            f"found in it could not be placed on the map; {how}, then try again."
+        )
+    if ds.crs is not None:
+        return ds.crs
+    if assume_crs is None:
+        raise InputError(
+            f"The {role} raster {ds.name} has no CRS; georeference it (QGIS: Layer > Set CRS, "
+            f"then export; or gdal_edit.py -a_srs EPSG:xxxx), or {ASSUME_CRS_HINT}."
+        )
+    return parse_crs(assume_crs, "assumed CRS")
+
+
+def check_bbox(bbox: Bounds) -> Bounds:
+    """``bbox`` as four floats; InputError unless they are finite with xmin < xmax, ymin < ymax."""
+    values = tuple(float(v) for v in bbox)
+    if len(values) != 4 or not all(math.isfinite(v) for v in values):
+        raise InputError(
+            f"The bounding box {tuple(bbox)} must be four finite numbers XMIN,YMIN,XMAX,YMAX "
+            "(no NaN or infinity)."
+        )
+    xmin, ymin, xmax, ymax = values
+    if xmax <= xmin or ymax <= ymin:
+        raise InputError(
+            f"The bounding box {tuple(bbox)} is empty or inverted; give XMIN,YMIN,XMAX,YMAX with "
+            "XMIN < XMAX and YMIN < YMAX."
+        )
+    return values  # type: ignore[return-value]
+
+
 def _rgb_band_indexes(ds: rasterio.DatasetReader) -> list[int]:
     """Band indexes (1-based) of red, green, blue: by colour interpretation, else the first 3."""
     if ds.count < 3:
@@ -264,6 +324,7 @@ class RasterInputs:
         rgb_grid: rasterio.DatasetReader | WarpedVRT | None = None,
         ms_grid: WarpedVRT | None = None,
         scale: tuple[float, float] | None = None,
+        crs: CRS | None = None,
     ) -> None:
         self._rgb = rgb  # the RGB raster itself (statistics)
         self._ms = ms
@@ -278,7 +339,7 @@ class RasterInputs:
             width=int(offset.width),
             height=int(offset.height),
             transform=rasterio.windows.transform(offset, self._rgb_grid.transform),
-            crs=rgb.crs,
+            crs=crs or rgb.crs,
         )
         self.rgb_path = rgb.name
         self.ms_path = ms.name if ms is not None else None
@@ -294,10 +355,14 @@ class RasterInputs:
         bbox: Bounds | None = None,
         bbox_crs: str | CRS | None = None,
         resolution_m: float | None = None,
+        assume_crs: str | CRS | None = None,
     ) -> RasterInputs:
         """Open the rasters and compute the processing grid (RGB ∩ MS ∩ bbox).
 
-        ``bbox`` is (xmin, ymin, xmax, ymax) in ``bbox_crs`` (default: the RGB raster's CRS).
+        ``bbox`` is (xmin, ymin, xmax, ymax) in ``bbox_crs`` (default: the RGB raster's CRS); a
+        box larger than the raster (even the whole world) is clipped to it.
+        Rasters must be georeferenced (:func:`georeferenced_crs`); ``assume_crs`` is the CRS of
+        those with a geotransform but no CRS.
         ``resolution_m``: the ground resolution to read at (the model's); ``None`` reads the
         raster at its own resolution. The resampled grid depends on the raster only (its pixel
         size at its centre), never on the bbox, so crops of one raster share one grid.
@@ -305,25 +370,25 @@ class RasterInputs:
         rgb = _open(rgb_path, "RGB")
         ms = vrt = rgb_grid = ms_grid = None
         try:
+            crs = georeferenced_crs(rgb, "RGB", assume_crs)
             _rgb_band_indexes(rgb)
-            native = GridInfo(rgb.width, rgb.height, rgb.transform, rgb.crs)
+            native = GridInfo(rgb.width, rgb.height, rgb.transform, crs)
             scale = grid_scale(native, resolution_m)
             region: Bounds | None = _sorted(rgb.bounds)
             full_region = region
             if bbox is not None:
-                region = _intersect(region, cls._bbox_in_crs(bbox, bbox_crs, rgb.crs))
+                region = cls._bbox_in_crs(bbox, bbox_crs, crs, region)
                 if region is None:
                     raise InputError(
                         f"The bounding box {tuple(bbox)} does not overlap the RGB raster "
-                        f"(bounds {tuple(round(v, 6) for v in rgb.bounds)} in {rgb.crs}); "
+                        f"(bounds {tuple(round(v, 6) for v in rgb.bounds)} in {crs}); "
                         "give a box inside the raster, in the raster's CRS."
                     )
             if ms_path is not None:
                 ms = _open(ms_path, "multispectral")
-                if ms.crs is not None and rgb.crs is not None and ms.crs != rgb.crs:
-                    ms_bounds = transform_bounds(
-                        ms.crs, rgb.crs, *_sorted(ms.bounds), densify_pts=21
-                    )
+                ms_crs = georeferenced_crs(ms, "multispectral", assume_crs)
+                if ms_crs != crs:
+                    ms_bounds = transform_bounds(ms_crs, crs, *_sorted(ms.bounds), densify_pts=21)
                 else:
                     ms_bounds = _sorted(ms.bounds)
                 overlap = _intersect(region, ms_bounds)
@@ -338,7 +403,8 @@ class RasterInputs:
                 sx, sy = scale
                 rgb_grid = WarpedVRT(
                     rgb,
-                    crs=rgb.crs,
+                    src_crs=crs,
+                    crs=crs,
                     transform=rgb.transform * Affine.scale(sx, sy),
                     width=max(1, math.ceil(rgb.width / sx - 1e-6)),
                     height=max(1, math.ceil(rgb.height / sy - 1e-6)),
@@ -350,11 +416,19 @@ class RasterInputs:
             window = cls._window_for(grid_ds, region)
             stats_window = cls._window_for(rgb, full_region)
             if ms is not None:
-                vrt = cls._warp_ms(ms, rgb)
+                vrt = cls._warp_ms(ms, ms_crs, rgb, crs)
                 if rgb_grid is not None:
-                    ms_grid = cls._warp_ms(ms, rgb_grid)
+                    ms_grid = cls._warp_ms(ms, ms_crs, rgb_grid, crs)
             return cls(
-                rgb, ms, vrt, window, stats_window, rgb_grid=rgb_grid, ms_grid=ms_grid, scale=scale
+                rgb,
+                ms,
+                vrt,
+                window,
+                stats_window,
+                rgb_grid=rgb_grid,
+                ms_grid=ms_grid,
+                scale=scale,
+                crs=crs,
             )
         except Exception:
             for ds in (ms_grid, vrt, ms, rgb_grid, rgb):
@@ -363,11 +437,18 @@ class RasterInputs:
             raise
 
     @staticmethod
-    def _warp_ms(ms: rasterio.DatasetReader, onto: rasterio.DatasetReader | WarpedVRT) -> WarpedVRT:
-        """The multispectral raster warped (bilinear) onto the grid of ``onto``."""
+    def _warp_ms(
+        ms: rasterio.DatasetReader,
+        ms_crs: CRS,
+        onto: rasterio.DatasetReader | WarpedVRT,
+        crs: CRS,
+    ) -> WarpedVRT:
+        """The multispectral raster (in ``ms_crs``) warped (bilinear) onto the grid of ``onto``
+        (in ``crs``)."""
         return WarpedVRT(
             ms,
-            crs=onto.crs or ms.crs,
+            src_crs=ms_crs,
+            crs=crs,
             transform=onto.transform,
             width=onto.width,
             height=onto.height,
@@ -376,26 +457,39 @@ class RasterInputs:
         )
 
     @staticmethod
-    def _bbox_in_crs(bbox: Bounds, bbox_crs: str | CRS | None, crs: CRS | None) -> Bounds:
-        xmin, ymin, xmax, ymax = bbox
-        if xmax <= xmin or ymax <= ymin:
-            raise InputError(
-                f"The bounding box {tuple(bbox)} is empty; give XMIN,YMIN,XMAX,YMAX with "
-                "XMIN < XMAX and YMIN < YMAX."
-            )
-        if bbox_crs is None or crs is None:
-            return bbox
-        try:
-            given = CRS.from_user_input(bbox_crs)
-        except CRSError as exc:
-            raise InputError(
-                f"The bounding box CRS {bbox_crs!r} is not a known CRS; give an EPSG code such as "
-                "EPSG:4326, or leave it out to use the raster's CRS.",
-                details=str(exc),
-            ) from exc
+    def _bbox_in_crs(
+        bbox: Bounds, bbox_crs: str | CRS | None, crs: CRS, region: Bounds
+    ) -> Bounds | None:
+        """``bbox`` (in ``bbox_crs``) ∩ ``region`` (in ``crs``), in ``crs``; None if disjoint.
+
+        A box in another CRS is first clipped to the region's footprint in that CRS, so a box far
+        larger than the raster (the whole world in EPSG:4326) never has to be reprojected as a
+        whole (most projections cannot hold it).
+        """
+        bbox = check_bbox(bbox)
+        if bbox_crs is None:
+            return _intersect(region, bbox)
+        given = parse_crs(bbox_crs, "bounding box CRS")
         if given == crs:
-            return bbox
-        return transform_bounds(given, crs, *bbox, densify_pts=21)
+            return _intersect(region, bbox)
+        try:
+            footprint = transform_bounds(crs, given, *region, densify_pts=21)
+            clipped = _intersect(footprint, bbox) if _finite_bounds(footprint) else bbox
+            if clipped is None:
+                return None
+            inside = transform_bounds(given, crs, *clipped, densify_pts=21)
+        except Exception as exc:  # PROJ errors for boxes the projections cannot hold
+            raise InputError(
+                f"The bounding box {tuple(bbox)} in {bbox_crs} cannot be converted to the raster's "
+                f"CRS ({crs}); give it in the raster's CRS, or a smaller box.",
+                details=f"{type(exc).__name__}: {exc}",
+            ) from exc
+        if not _finite_bounds(inside):
+            raise InputError(
+                f"The bounding box {tuple(bbox)} in {bbox_crs} lies outside what the raster's CRS "
+                f"({crs}) can show; give it in the raster's CRS, or a box around the raster."
+            )
+        return _intersect(region, inside)
 
     @staticmethod
     def _window_for(ds: rasterio.DatasetReader | WarpedVRT, region: Bounds) -> Window:
@@ -531,6 +625,11 @@ class RasterInputs:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _finite_bounds(bounds: Bounds) -> bool:
+    """Whether all four numbers are finite (reprojection yields inf outside a projection)."""
+    return all(math.isfinite(v) for v in bounds)
 
 
 def _finite(values: np.ndarray) -> np.ndarray:

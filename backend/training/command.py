@@ -78,6 +78,11 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
         "all rasters or one per --rgb",
     )
     p.add_argument(
+        "--assume-crs",
+        metavar="CRS",
+        help="CRS of rasters that have a geotransform but no CRS, e.g. EPSG:32636",
+    )
+    p.add_argument(
         "--out",
         required=True,
         type=Path,
@@ -172,7 +177,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     val_aoi = _per_raster(args.val_aoi, n, "--val-aoi", one_for_all=True)
     try:
         sources = [
-            TrainingSource(rgb=r, ms=m, labels=lab, aoi=a, val_aoi=v)
+            TrainingSource(rgb=r, ms=m, labels=lab, aoi=a, val_aoi=v, assume_crs=args.assume_crs)
             for r, m, lab, a, v in zip(args.rgb, ms, labels, aoi, val_aoi, strict=True)
         ]
         return TrainConfig(

@@ -38,7 +38,7 @@ import numpy as np
 import shapely
 import torch
 from affine import Affine
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from rasterio.windows import Window
 from scipy import ndimage
 from shapely.geometry import box
@@ -95,6 +95,9 @@ class TrainingSource(BaseModel):
     labels: Path
     aoi: Path | None = None
     val_aoi: Path | None = None
+    assume_crs: str | None = Field(
+        None, description="CRS of rasters that have a geotransform but no CRS, e.g. EPSG:32636"
+    )
 
 
 @dataclass
@@ -245,7 +248,9 @@ def prepare_source(
     aoi_polygons = val_polygons = None
     bbox: Bounds | None = None
     if source.aoi is not None:
-        with RasterInputs.open(source.rgb, source.ms, resolution_m=resolution_m) as full:
+        with RasterInputs.open(
+            source.rgb, source.ms, resolution_m=resolution_m, assume_crs=source.assume_crs
+        ) as full:
             crs, full_grid = full.grid.crs, full.grid
         aoi_polygons = _read_area_polygons(source.aoi, crs, "training area")
         if source.val_aoi is not None:
@@ -256,7 +261,13 @@ def prepare_source(
 
     with (
         raster_env(),
-        RasterInputs.open(source.rgb, source.ms, bbox=bbox, resolution_m=resolution_m) as inputs,
+        RasterInputs.open(
+            source.rgb,
+            source.ms,
+            bbox=bbox,
+            resolution_m=resolution_m,
+            assume_crs=source.assume_crs,
+        ) as inputs,
     ):
         grid = inputs.grid
         height, width = grid.height, grid.width
@@ -422,7 +433,7 @@ def native_resolution_m(sources: Sequence[TrainingSource]) -> float:
     the resolution of a new model when none is asked for."""
     sizes = []
     for source in sources:
-        with RasterInputs.open(source.rgb, source.ms) as inputs:
+        with RasterInputs.open(source.rgb, source.ms, assume_crs=source.assume_crs) as inputs:
             sizes.append(inputs.grid.pixel_size_m)
     return round(float(np.median(sizes)), 4)
 

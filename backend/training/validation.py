@@ -117,6 +117,7 @@ def _val_f1(
                 ms=src.source.ms,
                 model=model,
                 bbox=src.val_bbox(),
+                assume_crs=src.source.assume_crs,
                 options=ExtractOptions(device=str(device)),
                 cancel=cancel,
             )
