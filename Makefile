@@ -8,7 +8,8 @@ export QT_QPA_PLATFORM := offscreen
 
 APT_PACKAGES := python3-qgis python3-venv python3-dev gcc g++ qgis xvfb xauth zip unzip
 
-.PHONY: setup test test-fast demo bench train-default serve lint clean package deploy screenshot
+.PHONY: setup test test-fast demo bench train-default serve lint clean package deploy screenshot \
+	wheel package-with-backend
 
 setup: $(STAMP)
 
@@ -50,6 +51,15 @@ train-default: setup
 PROFILE ?= default
 package:
 	python3 scripts/package_plugin.py package
+
+# The backend as a wheel (dist/ternaus_backend-<version>-py3-none-any.whl, default model inside),
+# for the plugin's "Install backend…"; and the plugin zip with that wheel bundled in it.
+wheel: setup
+	$(PIP) install -q "setuptools>=68" wheel
+	$(PY) scripts/build_wheel.py --out dist
+
+package-with-backend: wheel
+	python3 scripts/package_plugin.py package --wheel "$$(ls -t dist/ternaus_backend-*.whl | head -1)"
 
 deploy: setup
 	$(PY) scripts/package_plugin.py deploy --profile "$(PROFILE)" $(if $(PROFILES_PATH),--profiles-path "$(PROFILES_PATH)")

@@ -5,8 +5,11 @@ styles (``resources/styles/*.qml`` -> ``ternaus_qgis/styles/``), as the official
 expects. ``deploy`` unpacks it into ``<profiles>/<profile>/python/plugins/``, enables it in the
 profile's ``QGIS/QGIS3.ini``, and records the path of this checkout's backend executable in
 ``ternaus_qgis/backend_path.txt`` (the plugin looks there after its setting and TERNAUS_BACKEND).
+``package --wheel dist/ternaus_backend-*.whl`` bundles the backend wheel (``make wheel``) as
+``ternaus_qgis/wheels/``, where the plugin's "Install backend…" finds it
+(``make package-with-backend``).
 
-    python scripts/package_plugin.py package [--out dist]
+    python scripts/package_plugin.py package [--out dist] [--wheel WHEEL]
     python scripts/package_plugin.py deploy [--profile default] [--profiles-path DIR]
 """
 
@@ -21,7 +24,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 PLUGIN = "ternaus_qgis"
-SKIP_DIRS = {"__pycache__"}
+SKIP_DIRS = {"__pycache__", "wheels"}
 SKIP_FILES = {"backend_path.txt"}
 
 
@@ -31,10 +34,12 @@ def version() -> str:
     return parser["general"]["version"]
 
 
-def package(out_dir: Path) -> Path:
-    """Build ``out_dir/ternaus_qgis-<version>.zip``; returns its path."""
+def package(out_dir: Path, wheel: Path | None = None) -> Path:
+    """Build ``out_dir/ternaus_qgis-<version>.zip`` (``-with-backend`` and the backend wheel in
+    ``wheels/`` when ``wheel`` is given); returns its path."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / f"{PLUGIN}-{version()}.zip"
+    suffix = "-with-backend" if wheel is not None else ""
+    target = out_dir / f"{PLUGIN}-{version()}{suffix}.zip"
     with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
         for path in sorted((REPO / PLUGIN).rglob("*")):
             rel = path.relative_to(REPO / PLUGIN)
@@ -49,6 +54,8 @@ def package(out_dir: Path) -> Path:
         licence = REPO / "LICENSE"
         if licence.is_file():
             archive.write(licence, f"{PLUGIN}/LICENSE")
+        if wheel is not None:
+            archive.write(wheel, f"{PLUGIN}/wheels/{wheel.name}")
     return target
 
 
@@ -88,13 +95,17 @@ def main() -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("package")
     p.add_argument("--out", type=Path, default=REPO / "dist")
+    p.add_argument("--wheel", type=Path, default=None, help="bundle this backend wheel")
     d = sub.add_parser("deploy")
     d.add_argument("--out", type=Path, default=REPO / "dist")
     d.add_argument("--profile", default="default")
     d.add_argument("--profiles-path", type=Path, default=None)
     d.add_argument("--backend", type=Path, default=REPO / ".venv" / "bin" / "ternaus")
     args = parser.parse_args()
-    zip_path = package(args.out)
+    wheel = getattr(args, "wheel", None)
+    if wheel is not None and not wheel.name.startswith("ternaus_backend-"):
+        raise SystemExit(f"{wheel} is not a backend wheel: run make wheel")
+    zip_path = package(args.out, wheel)
     print(f"plugin zip: {zip_path}")
     if args.command == "deploy":
         if not args.backend.is_file():
