@@ -1,9 +1,13 @@
 """The backend the plugin talks to: a local ``ternaus serve`` it starts and stops, or a remote URL.
 
 Local mode: the ``ternaus`` executable is found from, in order, the plugin setting
-``backend/command``, the environment variable ``TERNAUS_BACKEND`` and the path ``make deploy``
-recorded beside the plugin (``backend_path.txt``; a checkout's ``.venv/bin/ternaus`` when the plugin
-runs from the checkout). It is started as ``ternaus serve --port 0 --parent-pid <QGIS>`` on
+``backend/command``, the environment variable ``TERNAUS_BACKEND``, the path ``make deploy``
+recorded beside the plugin (``backend_path.txt``), a checkout's ``.venv/bin/ternaus`` when the
+plugin runs from the checkout, and last the environment the plugin's "Install backend…" made
+(:mod:`~ternaus_qgis.core.installer`; setting ``backend/venv``, default
+``<QGIS profile>/ternaus/backend-venv``): explicit choices first, so installing never shadows a
+backend the user pointed to or deployed. It is started as
+``ternaus serve --port 0 --parent-pid <QGIS>`` on
 127.0.0.1 with a random token for this QGIS session (passed in the environment, not on the command
 line where other users could read it). The plugin reads the URL it prints, waits for
 ``/v1/health``, restarts it when it died, and stops it when the plugin unloads or QGIS quits; the
@@ -31,6 +35,7 @@ from typing import Any
 
 from . import settings
 from .client import BackendClient
+from .core import installer
 from .exceptions import (
     BackendMissingError,
     BackendStartError,
@@ -41,6 +46,10 @@ from .exceptions import (
 PLUGIN_DIR = Path(__file__).resolve().parent
 #: Written by ``make deploy``: the path of the checkout's ``ternaus`` executable.
 RECORDED_PATH_FILE = PLUGIN_DIR / "backend_path.txt"
+#: The checkout's virtual environment, when the plugin runs from a checkout (``make setup``).
+CHECKOUT_VENV = PLUGIN_DIR.parent / ".venv"
+#: Where the finder says an installed backend came from.
+INSTALLED_ORIGIN = "the backend installed by the plugin"
 READY_LINE = re.compile(r"TERNAUS_BACKEND_READY (\S+)")
 #: Seconds a starting backend may take to answer /v1/health (torch import on a busy CPU).
 START_TIMEOUT_S = 120.0
@@ -50,11 +59,22 @@ def executable_name() -> str:
     return "ternaus.exe" if sys.platform == "win32" else "ternaus"
 
 
+def installed_venv_dir() -> Path:
+    """Where "Install backend…" puts the backend's environment (setting ``backend/venv``, default
+    ``<QGIS profile>/ternaus/backend-venv``)."""
+    chosen = settings.get("backend/venv")
+    if chosen:
+        return Path(chosen).expanduser()
+    from qgis.core import QgsApplication
+
+    return installer.default_venv_dir(QgsApplication.qgisSettingsDirPath())
+
+
 def find_backend_command() -> tuple[Path, str]:
     """``(path, origin)`` of the ``ternaus`` executable; ``BackendMissingError`` if none.
 
     Order: the plugin setting, ``TERNAUS_BACKEND``, the path ``make deploy`` recorded, a checkout's
-    ``.venv`` when the plugin runs from the checkout.
+    ``.venv`` when the plugin runs from the checkout, the backend "Install backend…" installed.
     """
     candidates: list[tuple[str, str]] = [
         (settings.get("backend/command"), "the plugin setting"),
@@ -62,10 +82,7 @@ def find_backend_command() -> tuple[Path, str]:
     ]
     if RECORDED_PATH_FILE.is_file():
         candidates.append((RECORDED_PATH_FILE.read_text().strip(), "the path make deploy recorded"))
-    bin_dir = "Scripts" if sys.platform == "win32" else "bin"
-    candidates.append(
-        (str(PLUGIN_DIR.parent / ".venv" / bin_dir / executable_name()), "the checkout's .venv")
-    )
+    candidates.append((str(installer.backend_executable(CHECKOUT_VENV)), "the checkout's .venv"))
     tried = []
     for value, origin in candidates:
         if not value:
@@ -74,11 +91,16 @@ def find_backend_command() -> tuple[Path, str]:
         if path.is_file() and os.access(path, os.X_OK):
             return path, origin
         tried.append(f"{origin}: {path}")
+    venv = installed_venv_dir()
+    installed = installer.installed_backend(venv)
+    if installed is not None:
+        return installed, INSTALLED_ORIGIN
+    tried.append(f"{INSTALLED_ORIGIN}: {venv} (none, or not complete)")
     raise BackendMissingError(
-        "The Ternaus backend is not installed or not found. Install it (make deploy in the "
-        "Ternaus checkout) and set the path of its 'ternaus' executable in the plugin settings, "
-        "or set TERNAUS_BACKEND.",
-        details="Looked at:\n" + ("\n".join(tried) or "(no candidate paths)"),
+        "The Ternaus backend is not installed or not found. Press 'Install backend…' in the "
+        "Ternaus dock to install it (a few minutes, about 1-3 GB on disk), or set the path of "
+        "an existing 'ternaus' executable in the plugin settings (or TERNAUS_BACKEND).",
+        details="Looked at:\n" + "\n".join(tried),
     )
 
 
@@ -155,7 +177,7 @@ class LocalBackend:
         self._log_path = log_dir / f"backend-{self.restarts}.log"
         self._log_file = open(self._log_path, "w", encoding="utf-8")  # noqa: SIM115 (kept open)
         env = dict(
-            os.environ,
+            installer.clean_env() if origin == INSTALLED_ORIGIN else os.environ,
             TERNAUS_TOKEN=self._token,
             TERNAUS_HOST="127.0.0.1",
             TERNAUS_MODELS_DIR=str(settings.models_folder()),

@@ -20,6 +20,10 @@ class BackendMissingError(TernausPluginError):
     """No ``ternaus`` executable could be found to start a local backend."""
 
 
+class InstallError(TernausPluginError):
+    """Installing the backend from the plugin failed (the details hold the log's last lines)."""
+
+
 class BackendStartError(TernausPluginError):
     """The local backend was started but never became ready."""
 

@@ -18,6 +18,8 @@ PREFIX = "ternaus/"
 DEFAULTS: dict[str, Any] = {
     "backend/mode": "local",  # "local": start `ternaus serve`; "remote": url + token
     "backend/command": "",  # path of the `ternaus` executable (empty: search)
+    "backend/venv": "",  # where "Install backend…" installs (empty: <profile>/ternaus/backend-venv)
+    "backend/torch_index": "",  # extra pip index for torch when installing (empty: PyPI)
     "backend/url": "http://127.0.0.1:8765",
     "backend/token": "",
     "output/folder": "",  # empty: next to the project file, else the user's documents folder
