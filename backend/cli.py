@@ -152,7 +152,13 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from ternaus_backend.api.server import serve
 
-    serve(host=args.host, port=args.port, token=args.token, parent_pid=args.parent_pid)
+    serve(
+        host=args.host,
+        port=args.port,
+        token=args.token,
+        parent_pid=args.parent_pid,
+        allow_network_files=args.allow_network_files or None,
+    )
     return 0
 
 
@@ -238,6 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop when process PID ends (the QGIS plugin passes its own: no orphan backend)",
     )
     p.add_argument("--token", help="bearer token clients must send (TERNAUS_TOKEN)")
+    p.add_argument(
+        "--allow-network-files",
+        action="store_true",
+        help="let inputs read /vsicurl/, /vsis3/, http(s) and other network paths, also through "
+        "VRTs (TERNAUS_ALLOW_NETWORK_FILES=1; default: refused)",
+    )
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("info", help="show a model's metadata")

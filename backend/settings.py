@@ -1,8 +1,8 @@
 """Backend settings, read from ``TERNAUS_*`` environment variables (pydantic-settings).
 
 ``TERNAUS_HOST``, ``TERNAUS_PORT``, ``TERNAUS_TOKEN``, ``TERNAUS_WORK_DIR``,
-``TERNAUS_DEFAULT_MODEL``, ``TERNAUS_MODELS_DIR`` and ``TERNAUS_MAX_WORKERS``; empty variables count
-as unset.
+``TERNAUS_DEFAULT_MODEL``, ``TERNAUS_MODELS_DIR``, ``TERNAUS_MAX_WORKERS`` and
+``TERNAUS_ALLOW_NETWORK_FILES``; empty variables count as unset.
 """
 
 from __future__ import annotations
@@ -58,6 +58,11 @@ class Settings(BaseSettings):
         description="folder whose model files (*.safetensors, *.pt) GET /v1/models lists",
     )
     max_workers: int = Field(1, ge=1, description="jobs run at the same time; others wait queued")
+    allow_network_files: bool = Field(
+        False,
+        description="let inputs (or the VRTs they are) read /vsicurl/, /vsis3/, http(s) and other "
+        "network paths; off: such inputs are refused (see ternaus_backend.network_files)",
+    )
 
     def token_value(self) -> str | None:
         """The token as plain text, or None when no token is required."""

@@ -24,6 +24,7 @@ from shapely.geometry import MultiPolygon, Polygon, mapping, shape
 from shapely.geometry.base import BaseGeometry
 
 from ternaus_backend.errors import InputError, TernausError
+from ternaus_backend.network_files import check_local_file
 
 __all__ = [
     "VectorData",
@@ -108,6 +109,7 @@ def read_features(
     as is when ``dst_crs`` is None and refused otherwise. Errors raise ``error_cls``
     (``InputError`` by default; pass ``LabelError`` for training labels).
     """
+    check_local_file(path, "vector file")
     path = Path(path)
     if not path.exists():
         raise error_cls(

@@ -15,6 +15,7 @@ from ternaus_backend.api.jobs import JobContext, JobFunction, JobOutcome
 from ternaus_backend.api.schemas import EvaluateRequest, PredictRequest, TrainRequest
 from ternaus_backend.device import pick_device
 from ternaus_backend.errors import CancelledError, InputError, ModelError
+from ternaus_backend.network_files import check_local_file
 from ternaus_backend.outputs import check_output
 from ternaus_backend.progress import ProgressEvent
 from ternaus_backend.settings import Settings
@@ -35,6 +36,7 @@ def absolute(path: Path) -> Path:
 def existing_file(path: Path, role: str) -> Path:
     """The absolute ``path``; InputError when it is missing or not a file."""
     full = absolute(path)
+    check_local_file(path, role)
     if not full.exists():
         raise InputError(
             f"The {role} {full} does not exist; check the path (on the backend's machine)."

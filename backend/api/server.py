@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from ternaus_backend.api.security import is_loopback
 from ternaus_backend.errors import InputError, TernausError
+from ternaus_backend.network_files import ALLOW_NETWORK_ENV
 from ternaus_backend.settings import Settings
 
 
@@ -39,10 +40,18 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def make_settings(
-    host: str | None = None, port: int | None = None, token: str | None = None
+    host: str | None = None,
+    port: int | None = None,
+    token: str | None = None,
+    allow_network_files: bool | None = None,
 ) -> Settings:
     """Settings from the environment, with the given (non-None) values taking precedence."""
-    given = {"host": host, "port": port, "token": token}
+    given = {
+        "host": host,
+        "port": port,
+        "token": token,
+        "allow_network_files": allow_network_files,
+    }
     try:
         return Settings(**{key: value for key, value in given.items() if value is not None})
     except ValidationError as exc:
@@ -88,6 +97,7 @@ def serve(
     port: int | None = None,
     token: str | None = None,
     parent_pid: int | None = None,
+    allow_network_files: bool | None = None,
 ) -> None:
     """Serve the API until stopped; Ctrl-C (or SIGTERM) cancels unfinished jobs and returns.
 
@@ -100,8 +110,10 @@ def serve(
 
     from ternaus_backend.api.main import create_app
 
-    settings = make_settings(host, port, token)
+    settings = make_settings(host, port, token, allow_network_files)
     check_exposure(settings.host, settings.token_value())
+    if settings.allow_network_files:  # the pipeline reads the variable in this process
+        os.environ[ALLOW_NETWORK_ENV] = "1"
     app = create_app(settings)
     sock = bind(settings.host, settings.port)
     actual_port = sock.getsockname()[1]

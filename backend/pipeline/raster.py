@@ -35,6 +35,7 @@ from rasterio.windows import Window
 
 from ternaus_backend.errors import InputError
 from ternaus_backend.models.metadata import MS_BANDS, RGB_BANDS
+from ternaus_backend.network_files import check_local_file, network_files_allowed
 from ternaus_backend.pipeline.geodesy import GroundMeasure
 
 log = logging.getLogger(__name__)
@@ -47,14 +48,25 @@ GDAL_CACHE_BYTES = 128 * 2**20
 #: Pixels whose ground size differs from the wanted resolution by at most this fraction (on both
 #: axes) are read as they are; larger differences are resampled.
 RESAMPLE_TOLERANCE = 0.05
+#: A file name ending no file has: with it as GDAL's CPL_VSIL_CURL_ALLOWED_EXTENSIONS, /vsicurl/
+#: and the other network file systems open nothing.
+NO_NETWORK_EXTENSION = ".ternaus-network-files-not-allowed"
 
 
 def raster_env() -> rasterio.Env:
-    """The GDAL settings every read of the pipeline runs under."""
-    return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES)
+    """The GDAL settings every read of the pipeline runs under.
+
+    Unless network files are allowed, GDAL's network file systems accept no file at all (a
+    second guard behind :func:`~ternaus_backend.network_files.check_local_file`).
+    """
+    options: dict[str, object] = {"GDAL_CACHEMAX": GDAL_CACHE_BYTES}
+    if not network_files_allowed():
+        options["CPL_VSIL_CURL_ALLOWED_EXTENSIONS"] = NO_NETWORK_EXTENSION
+    return rasterio.Env(**options)
 
 
 def _open(path: str | Path, role: str) -> rasterio.DatasetReader:
+    check_local_file(path, f"{role} raster")
     path = Path(path)
     if not path.exists():
         raise InputError(f"The {role} raster {path} does not exist; check the path.")

@@ -14,6 +14,7 @@ from ternaus_backend.api.main import create_app
 from ternaus_backend.models.model_file import save_model
 from ternaus_backend.models.registry import create_model, metadata_for
 from ternaus_backend.settings import Settings
+from tests.api.live import start_backend  # noqa: F401  (a real `ternaus serve`)
 from tests.helpers import rectangles_image, write_raster
 
 BASE_URL = "http://127.0.0.1:8765"
