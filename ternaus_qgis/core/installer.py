@@ -367,27 +367,28 @@ def run_command(
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     tail: list[str] = []
-    finished = False
-    while not finished:
-        if cancelled():
-            stop_process(process)
-            log.write("(cancelled by the user)\n")
+    try:
+        while True:
+            if cancelled():
+                stop_process(process)
+                log.write("(cancelled by the user)\n")
+                log.flush()
+                raise CancelledByUser("Backend installation cancelled.")
+            try:
+                text = lines.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if text is None:
+                break
+            log.write(text)
             log.flush()
-            raise CancelledByUser("Backend installation cancelled.")
-        try:
-            text = lines.get(timeout=0.2)
-        except queue.Empty:
-            continue
-        if text is None:
-            finished = True
-            continue
-        log.write(text)
-        log.flush()
-        tail = (tail + [text.rstrip()])[-40:]
-        on_line(text)
-    code = process.wait()
-    reader.join(5)
-    return code, tail
+            tail = (tail + [text.rstrip()])[-40:]
+            on_line(text)
+        return process.wait(), tail
+    finally:
+        reader.join(5)
+        if process.stdout is not None:
+            process.stdout.close()
 
 
 def explain_failure(step: Step, tail: list[str]) -> str:

@@ -21,19 +21,26 @@ from qgis.PyQt.QtCore import QObject
 from qgis.PyQt.QtWidgets import QFileDialog, QMessageBox
 
 from .. import settings
-from ..backend_process import BackendConnection
+from ..backend_process import INSTALLED_ORIGIN, BackendConnection, find_backend_command
 from ..core import result_layers
 from ..core.evaluation import EvaluationRequest, EvaluationResult
 from ..core.extraction import ExtractionRequest, ExtractionResult
+from ..core.installer import InstallPlan, InstallResult
 from ..core.jobs import format_seconds
 from ..core.models import choices_from_infos, model_problem
 from ..core.raster_inputs import raster_input
 from ..core.training import TrainingRequest, TrainingResult
 from ..core.vector_inputs import export_vector_layer
-from ..exceptions import BackendUnreachableError, LayerError, TernausPluginError
+from ..exceptions import (
+    BackendMissingError,
+    BackendUnreachableError,
+    LayerError,
+    TernausPluginError,
+)
 from ..tasks.backend_task import BackendStatus, BackendStatusTask
 from ..tasks.evaluate_task import EvaluateTask
 from ..tasks.extract_task import ExtractTask
+from ..tasks.install_task import InstallBackendTask
 from ..tasks.train_task import TrainTask
 from .dock import TernausDockWidget
 from .messages import push_error, push_success
@@ -81,6 +88,8 @@ class DockController(QObject):
         dock.reconnect_requested.connect(self.refresh_backend)
         dock.add_model_requested.connect(self.add_model)
         dock.settings_requested.connect(self.open_settings)
+        dock.install_requested.connect(self.install_backend)
+        dock.install_cancel_requested.connect(self.cancel_install)
         dock.evaluate_panel.evaluate_requested.connect(self.evaluate)
         dock.train_panel.train_requested.connect(self.train)
         dock.train_panel.cancel_requested.connect(self.cancel_training)
@@ -90,6 +99,10 @@ class DockController(QObject):
         self.training_options: dict = {}
         self.evaluate_task: EvaluateTask | None = None
         self.last_evaluation: EvaluationResult | None = None
+        self.install_task: InstallBackendTask | None = None
+        self.last_install: InstallResult | None = None
+        #: Shows the install dialog and returns its plan (None: cancelled); tests replace it.
+        self.ask_install_plan: Callable[[object], InstallPlan | None] = ask_install_plan
 
     # ------------------------------------------------------------------ backend state
     def refresh_backend(self) -> None:
@@ -102,6 +115,7 @@ class DockController(QObject):
 
     def _status_done(self, status: BackendStatus) -> None:
         self.status_task = None
+        self.dock.set_install_offered(False)
         health = status.info.health
         where = "local" if status.info.local else status.info.url
         self.dock.set_backend_text(
@@ -114,7 +128,12 @@ class DockController(QObject):
     def _status_failed(self, error: TernausPluginError) -> None:
         self.status_task = None
         self.last_error = error
-        self.dock.set_backend_text(f"not available: {error.message}")
+        missing = isinstance(error, BackendMissingError)
+        self.dock.set_install_offered(missing)
+        if missing:
+            self.dock.set_backend_text("not installed: press Install backend…")
+        else:
+            self.dock.set_backend_text(f"not available: {error.message}")
         push_error(self.bar, error)
 
     def add_model(self) -> None:
@@ -129,9 +148,67 @@ class DockController(QObject):
         from .settings_dialog import SettingsDialog
 
         dialog = SettingsDialog(self.dock)
-        if dialog.exec_():
+        accepted = dialog.exec_()
+        if dialog.install_requested:
+            self.install_backend()
+        elif accepted:
             self.backend.stop()  # the next call connects as the new settings say
             self.refresh_backend()
+
+    # ------------------------------------------------------------------ installing the backend
+    def install_backend(self) -> None:
+        """Ask what to install where, then run an InstallBackendTask (venv + pip) with progress."""
+        if self.install_task is not None:
+            return
+        plan = self.ask_install_plan(self.dock)
+        if plan is None:
+            return
+        self.install_task = InstallBackendTask(plan, self._install_done, self._install_failed)
+        self.install_task.progressChanged.connect(self._on_install_progress)
+        self.dock.set_installing(True)
+        self.dock.set_install_progress(0, "starting…")
+        QgsApplication.taskManager().addTask(self.install_task)
+
+    def cancel_install(self) -> None:
+        if self.install_task is not None:
+            self.dock.set_backend_text("installing: cancelling…")
+            self.install_task.cancel()
+
+    def _on_install_progress(self, percent: float) -> None:
+        if self.install_task is not None:
+            self.dock.set_install_progress(percent, self.install_task.stage)
+
+    def _install_done(self, result: InstallResult) -> None:
+        self.install_task = None
+        self.last_install = result
+        self.dock.set_installing(False)
+        self.dock.set_install_offered(False)
+        text = (
+            f"Backend installed in {format_seconds(result.seconds)} ({result.version_text}) "
+            f"in {result.venv_dir}."
+        )
+        try:
+            command, origin = find_backend_command()
+        except TernausPluginError:
+            command, origin = None, ""
+        if command is not None and origin != INSTALLED_ORIGIN:
+            text += (
+                f" Note: the plugin uses {command} from {origin} first; clear that to use the "
+                "new one."
+            )
+        push_success(self.bar, text, result.log_path)
+        self.backend.stop()  # the next call starts the backend that is found now
+        self.refresh_backend()
+
+    def _install_failed(self, error: TernausPluginError) -> None:
+        task, self.install_task = self.install_task, None
+        self.last_error = error
+        self.dock.set_installing(False)
+        self.dock.set_backend_text(f"not installed: {error.message}")
+        log_path = task.plan.log_path if task is not None else None
+        if log_path is not None and not log_path.is_file():
+            log_path = None
+        push_error(self.bar, error, log_path)
 
     # ------------------------------------------------------------------ extraction
     def extract(self) -> None:
@@ -168,7 +245,7 @@ class DockController(QObject):
         declined to replace or add."""
         dock = self.dock
         rgb_layer = dock.rgb_layer()
-        rgb = raster_input(rgb_layer, "RGB", 3)
+        rgb = raster_input(rgb_layer, "RGB", 3, dock.render_resolution())
         ms_layer = dock.ms_layer()
         choice = dock.current_model()
         if choice is not None:
@@ -370,6 +447,7 @@ class DockController(QObject):
             else None
         )
         val_path = export_vector_layer(val_area, "validation area") if val_area else None
+        where = area if area is not None else panel.labels_layer()
         return TrainingRequest(
             rgb=rgb,
             labels_path=labels_path,
@@ -381,6 +459,8 @@ class DockController(QObject):
             epochs=panel.epochs_spin.value(),
             steps_per_epoch=panel.steps_spin.value(),
             options=dict(self.training_options),
+            extent=where.extent() if rgb.rendered else None,
+            extent_crs=where.crs() if rgb.rendered else None,
         )
 
     def _on_train_progress(self, percent: float) -> None:
@@ -423,10 +503,21 @@ class DockController(QObject):
 
     def shutdown(self) -> None:
         """Cancel running work and forget its callbacks (plugin unload)."""
-        for task in (self.task, self.status_task, self.evaluate_task, self.train_task):
+        tasks = (self.task, self.status_task, self.evaluate_task, self.train_task)
+        tasks += (self.install_task,)
+        for task in tasks:
             if task is not None:
                 task.detach()
         self.task = self.status_task = self.evaluate_task = self.train_task = None
+        self.install_task = None
+
+
+def ask_install_plan(parent) -> InstallPlan | None:
+    """The install dialog; its plan, or ``None`` when the user cancelled."""
+    from .install_dialog import InstallBackendDialog
+
+    dialog = InstallBackendDialog(parent)
+    return dialog.plan if dialog.exec_() else None
 
 
 def selected_polygons(layer: QgsVectorLayer) -> QgsGeometry:

@@ -41,15 +41,17 @@ DEVICE_CHOICES = [("auto (GPU when present)", "auto"), ("CPU", "cpu"), ("CUDA GP
 
 
 class TernausDockWidget(QDockWidget):
-    """The dock: the backend's state, then tabs: Extract (layers, extent, model, options,
-    Extract/Cancel, progress), Train (labelled layers in, a named model out) and Evaluate (a
-    result against a reference layer)."""
+    """The dock: the backend's state (with "Install backend…" when none is found), then tabs:
+    Extract (layers, extent, model, options, Extract/Cancel, progress), Train (labelled layers in,
+    a named model out) and Evaluate (a result against a reference layer)."""
 
     extract_requested = pyqtSignal()
     cancel_requested = pyqtSignal()
     reconnect_requested = pyqtSignal()
     add_model_requested = pyqtSignal()
     settings_requested = pyqtSignal()
+    install_requested = pyqtSignal()
+    install_cancel_requested = pyqtSignal()
 
     def __init__(self, canvas: Any = None, parent: QWidget | None = None) -> None:
         super().__init__(PLUGIN_TITLE, parent)
@@ -81,7 +83,8 @@ class TernausDockWidget(QDockWidget):
     # ------------------------------------------------------------------ building the widgets
     def _backend_box(self) -> QGroupBox:
         box = QGroupBox("Backend", self)
-        row = QHBoxLayout(box)
+        outer = QVBoxLayout(box)
+        row = QHBoxLayout()
         self.backend_label = QLabel("not connected", box)
         self.backend_label.setWordWrap(True)
         self.reconnect_button = QPushButton("Connect", box)
@@ -90,8 +93,29 @@ class TernausDockWidget(QDockWidget):
         row.addWidget(self.backend_label, 1)
         row.addWidget(self.reconnect_button)
         row.addWidget(self.settings_button)
+        outer.addLayout(row)
+        # Shown when no backend is found, and while one is being installed.
+        self.install_row = QWidget(box)
+        install = QHBoxLayout(self.install_row)
+        install.setContentsMargins(0, 0, 0, 0)
+        self.install_button = QPushButton("Install backend…", self.install_row)
+        self.install_button.setToolTip(
+            "Install the backend (PyTorch, rasterio, ...) into a Python environment of its own "
+            "in the QGIS profile; QGIS's Python is not changed"
+        )
+        self.install_progress = QProgressBar(self.install_row)
+        self.install_progress.setRange(0, 100)
+        self.install_cancel_button = QPushButton("Cancel", self.install_row)
+        install.addWidget(self.install_button)
+        install.addWidget(self.install_progress, 1)
+        install.addWidget(self.install_cancel_button)
+        outer.addWidget(self.install_row)
+        self._install_offered = self._installing = False
+        self._update_install_row()
         self.reconnect_button.clicked.connect(self.reconnect_requested)
         self.settings_button.clicked.connect(self.settings_requested)
+        self.install_button.clicked.connect(self.install_requested)
+        self.install_cancel_button.clicked.connect(self.install_cancel_requested)
         return box
 
     def _input_box(self) -> QGroupBox:
@@ -172,6 +196,15 @@ class TernausDockWidget(QDockWidget):
         self.device_combo = QComboBox(box)
         for text, value in DEVICE_CHOICES:
             self.device_combo.addItem(text, value)
+        self.render_spin = QDoubleSpinBox(box)
+        self.render_spin.setRange(0.0, 50.0)
+        self.render_spin.setDecimals(3)
+        self.render_spin.setSingleStep(0.05)
+        self.render_spin.setSuffix(" m")
+        self.render_spin.setSpecialValueText("model's")
+        self.render_spin.setToolTip(
+            "Ground pixel at which web layers (XYZ, WMS/WMTS) are drawn for extraction"
+        )
         form.addRow("Building threshold", self.threshold_spin)
         form.addRow("Minimum area", self.min_area_spin)
         form.addRow("Simplify", self.simplify_spin)
@@ -179,6 +212,7 @@ class TernausDockWidget(QDockWidget):
         form.addRow("Tile size", self.tile_combo)
         form.addRow("Batch size", self.batch_spin)
         form.addRow("Device", self.device_combo)
+        form.addRow("Web layer pixel", self.render_spin)
         return box
 
     def _run_box(self) -> QWidget:
@@ -207,6 +241,30 @@ class TernausDockWidget(QDockWidget):
     # ------------------------------------------------------------------ state shown
     def set_backend_text(self, text: str) -> None:
         self.backend_label.setText(text)
+
+    def set_install_offered(self, offered: bool) -> None:
+        """Show "Install backend…" (no backend was found) or hide it."""
+        self._install_offered = offered
+        self._update_install_row()
+
+    def set_installing(self, installing: bool) -> None:
+        """While the backend installs: its progress and Cancel instead of the Install button."""
+        self._installing = installing
+        self.reconnect_button.setEnabled(not installing)
+        self.install_cancel_button.setEnabled(installing)
+        if installing:
+            self.install_progress.setValue(0)
+        self._update_install_row()
+
+    def _update_install_row(self) -> None:
+        self.install_row.setVisible(self._install_offered or self._installing)
+        self.install_button.setVisible(not self._installing)
+        self.install_progress.setVisible(self._installing)
+        self.install_cancel_button.setVisible(self._installing)
+
+    def set_install_progress(self, percent: float, text: str) -> None:
+        self.install_progress.setValue(int(round(percent)))
+        self.backend_label.setText(f"installing: {text}")
 
     def set_running(self, running: bool) -> None:
         """Extract is disabled and Cancel enabled while a task runs."""
@@ -289,6 +347,10 @@ class TernausDockWidget(QDockWidget):
             "device": None if device == "auto" else device,
         }
 
+    def render_resolution(self) -> float | None:
+        """The ground pixel (m) at which a web layer is drawn; None: the model's."""
+        return self.render_spin.value() or None
+
     # ------------------------------------------------------------------ persistence
     def _restore(self) -> None:
         self.threshold_spin.setValue(settings.get("dock/threshold"))
@@ -298,6 +360,7 @@ class TernausDockWidget(QDockWidget):
         _select_data(self.tile_combo, settings.get("dock/tile_px"))
         _select_data(self.device_combo, settings.get("dock/device"))
         self.batch_spin.setValue(settings.get("dock/batch_size"))
+        self.render_spin.setValue(settings.get("dock/render_resolution_m"))
         project = QgsProject.instance()
         for combo, key in ((self.rgb_combo, "dock/rgb_layer"), (self.ms_combo, "dock/ms_layer")):
             layer = project.mapLayer(settings.get(key)) if settings.get(key) else None
@@ -313,6 +376,7 @@ class TernausDockWidget(QDockWidget):
         settings.set("dock/tile_px", self.tile_combo.currentData())
         settings.set("dock/batch_size", self.batch_spin.value())
         settings.set("dock/device", self.device_combo.currentData())
+        settings.set("dock/render_resolution_m", self.render_spin.value())
         settings.set("dock/model", self.current_model_path())
         rgb, ms = self.rgb_layer(), self.ms_layer()
         settings.set("dock/rgb_layer", rgb.id() if rgb else "")

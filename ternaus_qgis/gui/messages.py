@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from qgis.core import Qgis
+from qgis.PyQt.QtCore import QUrl
+from qgis.PyQt.QtGui import QDesktopServices
 from qgis.PyQt.QtWidgets import QMessageBox, QPushButton
 
 from ..exceptions import CancelledByUser, TernausPluginError
@@ -17,8 +21,17 @@ def show_details(parent, message: str, details: str) -> None:
     box.open()
 
 
-def push_error(bar, error: TernausPluginError) -> None:
-    """An error on the message bar (info level for a cancel), logged with its details."""
+def add_open_log_button(widget, path: Path) -> None:
+    """An "Open log" button on a message-bar entry: the file in the system's text viewer."""
+    button = QPushButton("Open log", widget)
+    button.setObjectName("ternausOpenLogButton")
+    button.clicked.connect(lambda: QDesktopServices.openUrl(QUrl.fromLocalFile(str(path))))
+    widget.layout().addWidget(button)
+
+
+def push_error(bar, error: TernausPluginError, log_path: Path | None = None) -> None:
+    """An error on the message bar (info level for a cancel), logged with its details; with an
+    "Open log" button when ``log_path`` is given."""
     if isinstance(error, CancelledByUser):
         bar.pushMessage(TITLE, error.message, Qgis.Info, 5)
         log(error.message)
@@ -30,9 +43,16 @@ def push_error(bar, error: TernausPluginError) -> None:
         button.setObjectName("ternausDetailsButton")
         button.clicked.connect(lambda: show_details(widget, error.message, error.details))
         widget.layout().addWidget(button)
+    if log_path is not None:
+        add_open_log_button(widget, log_path)
     bar.pushWidget(widget, Qgis.Critical, 0)
 
 
-def push_success(bar, text: str) -> None:
+def push_success(bar, text: str, log_path: Path | None = None) -> None:
     log(text)
-    bar.pushMessage(TITLE, text, Qgis.Success, 8)
+    if log_path is None:
+        bar.pushMessage(TITLE, text, Qgis.Success, 8)
+        return
+    widget = bar.createMessage(TITLE, text)
+    add_open_log_button(widget, log_path)
+    bar.pushWidget(widget, Qgis.Success, 15)

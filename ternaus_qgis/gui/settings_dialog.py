@@ -10,6 +10,7 @@ from qgis.PyQt.QtWidgets import (
     QFormLayout,
     QLabel,
     QLineEdit,
+    QPushButton,
     QRadioButton,
     QVBoxLayout,
 )
@@ -34,7 +35,7 @@ class SettingsDialog(QDialog):
         self.command_edit = QgsFileWidget(self)
         self.command_edit.setToolTip(
             "The 'ternaus' executable of the backend (empty: TERNAUS_BACKEND, then the path "
-            "'make deploy' recorded)"
+            "'make deploy' recorded, then the backend 'Install backend…' installed)"
         )
         self.url_edit = QLineEdit(self)
         self.token_edit = QgsPasswordLineEdit(self)
@@ -53,6 +54,15 @@ class SettingsDialog(QDialog):
         )
         note.setWordWrap(True)
         layout.addWidget(note)
+        self.install_button = QPushButton("Install backend…", self)
+        self.install_button.setToolTip(
+            "Install the backend into a Python environment of its own in the QGIS profile "
+            "(closes these settings without saving)"
+        )
+        self.install_button.clicked.connect(self._request_install)
+        layout.addWidget(self.install_button)
+        #: True when the dialog was closed by "Install backend…" (the controller then asks).
+        self.install_requested = False
         buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel, self)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
@@ -75,6 +85,10 @@ class SettingsDialog(QDialog):
         self.command_edit.setEnabled(local)
         self.url_edit.setEnabled(not local)
         self.token_edit.setEnabled(not local)
+
+    def _request_install(self) -> None:
+        self.install_requested = True
+        self.reject()
 
     def accept(self) -> None:
         settings.set("backend/mode", "local" if self.local_radio.isChecked() else "remote")
