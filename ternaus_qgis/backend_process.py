@@ -46,8 +46,6 @@ from .exceptions import (
 PLUGIN_DIR = Path(__file__).resolve().parent
 #: Written by ``make deploy``: the path of the checkout's ``ternaus`` executable.
 RECORDED_PATH_FILE = PLUGIN_DIR / "backend_path.txt"
-#: The checkout's virtual environment, when the plugin runs from a checkout (``make setup``).
-CHECKOUT_VENV = PLUGIN_DIR.parent / ".venv"
 #: Where the finder says an installed backend came from.
 INSTALLED_ORIGIN = "the backend installed by the plugin"
 READY_LINE = re.compile(r"TERNAUS_BACKEND_READY (\S+)")
@@ -82,7 +80,8 @@ def find_backend_command() -> tuple[Path, str]:
     ]
     if RECORDED_PATH_FILE.is_file():
         candidates.append((RECORDED_PATH_FILE.read_text().strip(), "the path make deploy recorded"))
-    candidates.append((str(installer.backend_executable(CHECKOUT_VENV)), "the checkout's .venv"))
+    checkout_venv = PLUGIN_DIR.parent / ".venv"  # when the plugin runs from a checkout
+    candidates.append((str(installer.backend_executable(checkout_venv)), "the checkout's .venv"))
     tried = []
     for value, origin in candidates:
         if not value:
@@ -99,7 +98,8 @@ def find_backend_command() -> tuple[Path, str]:
     raise BackendMissingError(
         "The Ternaus backend is not installed or not found. Press 'Install backend…' in the "
         "Ternaus dock to install it (a few minutes, about 1-3 GB on disk), or set the path of "
-        "an existing 'ternaus' executable in the plugin settings (or TERNAUS_BACKEND).",
+        "an existing 'ternaus' executable in the plugin settings (or TERNAUS_BACKEND; in a "
+        "Ternaus checkout, make deploy records it).",
         details="Looked at:\n" + "\n".join(tried),
     )
 
