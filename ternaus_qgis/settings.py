@@ -32,6 +32,7 @@ DEFAULTS: dict[str, Any] = {
     "dock/regularize": False,
     "dock/tile_px": 0,  # 0: the model's tile size
     "dock/batch_size": 0,  # 0: chosen by the backend for the device
+    "dock/render_resolution_m": 0.0,  # 0: web layers are drawn at the model's resolution
     "dock/device": "auto",
     "dock/extent_mode": "canvas",
     "dock/rgb_layer": "",

@@ -16,8 +16,9 @@ from typing import Any
 from qgis.core import QgsCoordinateReferenceSystem, QgsRectangle
 
 from ..backend_process import BackendConnection
-from ..exceptions import CancelledByUser
+from ..exceptions import CancelledByUser, LayerError
 from .jobs import Progress, follow_job
+from .models import with_render_resolution
 from .raster_inputs import RasterInput, export_folder, materialize
 
 #: What the backend's stages mean to a user.
@@ -109,7 +110,15 @@ def run_extraction(
         if raster is None:
             paths.append(None)
             continue
-        if raster.needs_export:
+        if raster.rendered:
+            if request.extent is None:
+                raise LayerError(
+                    f"The {raster.role} layer '{raster.name}' is a web layer, with no extent of "
+                    "its own: choose an extent (the map canvas, a layer or a drawn rectangle).",
+                )
+            raster = with_render_resolution(raster, client.models(), request.model)
+            progress.log(f"Rendering '{raster.name}' at {raster.resolution_m:g} m per pixel")
+        elif raster.needs_export:
             progress.log(f"Exporting {raster.role} layer '{raster.name}' ({raster.reason})")
         extent = request.extent if request.extent is not None else raster.extent
         crs = request.extent_crs if request.extent is not None else raster.crs

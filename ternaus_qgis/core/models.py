@@ -5,9 +5,11 @@ A model whose bands the chosen layers cannot give is offered but disabled, with 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+from .raster_inputs import FALLBACK_RESOLUTION_M, RasterInput, band_count
 
 #: Bands a multispectral layer must have for a model that uses one (WorldView-2/3: 8 bands).
 MS_BANDS_NEEDED = 8
@@ -78,8 +80,8 @@ class ModelChoice:
 
 def model_problem(choice: ModelChoice, rgb: Any, ms: Any) -> str | None:
     """Why the layers (QgsRasterLayer or None) cannot feed the model, or None when they can."""
-    if rgb is not None and rgb.bandCount() < 3:
-        return f"the RGB layer has {rgb.bandCount()} band(s); 3 are needed"
+    if rgb is not None and band_count(rgb) < 3:
+        return f"the RGB layer has {band_count(rgb)} band(s); 3 are needed"
     if choice.uses_multispectral:
         if ms is None:
             return f"it needs a multispectral layer ({MS_BANDS_NEEDED} bands) besides the RGB layer"
@@ -100,3 +102,20 @@ def choices_from_infos(infos: list[dict[str, Any]]) -> list[ModelChoice]:
         seen.add(str(info.get("path")))
         result.append(ModelChoice.from_info(info))
     return result
+
+
+def model_resolution(infos: list[dict[str, Any]], path: str | None) -> float | None:
+    """The ground resolution (m) of the model at ``path`` (None: the default model), if it says."""
+    for info in infos:
+        if (str(info.get("path")) == path) if path else info.get("is_default"):
+            return (info.get("metadata") or {}).get("resolution_m")
+    return None
+
+
+def with_render_resolution(
+    raster: RasterInput | None, infos: list[dict[str, Any]], model: str | None
+) -> RasterInput | None:
+    """A web layer without a chosen resolution gets the model's (from ``GET /v1/models``)."""
+    if raster is None or not raster.rendered or raster.resolution_m:
+        return raster
+    return replace(raster, resolution_m=model_resolution(infos, model) or FALLBACK_RESOLUTION_M)

@@ -13,9 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from qgis.core import QgsCoordinateReferenceSystem, QgsRectangle
+
 from ..backend_process import BackendConnection
 from ..exceptions import CancelledByUser
 from .jobs import Progress, follow_job
+from .models import with_render_resolution
 from .raster_inputs import RasterInput, export_folder, materialize
 
 STAGE_TEXT = {
@@ -64,6 +67,9 @@ class TrainingRequest:
     batch_size: int = 8
     crop_px: int = 256
     options: dict[str, Any] = field(default_factory=dict)
+    #: Where a web RGB layer is rendered (the training area's or the labels' extent).
+    extent: QgsRectangle | None = None
+    extent_crs: QgsCoordinateReferenceSystem | None = None
 
 
 @dataclass
@@ -111,10 +117,11 @@ def run_training(
     started = time.monotonic()
     progress.report(0.0, "Connecting to the backend")
     client, _info = backend.client(lambda text: progress.report(0.0, text), progress.cancelled)
+    rgb = with_render_resolution(request.rgb, client.models(), request.init_model)
     rgb_path = materialize(
-        request.rgb,
-        request.rgb.extent,
-        request.rgb.crs,
+        rgb,
+        request.extent or rgb.extent,
+        request.extent_crs or rgb.crs,
         export_folder(),
         lambda pct: progress.report(0.0, f"Exporting the raster ({pct:.0f} %)"),
         progress.cancelled,

@@ -1,6 +1,7 @@
 """``ternaus:extract_buildings``: the dock's extraction as a Processing algorithm.
 
-Parameters ``RGB``, ``MS`` (optional), ``EXTENT`` (optional), ``MODEL`` (optional model file),
+Parameters ``RGB``, ``MS`` (optional), ``EXTENT`` (optional; required for a web layer),
+``MODEL`` (optional model file), ``RESOLUTION`` (ground pixel of a web RGB layer; 0: the model's),
 ``OUTPUT`` (GeoPackage). Runs :func:`~ternaus_qgis.core.extraction.run_extraction`, the code the
 dock's task runs, with the same backend connection (a local backend is started when needed).
 """
@@ -14,6 +15,7 @@ from qgis.core import (
     QgsProcessingAlgorithm,
     QgsProcessingParameterExtent,
     QgsProcessingParameterFile,
+    QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterVectorDestination,
 )
@@ -28,6 +30,7 @@ class ExtractBuildingsAlgorithm(QgsProcessingAlgorithm):
     """Building polygons from an RGB (+ multispectral) raster into a GeoPackage."""
 
     RGB, MS, EXTENT, MODEL, OUTPUT = "RGB", "MS", "EXTENT", "MODEL", "OUTPUT"
+    RESOLUTION = "RESOLUTION"
 
     def name(self) -> str:
         return "extract_buildings"
@@ -68,6 +71,16 @@ class ExtractBuildingsAlgorithm(QgsProcessingAlgorithm):
             )
         )
         self.addParameter(
+            QgsProcessingParameterNumber(
+                self.RESOLUTION,
+                "Ground pixel of a web RGB layer (XYZ, WMS), in metres (0: the model's)",
+                QgsProcessingParameterNumber.Double,
+                defaultValue=0.0,
+                minValue=0.0,
+                optional=True,
+            )
+        )
+        self.addParameter(
             QgsProcessingParameterVectorDestination(
                 self.OUTPUT,
                 "Buildings",
@@ -84,7 +97,8 @@ class ExtractBuildingsAlgorithm(QgsProcessingAlgorithm):
         if not out.lower().endswith(".gpkg"):
             out = str(Path(out).with_suffix(".gpkg"))
         with user_errors(feedback):
-            rgb = raster_input(rgb_layer, "RGB", 3)
+            resolution = self.parameterAsDouble(parameters, self.RESOLUTION, context)
+            rgb = raster_input(rgb_layer, "RGB", 3, resolution or None)
             ms = raster_input(ms_layer, "multispectral", 1) if ms_layer is not None else None
             extent, extent_crs = None, rgb.crs
             if parameters.get(self.EXTENT):
