@@ -158,6 +158,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         token=args.token,
         parent_pid=args.parent_pid,
         allow_network_files=args.allow_network_files or None,
+        allowed_dirs=args.allow_dir,
     )
     return 0
 
@@ -244,6 +245,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop when process PID ends (the QGIS plugin passes its own: no orphan backend)",
     )
     p.add_argument("--token", help="bearer token clients must send (TERNAUS_TOKEN)")
+    p.add_argument(
+        "--allow-dir",
+        action="append",
+        metavar="DIR",
+        help="a folder whose files requests may name, besides the job and models folders; "
+        "repeat for more (TERNAUS_ALLOWED_DIRS; default: your home and the temporary folder)",
+    )
     p.add_argument(
         "--allow-network-files",
         action="store_true",

@@ -1,7 +1,8 @@
 """Backend settings, read from ``TERNAUS_*`` environment variables (pydantic-settings).
 
 ``TERNAUS_HOST``, ``TERNAUS_PORT``, ``TERNAUS_TOKEN``, ``TERNAUS_WORK_DIR``,
-``TERNAUS_DEFAULT_MODEL``, ``TERNAUS_MODELS_DIR``, ``TERNAUS_MAX_WORKERS`` and
+``TERNAUS_DEFAULT_MODEL``, ``TERNAUS_MODELS_DIR``, ``TERNAUS_MAX_WORKERS``,
+``TERNAUS_ALLOWED_DIRS`` (folders separated by ``os.pathsep``: ``:``, on Windows ``;``) and
 ``TERNAUS_ALLOW_NETWORK_FILES``; empty variables count as unset.
 """
 
@@ -10,9 +11,10 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def default_work_dir() -> Path:
@@ -58,11 +60,25 @@ class Settings(BaseSettings):
         description="folder whose model files (*.safetensors, *.pt) GET /v1/models lists",
     )
     max_workers: int = Field(1, ge=1, description="jobs run at the same time; others wait queued")
+    allowed_dirs: Annotated[list[Path] | None, NoDecode] = Field(
+        None,
+        description="folders whose files requests may name, besides the job folders, the models "
+        "folder and the default model's folder (default: the user's home and the system "
+        "temporary folder); system folders such as /etc are never allowed",
+    )
     allow_network_files: bool = Field(
         False,
         description="let inputs (or the VRTs they are) read /vsicurl/, /vsis3/, http(s) and other "
         "network paths; off: such inputs are refused (see ternaus_backend.network_files)",
     )
+
+    @field_validator("allowed_dirs", mode="before")
+    @classmethod
+    def _split_folders(cls, value: Any) -> Any:
+        """TERNAUS_ALLOWED_DIRS holds folders separated by os.pathsep."""
+        if isinstance(value, str):
+            return [part for part in value.split(os.pathsep) if part.strip()] or None
+        return value
 
     def token_value(self) -> str | None:
         """The token as plain text, or None when no token is required."""

@@ -18,6 +18,12 @@ from ternaus_backend.errors import TernausError
 log = logging.getLogger(__name__)
 
 
+class ForbiddenPathError(TernausError):
+    """A path outside the folders the backend may use, or a download that is not a job's file."""
+
+    http_status = 403
+
+
 class NotFoundError(TernausError):
     """A job, file or model that the request names does not exist."""
 

@@ -132,7 +132,8 @@ class Job:
             "cancel_requested": self.cancel_requested,
             "progress": dict(self.progress) if self.progress else None,
             "result": dict(self.result) if self.result is not None else None,
-            "has_file": self.result_file is not None,
+            "has_file": self.result_file is not None
+            and Path(self.result_file).is_relative_to(self.work_dir),  # downloads: job folder only
             "error": dict(self.error) if self.error else None,
             "request": dict(self.request),
             "work_dir": str(self.work_dir),

@@ -9,10 +9,12 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 
 from ternaus_backend import __version__
+from ternaus_backend.api.allowed_folders import AllowedFolders
 from ternaus_backend.api.errors import add_exception_handlers
 from ternaus_backend.api.jobs import JobManager
-from ternaus_backend.api.routes import health, jobs, models
+from ternaus_backend.api.routes import health, jobs, models, uploads
 from ternaus_backend.api.security import AccessGuard
+from ternaus_backend.api.uploads import UploadStore
 from ternaus_backend.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -23,6 +25,7 @@ api_router = APIRouter()
 api_router.include_router(health.router)
 api_router.include_router(models.router)
 api_router.include_router(jobs.router)
+api_router.include_router(uploads.router)
 
 DESCRIPTION = """Building footprints from imagery (TernausNetV2), for the Ternaus QGIS plugin.
 
@@ -56,6 +59,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.jobs = job_manager
+    app.state.uploads = UploadStore(settings.work_dir / "uploads")
+    app.state.folders = AllowedFolders.from_settings(settings)
     app.include_router(api_router, prefix=API_PREFIX)
     add_exception_handlers(app)
     app.add_middleware(AccessGuard, token=settings.token_value())

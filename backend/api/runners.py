@@ -1,8 +1,8 @@
 """From requests to job functions: cheap checks at submission, the pipeline calls in the job.
 
-Each ``*_job`` function checks what can be checked at once (files exist, output folders exist),
-raising :class:`InputError` so the request fails with 400, and returns the function the job
-manager runs. The work itself is done by the same functions the CLI calls.
+Each ``*_job`` function checks what can be checked at once (paths inside the allowed folders,
+else 403; files exist, output folders exist, else 400) and returns the function the job manager
+runs. The work itself is done by the same functions the CLI calls.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from ternaus_backend.api.allowed_folders import AllowedFolders
 from ternaus_backend.api.jobs import JobContext, JobFunction, JobOutcome
 from ternaus_backend.api.schemas import EvaluateRequest, PredictRequest, TrainRequest
 from ternaus_backend.device import pick_device
@@ -33,10 +34,11 @@ def absolute(path: Path) -> Path:
     return Path(path).expanduser().absolute()
 
 
-def existing_file(path: Path, role: str) -> Path:
-    """The absolute ``path``; InputError when it is missing or not a file."""
-    full = absolute(path)
+def existing_file(path: Path, role: str, folders: AllowedFolders) -> Path:
+    """The resolved ``path``; ForbiddenPathError outside ``folders`` (whether it exists or not),
+    InputError when it reaches the network, is missing or is not a file."""
     check_local_file(path, role)
+    full = folders.check(path, role)
     if not full.exists():
         raise InputError(
             f"The {role} {full} does not exist; check the path (on the backend's machine)."
@@ -46,12 +48,14 @@ def existing_file(path: Path, role: str) -> Path:
     return full
 
 
-def output_file(path: Path | None, role: str, suffix: str, overwrite: bool = True) -> Path | None:
-    """The absolute output path (None stays None); its folder must exist and be writable, and an
-    existing file is refused unless ``overwrite``."""
+def output_file(
+    path: Path | None, role: str, suffix: str, folders: AllowedFolders, overwrite: bool = True
+) -> Path | None:
+    """The resolved output path (None stays None); it must lie inside ``folders`` (else 403), its
+    folder must exist and be writable, and an existing file is refused unless ``overwrite``."""
     if path is None:
         return None
-    full = absolute(path)
+    full = folders.check(path, role)
     if full.suffix.lower() != suffix:
         raise InputError(f"The {role} {full} must end in {suffix}; rename it.")
     if not full.parent.is_dir():
@@ -85,18 +89,26 @@ def default_model(settings: Settings) -> Path:
 # ------------------------------------------------------------------------------ predict
 
 
-def predict_job(request: PredictRequest, settings: Settings) -> JobFunction:
+def predict_job(
+    request: PredictRequest, settings: Settings, folders: AllowedFolders
+) -> JobFunction:
     """Checks a predict request; the job runs :func:`~ternaus_backend.pipeline.extract.extract`."""
     from ternaus_backend.pipeline.extract import ExtractOptions, extract
 
-    rgb = existing_file(request.rgb, "RGB raster")
-    ms = existing_file(request.ms, "multispectral raster") if request.ms is not None else None
+    rgb = existing_file(request.rgb, "RGB raster", folders)
+    ms = (
+        existing_file(request.ms, "multispectral raster", folders)
+        if request.ms is not None
+        else None
+    )
     model = (
-        existing_file(request.model, "model file")
+        existing_file(request.model, "model file", folders)
         if request.model is not None
         else default_model(settings)
     )
-    out = output_file(request.out, "output GeoPackage", ".gpkg", overwrite=request.overwrite)
+    out = output_file(
+        request.out, "output GeoPackage", ".gpkg", folders, overwrite=request.overwrite
+    )
     opts = request.options
     pick_device(opts.device)
     options = ExtractOptions(
@@ -150,15 +162,15 @@ def predict_job(request: PredictRequest, settings: Settings) -> JobFunction:
 # ------------------------------------------------------------------------------ evaluate
 
 
-def evaluate_job(request: EvaluateRequest) -> JobFunction:
+def evaluate_job(request: EvaluateRequest, folders: AllowedFolders) -> JobFunction:
     """Checks an evaluate request; the job scores the files by the SpaceNet rules and writes
     the error layers (``result`` with ``match`` and ``iou``, ``missed``)."""
     from ternaus_backend.evaluation.error_layers import evaluate_layers
 
-    pred = existing_file(request.pred, "prediction file")
-    truth = existing_file(request.truth, "ground-truth file")
-    area = existing_file(request.area, "area file") if request.area is not None else None
-    out = output_file(request.out, "error layers GeoPackage", ".gpkg")
+    pred = existing_file(request.pred, "prediction file", folders)
+    truth = existing_file(request.truth, "ground-truth file", folders)
+    area = existing_file(request.area, "area file", folders) if request.area is not None else None
+    out = output_file(request.out, "error layers GeoPackage", ".gpkg", folders)
 
     def run(context: JobContext) -> JobOutcome:
         context.cancel.raise_if_cancelled()
@@ -191,14 +203,14 @@ def _train_summary(result: Any) -> dict[str, Any]:
     return dataclasses.asdict(result)
 
 
-def train_job(request: TrainRequest) -> JobFunction:
+def train_job(request: TrainRequest, folders: AllowedFolders) -> JobFunction:
     """Checks a train request; the job runs :func:`~ternaus_backend.training.loop.train`."""
     from ternaus_backend.training.loop import TrainConfig, train
 
     sources = []
     for source in request.sources:
         optional = {
-            name: existing_file(getattr(source, name), role)
+            name: existing_file(getattr(source, name), role, folders)
             for name, role in (
                 ("ms", "multispectral raster"),
                 ("aoi", "training area"),
@@ -209,15 +221,23 @@ def train_job(request: TrainRequest) -> JobFunction:
         sources.append(
             source.model_copy(
                 update={
-                    "rgb": existing_file(source.rgb, "RGB raster"),
-                    "labels": existing_file(source.labels, "labels file"),
+                    "rgb": existing_file(source.rgb, "RGB raster", folders),
+                    "labels": existing_file(source.labels, "labels file", folders),
                     **optional,
                 }
             )
         )
-    init = existing_file(request.init, "model to fine-tune") if request.init is not None else None
+    init = (
+        existing_file(request.init, "model to fine-tune", folders)
+        if request.init is not None
+        else None
+    )
     out = output_file(
-        request.out, "model file", ".safetensors", overwrite=request.overwrite or request.resume
+        request.out,
+        "model file",
+        ".safetensors",
+        folders,
+        overwrite=request.overwrite or request.resume,
     )
     if request.resume and out is None:
         raise InputError("'resume' continues an earlier run: send 'out', that run's model path.")

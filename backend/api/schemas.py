@@ -36,6 +36,10 @@ class ErrorOut(BaseModel):
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorOut, "description": "Bad input (e.g. a path that does not exist)"},
     401: {"model": ErrorOut, "description": "Token missing or wrong"},
+    403: {
+        "model": ErrorOut,
+        "description": "A path outside the folders the backend may use (see --allow-dir)",
+    },
     404: {"model": ErrorOut, "description": "No such job or model"},
     409: {"model": ErrorOut, "description": "Not possible in the job's current state"},
     422: {"model": ErrorOut, "description": "Invalid request body, or a model that does not fit"},

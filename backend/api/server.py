@@ -44,6 +44,7 @@ def make_settings(
     port: int | None = None,
     token: str | None = None,
     allow_network_files: bool | None = None,
+    allowed_dirs: list[str] | None = None,
 ) -> Settings:
     """Settings from the environment, with the given (non-None) values taking precedence."""
     given = {
@@ -51,6 +52,7 @@ def make_settings(
         "port": port,
         "token": token,
         "allow_network_files": allow_network_files,
+        "allowed_dirs": allowed_dirs,
     }
     try:
         return Settings(**{key: value for key, value in given.items() if value is not None})
@@ -98,11 +100,14 @@ def serve(
     token: str | None = None,
     parent_pid: int | None = None,
     allow_network_files: bool | None = None,
+    allowed_dirs: list[str] | None = None,
 ) -> None:
     """Serve the API until stopped; Ctrl-C (or SIGTERM) cancels unfinished jobs and returns.
 
     ``None`` takes the value from TERNAUS_HOST / TERNAUS_PORT / TERNAUS_TOKEN, else
     127.0.0.1, 8765 and no token. With ``parent_pid`` the server stops when that process ends.
+    ``allowed_dirs``: the folders requests may name besides the backend's own (None: from
+    TERNAUS_ALLOWED_DIRS, else the user's home and the temporary folder).
     The first line on stdout is ``TERNAUS_BACKEND_READY <url>`` once the port is bound. Raises
     TernausError for a non-loopback host without a token or a port that is in use.
     """
@@ -110,7 +115,7 @@ def serve(
 
     from ternaus_backend.api.main import create_app
 
-    settings = make_settings(host, port, token, allow_network_files)
+    settings = make_settings(host, port, token, allow_network_files, allowed_dirs)
     check_exposure(settings.host, settings.token_value())
     if settings.allow_network_files:  # the pipeline reads the variable in this process
         os.environ[ALLOW_NETWORK_ENV] = "1"

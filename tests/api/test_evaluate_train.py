@@ -153,7 +153,9 @@ def test_cancelling_training_keeps_the_model_so_far(client, scene, tmp_path):
     job = wait_for(client, job_id, timeout_s=120)
     assert job["status"] == "cancelled" and job["error"] is None
     assert job["result"]["status"] == "cancelled" and job["result"]["model_path"] == str(out)
-    assert out.exists() and client.get(job["result_url"]).status_code == 200
+    assert out.exists() and job["result_url"] is None  # downloads: the job's folder only
+    refused = client.get(f"/v1/jobs/{job_id}/result")
+    assert refused.status_code == 403 and str(out) in refused.json()["error"]["message"]
 
 
 def test_train_refuses_an_existing_model_unless_overwrite(client, scene, tmp_path):

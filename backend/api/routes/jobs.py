@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from fastapi import APIRouter, Response, status
 from fastapi.responses import FileResponse, JSONResponse
 
-from ternaus_backend.api.deps import JobsDep, SettingsDep
+from ternaus_backend.api.allowed_folders import job_download
+from ternaus_backend.api.deps import FoldersDep, JobsDep, SettingsDep
 from ternaus_backend.api.errors import ConflictError, GoneError
 from ternaus_backend.api.jobs import JobFunction, JobKind, JobManager
 from ternaus_backend.api.runners import evaluate_job, predict_job, train_job
@@ -41,11 +43,15 @@ def _submit(
     summary="Start an extraction",
 )
 def submit_predict(
-    body: PredictRequest, jobs: JobsDep, settings: SettingsDep, response: Response
+    body: PredictRequest,
+    jobs: JobsDep,
+    settings: SettingsDep,
+    folders: FoldersDep,
+    response: Response,
 ) -> JobOut:
     """Extract building polygons into a GeoPackage (layer ``buildings``); poll the job, then
     download the file from ``result_url``."""
-    return _submit(jobs, "predict", body, predict_job(body, settings), response)
+    return _submit(jobs, "predict", body, predict_job(body, settings, folders), response)
 
 
 @router.post(
@@ -54,10 +60,12 @@ def submit_predict(
     status_code=status.HTTP_202_ACCEPTED,
     summary="Start an evaluation",
 )
-def submit_evaluate(body: EvaluateRequest, jobs: JobsDep, response: Response) -> JobOut:
+def submit_evaluate(
+    body: EvaluateRequest, jobs: JobsDep, folders: FoldersDep, response: Response
+) -> JobOut:
     """SpaceNet F1 of predictions against ground truth; the result has tp, fp, fn, precision,
     recall and f1."""
-    return _submit(jobs, "evaluate", body, evaluate_job(body), response)
+    return _submit(jobs, "evaluate", body, evaluate_job(body, folders), response)
 
 
 @router.post(
@@ -66,10 +74,12 @@ def submit_evaluate(body: EvaluateRequest, jobs: JobsDep, response: Response) ->
     status_code=status.HTTP_202_ACCEPTED,
     summary="Start a training run",
 )
-def submit_train(body: TrainRequest, jobs: JobsDep, response: Response) -> JobOut:
+def submit_train(
+    body: TrainRequest, jobs: JobsDep, folders: FoldersDep, response: Response
+) -> JobOut:
     """Train or fine-tune a model; the best model is saved to ``out`` (or the job's folder) and
     can be downloaded from ``result_url``. Cancelling keeps the best model so far."""
-    return _submit(jobs, "train", body, train_job(body), response)
+    return _submit(jobs, "train", body, train_job(body, folders), response)
 
 
 @router.get("", response_model=list[JobOut], summary="All jobs")
@@ -113,8 +123,10 @@ def delete_job(job_id: str, jobs: JobsDep) -> Response:
 )
 def job_result(job_id: str, jobs: JobsDep) -> Response:
     """The GeoPackage of a predict job, the model file of a train job, the scores of an
-    evaluate job (JSON)."""
+    evaluate job (JSON). Only regular files inside the job's folder are served: an output written
+    to a path of the request's own stays where it is (403)."""
     job, path = jobs.result_file(job_id)
+    work_dir = Path(job["work_dir"])
     if job["result"] is None:
         if job["status"] in ("queued", "running"):
             raise ConflictError(
@@ -126,9 +138,10 @@ def job_result(job_id: str, jobs: JobsDep) -> Response:
         )
     if path is None:
         return JSONResponse(job["result"])
-    if not path.is_file():
+    served = job_download(path, work_dir, job_id)
+    if served is None:
         raise GoneError(
             f"The output {path} of job {job_id} was moved or removed; run the job again."
         )
-    media = MEDIA_TYPES.get(path.suffix.lower(), "application/octet-stream")
-    return FileResponse(path, media_type=media, filename=path.name)
+    media = MEDIA_TYPES.get(served.suffix.lower(), "application/octet-stream")
+    return FileResponse(served, media_type=media, filename=served.name)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from fastapi import APIRouter
 
-from ternaus_backend.api.deps import SettingsDep
+from ternaus_backend.api.deps import FoldersDep, SettingsDep
 from ternaus_backend.api.runners import default_model, existing_file
 from ternaus_backend.api.schemas import ERROR_RESPONSES, InspectRequest, ModelInfo
 from ternaus_backend.errors import TernausError
@@ -60,6 +60,7 @@ def default(settings: SettingsDep) -> ModelInfo:
 
 
 @router.post("/inspect", response_model=ModelInfo, summary="Metadata of a model file")
-def inspect(body: InspectRequest) -> ModelInfo:
-    """Bands, normalisation, tile size, thresholds and provenance of a model file."""
-    return describe(existing_file(body.path, "model file"))
+def inspect(body: InspectRequest, folders: FoldersDep) -> ModelInfo:
+    """Bands, normalisation, tile size, thresholds and provenance of a model file (inside the
+    folders the backend may use, else 403)."""
+    return describe(existing_file(body.path, "model file", folders))
