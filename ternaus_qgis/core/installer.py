@@ -308,27 +308,29 @@ def clean_env() -> dict[str, str]:
 
 
 def stop_process(process: subprocess.Popen, grace_s: float = STOP_GRACE_S) -> None:
-    """Stop a command and everything it started (pip's build subprocesses): terminate, then kill."""
-    if process.poll() is not None:
-        return
+    """Stop a command and everything it started (pip's build subprocesses): terminate, then kill.
+
+    On POSIX the command leads its own process group; whatever of the group is left once the
+    command has ended (a build that ignored SIGTERM) is killed too.
+    """
     if sys.platform == "win32":
-        process.terminate()
-    else:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+        return
+    for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
-            os.killpg(process.pid, signal.SIGTERM)
+            os.killpg(process.pid, sig)
         except ProcessLookupError:
             return
-    try:
-        process.wait(grace_s)
-    except subprocess.TimeoutExpired:
-        if sys.platform == "win32":
-            process.kill()
-        else:
-            try:
-                os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        process.wait(5)
+        try:
+            process.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def run_command(

@@ -166,12 +166,12 @@ class DockController(QObject):
         self.install_task = InstallBackendTask(plan, self._install_done, self._install_failed)
         self.install_task.progressChanged.connect(self._on_install_progress)
         self.dock.set_installing(True)
-        self.dock.set_install_progress(0, "starting…")
+        self.dock.set_install_progress(0, "Installing the backend…")
         QgsApplication.taskManager().addTask(self.install_task)
 
     def cancel_install(self) -> None:
         if self.install_task is not None:
-            self.dock.set_backend_text("installing: cancelling…")
+            self.dock.set_backend_text("Cancelling the installation…")
             self.install_task.cancel()
 
     def _on_install_progress(self, percent: float) -> None:

@@ -263,8 +263,9 @@ class TernausDockWidget(QDockWidget):
         self.install_cancel_button.setVisible(self._installing)
 
     def set_install_progress(self, percent: float, text: str) -> None:
+        """The install's bar and its stage (e.g. "Installing PyTorch: Downloading torch (…)")."""
         self.install_progress.setValue(int(round(percent)))
-        self.backend_label.setText(f"installing: {text}")
+        self.backend_label.setText(text)
 
     def set_running(self, running: bool) -> None:
         """Extract is disabled and Cancel enabled while a task runs."""

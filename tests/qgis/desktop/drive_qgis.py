@@ -61,6 +61,9 @@ def start():
     QTimer.singleShot(200, wait_backend)
 
 
+FAILED_BACKEND = ("not available", "not installed")
+
+
 @guarded
 def wait_backend():
     plugin = plugins["ternaus_qgis"]
@@ -71,7 +74,7 @@ def wait_backend():
         QTest.mouseClick(plugin.dock.extract_button, Qt.LeftButton)
         step("extract clicked")
         QTimer.singleShot(200, wait_result)
-    elif text.startswith("not available") or time.monotonic() - state["t0"] > 180:
+    elif text.startswith(FAILED_BACKEND) or time.monotonic() - state["t0"] > 180:
         raise RuntimeError(f"backend: {text}")
     else:
         QTimer.singleShot(200, wait_backend)
