@@ -401,6 +401,11 @@ def explain_failure(step: Step, tail: list[str]) -> str:
             "The Python environment could not be created: this Python has no 'venv' module "
             "(on Debian/Ubuntu: sudo apt install python3-venv), or choose another Python."
         )
+    if "requires a different Python" in text:
+        return (
+            "The backend needs Python 3.10 or later and the chosen Python is older: choose "
+            "another one in the Install backend dialog."
+        )
     if re.search(r"No matching distribution|Could not find a version", text):
         return (
             f"{step.title} failed: pip found no matching package (no internet, or no build of it "

@@ -108,8 +108,7 @@ def test_the_torch_requirement_comes_from_the_wheel():
 
 
 def test_the_real_pyproject_pins_torch(tmp_path):
-    import tomllib
-
+    tomllib = pytest.importorskip("tomllib")
     from tests.helpers import REPO
 
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
@@ -230,6 +229,15 @@ def test_a_failed_fresh_install_removes_its_venv_and_says_where_the_log_is(tmp_p
     assert "No matching distribution" in caught.value.details
     assert not venv.exists(), "the half-made environment was left behind"
     assert "exit code 1" in plan.log_path.read_text()
+
+
+def test_failures_are_explained_with_what_to_do():
+    step = Step("Installing the backend's dependencies", [], 1)
+    too_old = ["ERROR: Package 'ternaus-backend' requires a different Python: 3.9.5"]
+    assert "Python 3.10 or later" in installer.explain_failure(step, too_old)
+    no_venv = ["The virtual environment was not created successfully because ensurepip is not"]
+    assert "python3-venv" in installer.explain_failure(step, no_venv)
+    assert "disk is full" in installer.explain_failure(step, ["OSError: [Errno 28] No space left"])
 
 
 def test_a_folder_that_is_not_ours_is_never_installed_into(tmp_path):
