@@ -7,10 +7,13 @@ own JSON message, so the user reads what the backend says to do.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
+import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +21,12 @@ from .exceptions import (
     BackendAuthError,
     BackendRequestError,
     BackendUnreachableError,
+    CancelledByUser,
 )
 
 API = "/v1"
+#: Attempts per upload chunk before the upload fails (a chunk, not the file, is sent again).
+CHUNK_ATTEMPTS = 4
 
 
 class BackendClient:
@@ -77,6 +83,52 @@ class BackendClient:
         partial.replace(destination)
         return destination
 
+    def upload(
+        self,
+        path: Path,
+        progress: Callable[[float], None] = lambda pct: None,
+        cancelled: Callable[[], bool] = lambda: False,
+        chunk_bytes: int | None = None,
+    ) -> str:
+        """Send a file through ``/v1/uploads`` in chunks; returns its path on the backend.
+
+        A chunk that fails (connection lost, 5xx) is sent again, up to ``CHUNK_ATTEMPTS`` times,
+        with a growing pause; chunks already received are not sent again.
+        """
+        path = Path(path)
+        size = path.stat().st_size
+        created = self._call(
+            "POST", "/uploads", {"name": path.name, "size": size, "sha256": _sha256(path)}
+        )
+        upload_id = created["id"]
+        step = chunk_bytes or int(created.get("chunk_bytes") or 8 << 20)
+        with open(path, "rb") as data:
+            for offset in range(0, size, step):
+                if cancelled():
+                    self._call("DELETE", f"/uploads/{upload_id}")
+                    raise CancelledByUser(f"Upload of {path.name} cancelled.")
+                data.seek(offset)
+                self._send_chunk(upload_id, offset, data.read(step))
+                progress(100.0 * min(size, offset + step) / max(size, 1))
+        done = self._call("POST", f"/uploads/{upload_id}/complete")
+        progress(100.0)
+        return str(done["path"])
+
+    def _send_chunk(self, upload_id: str, offset: int, chunk: bytes) -> None:
+        for attempt in range(1, CHUNK_ATTEMPTS + 1):
+            request = self._request("PUT", f"/uploads/{upload_id}?offset={offset}")
+            request.data = chunk
+            request.add_header("Content-Type", "application/octet-stream")
+            try:
+                with self._open(request, None) as response:
+                    response.read()
+                return
+            except (BackendUnreachableError, BackendRequestError) as error:
+                status = getattr(error, "status", 0)
+                if attempt == CHUNK_ATTEMPTS or 0 < status < 500:
+                    raise
+                time.sleep(0.5 * attempt)
+
     # ------------------------------------------------------------------------- plumbing
     def _request(self, method: str, path: str, body: Any = None) -> urllib.request.Request:
         full = path if path.startswith(API) else API + path
@@ -109,6 +161,14 @@ class BackendClient:
                 "it runs (Settings: start a local backend, or the URL of yours).",
                 details=f"{request.get_method()} {request.full_url}: {error!r}",
             ) from None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as data:
+        for block in iter(lambda: data.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _http_error(error: urllib.error.HTTPError, url: str) -> Exception:

@@ -22,6 +22,7 @@ DEFAULTS: dict[str, Any] = {
     "backend/torch_index": "",  # extra pip index for torch when installing (empty: PyPI)
     "backend/url": "http://127.0.0.1:8765",
     "backend/token": "",
+    "backend/same_machine": False,  # a remote backend that reads this machine's files: no uploads
     "output/folder": "",  # empty: next to the project file, else the user's documents folder
     "models/extra": "[]",  # JSON list of model files the user added
     "models/folder": "",  # where trained models go (empty: the QGIS profile's ternaus/models)

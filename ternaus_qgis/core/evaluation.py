@@ -14,6 +14,7 @@ from typing import Any
 
 from ..backend_process import BackendConnection
 from .jobs import Progress, follow_job
+from .transfer import backend_path, fetch_output, needs_upload
 
 STAGE_TEXT = {"queued": "Waiting for the backend", "evaluate": "Matching buildings"}
 STAGE_SPAN = {"evaluate": (10.0, 95.0)}
@@ -57,22 +58,24 @@ def run_evaluation(
     """Run the backend's evaluate job (SpaceNet rules, the code of ``ternaus evaluate``)."""
     started = time.monotonic()
     progress.report(0.0, "Connecting to the backend")
-    client, _info = backend.client(lambda text: progress.report(0.0, text), progress.cancelled)
+    client, info = backend.client(lambda text: progress.report(0.0, text), progress.cancelled)
     request.out_path.parent.mkdir(parents=True, exist_ok=True)
     body: dict[str, Any] = {
-        "pred": str(request.result_path),
-        "truth": str(request.reference_path),
+        "pred": backend_path(client, info, request.result_path, "the result layer", progress),
+        "truth": backend_path(client, info, request.reference_path, "the reference", progress),
         "iou_threshold": request.iou_threshold,
-        "out": str(request.out_path),
     }
+    if not needs_upload(info):
+        body["out"] = str(request.out_path)
     if request.area_path is not None:
-        body["area"] = str(request.area_path)
+        body["area"] = backend_path(client, info, request.area_path, "the area", progress)
     job = client.submit_evaluate(body)
     job = follow_job(client, backend, job, progress, STAGE_TEXT, STAGE_SPAN)
     result = job.get("result") or {}
     return EvaluationResult(
         scores=result,
-        path=Path(result.get("out") or request.out_path),
+        path=fetch_output(client, info, job, request.out_path)
+        or Path(result.get("out") or request.out_path),
         seconds=time.monotonic() - started,
         request=request,
     )

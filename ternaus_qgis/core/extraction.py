@@ -20,6 +20,7 @@ from ..exceptions import CancelledByUser, LayerError
 from .jobs import Progress, follow_job
 from .models import with_render_resolution
 from .raster_inputs import RasterInput, export_folder, materialize
+from .transfer import backend_path, fetch_output, needs_upload
 
 #: What the backend's stages mean to a user.
 STAGE_TEXT = {
@@ -77,19 +78,28 @@ def bbox_crs_text(crs: QgsCoordinateReferenceSystem) -> str:
     return crs.toWkt()
 
 
-def build_payload(request: ExtractionRequest, rgb_path: Path, ms_path: Path | None) -> dict:
-    """The JSON body of ``POST /v1/jobs/predict``."""
+def build_payload(
+    request: ExtractionRequest,
+    rgb_path: Path | str,
+    ms_path: Path | str | None,
+    remote: bool = False,
+    model: str | None = None,
+) -> dict:
+    """The JSON body of ``POST /v1/jobs/predict``; a ``remote`` backend writes its output in its
+    job folder (downloaded afterwards) and reads ``model`` (the request's, or its upload)."""
     payload: dict[str, Any] = {
         "rgb": str(rgb_path),
-        "out": str(request.out_path),
         "options": {k: v for k, v in request.options.items() if v is not None},
     }
+    if not remote:
+        payload["out"] = str(request.out_path)
     if ms_path is not None:
         payload["ms"] = str(ms_path)
-    if request.overwrite:
+    if request.overwrite and not remote:
         payload["overwrite"] = True
-    if request.model:
-        payload["model"] = request.model
+    model = model or request.model
+    if model:
+        payload["model"] = model
     if request.extent is not None and not request.extent.isEmpty():
         e = request.extent
         payload["bbox"] = [e.xMinimum(), e.yMinimum(), e.xMaximum(), e.yMaximum()]
@@ -133,11 +143,19 @@ def run_extraction(
             )
         )
     request.out_path.parent.mkdir(parents=True, exist_ok=True)
-    job = client.submit_predict(build_payload(request, paths[0], paths[1]))
+    remote = needs_upload(info)
+    rgb_path = backend_path(client, info, paths[0], f"the {request.rgb.role} raster", progress)
+    ms_path = backend_path(client, info, paths[1], "the multispectral raster", progress)
+    model = request.model
+    if remote and model and Path(model).is_file():  # a model file of this machine
+        model = backend_path(client, info, Path(model), "the model", progress)
+    job = client.submit_predict(build_payload(request, rgb_path, ms_path, remote, model))
     progress.log(f"Backend job {job['id']} on {info.device_text}")
     job = follow_job(client, backend, job, progress, STAGE_TEXT, PREDICT_STAGE_SPAN)
     summary = job.get("result") or {}
-    out = Path(summary.get("out") or request.out_path)
+    out = fetch_output(client, info, job, request.out_path) or Path(
+        summary.get("out") or request.out_path
+    )
     return ExtractionResult(
         path=out,
         layer_name=summary.get("layer", "buildings"),

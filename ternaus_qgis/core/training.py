@@ -20,6 +20,7 @@ from ..exceptions import CancelledByUser
 from .jobs import Progress, follow_job
 from .models import with_render_resolution
 from .raster_inputs import RasterInput, export_folder, materialize
+from .transfer import backend_path, fetch_output, needs_upload
 
 STAGE_TEXT = {
     "queued": "Waiting for the backend",
@@ -83,27 +84,30 @@ class TrainingResult:
     cancelled: bool = False
 
 
-def build_payload(request: TrainingRequest, rgb_path: Path) -> dict[str, Any]:
-    """The JSON body of ``POST /v1/jobs/train``."""
-    source: dict[str, Any] = {"rgb": str(rgb_path), "labels": str(request.labels_path)}
-    if request.area_path is not None:
-        source["aoi"] = str(request.area_path)
-    if request.val_area_path is not None:
-        source["val_aoi"] = str(request.val_area_path)
+def build_payload(
+    request: TrainingRequest, paths: dict[str, str | None], remote: bool = False
+) -> dict[str, Any]:
+    """The JSON body of ``POST /v1/jobs/train``; ``paths``: ``rgb``, ``labels``, ``aoi``,
+    ``val_aoi``, ``init`` as the backend reads them. A ``remote`` backend keeps the model in its
+    job folder (downloaded afterwards)."""
+    source: dict[str, Any] = {
+        key: paths[key] for key in ("rgb", "labels", "aoi", "val_aoi") if paths.get(key)
+    }
     body: dict[str, Any] = {
         "sources": [source],
-        "out": str(request.out_path),
         "epochs": request.epochs,
         "steps_per_epoch": request.steps_per_epoch,
         "batch_size": request.batch_size,
         "crop_px": request.crop_px,
         "name": request.name,
         "allow_empty_labels": True,
-        "overwrite": True,
         **request.options,
     }
-    if request.init_model:
-        body["init"] = request.init_model
+    if not remote:
+        body["out"] = str(request.out_path)
+        body["overwrite"] = True
+    if paths.get("init"):
+        body["init"] = paths["init"]
     return body
 
 
@@ -116,7 +120,7 @@ def run_training(
     """Run the train job; ``on_epoch`` sees each validated epoch (from the worker thread)."""
     started = time.monotonic()
     progress.report(0.0, "Connecting to the backend")
-    client, _info = backend.client(lambda text: progress.report(0.0, text), progress.cancelled)
+    client, info = backend.client(lambda text: progress.report(0.0, text), progress.cancelled)
     rgb = with_render_resolution(request.rgb, client.models(), request.init_model)
     rgb_path = materialize(
         rgb,
@@ -127,16 +131,26 @@ def run_training(
         progress.cancelled,
     )
     request.out_path.parent.mkdir(parents=True, exist_ok=True)
-    job = client.submit_train(build_payload(request, rgb_path))
+    init = request.init_model
+    files = {
+        "rgb": rgb_path,
+        "labels": request.labels_path,
+        "aoi": request.area_path,
+        "val_aoi": request.val_area_path,
+        "init": Path(init) if init and needs_upload(info) and Path(init).is_file() else None,
+    }
+    paths = {key: backend_path(client, info, path, key, progress) for key, path in files.items()}
+    paths["init"] = paths["init"] or init
+    job = client.submit_train(build_payload(request, paths, needs_upload(info)))
     curve: list[EpochPoint] = []
 
     def watch(polled: dict) -> None:
-        info = (polled.get("progress") or {}).get("info") or {}
-        if info.get("phase") != "validated":
+        epoch = (polled.get("progress") or {}).get("info") or {}
+        if epoch.get("phase") != "validated":
             return
-        if curve and curve[-1].epoch == info.get("epoch"):
+        if curve and curve[-1].epoch == epoch.get("epoch"):
             return
-        point = EpochPoint.from_dict(info)
+        point = EpochPoint.from_dict(epoch)
         curve.append(point)
         if on_epoch is not None:
             on_epoch(point)
@@ -147,7 +161,8 @@ def run_training(
     except CancelledByUser:
         job = client.job(job["id"])
         summary = job.get("result") or {}
-        if not summary.get("model_path") or not Path(summary["model_path"]).is_file():
+        kept = summary.get("model_path")
+        if not kept or (not needs_upload(info) and not Path(kept).is_file()):
             raise CancelledByUser(
                 "Training cancelled before the first epoch ended; no model was kept."
             ) from None
@@ -163,8 +178,9 @@ def run_training(
         if on_epoch is not None:
             on_epoch(point)
     curve.sort(key=lambda p: p.epoch)
+    model_path = fetch_output(client, info, job, request.out_path)
     return TrainingResult(
-        model_path=Path(summary.get("model_path") or request.out_path),
+        model_path=model_path or Path(summary.get("model_path") or request.out_path),
         curve=curve,
         summary=summary,
         seconds=time.monotonic() - started,
