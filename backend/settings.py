@@ -2,6 +2,7 @@
 
 ``TERNAUS_HOST``, ``TERNAUS_PORT``, ``TERNAUS_TOKEN``, ``TERNAUS_WORK_DIR``,
 ``TERNAUS_DEFAULT_MODEL``, ``TERNAUS_MODELS_DIR``, ``TERNAUS_MAX_WORKERS``,
+``TERNAUS_MAX_QUEUED_JOBS``, ``TERNAUS_MAX_REQUEST_BYTES``,
 ``TERNAUS_ALLOWED_DIRS`` (folders separated by ``os.pathsep``: ``:``, on Windows ``;``) and
 ``TERNAUS_ALLOW_NETWORK_FILES``; empty variables count as unset.
 """
@@ -60,6 +61,12 @@ class Settings(BaseSettings):
         description="folder whose model files (*.safetensors, *.pt) GET /v1/models lists",
     )
     max_workers: int = Field(1, ge=1, description="jobs run at the same time; others wait queued")
+    max_queued_jobs: int = Field(
+        16, ge=1, description="jobs that may wait queued; more are refused (429) until some start"
+    )
+    max_request_bytes: int = Field(
+        64 * 2**20, ge=1024, description="largest request body accepted; larger ones get 413"
+    )
     allowed_dirs: Annotated[list[Path] | None, NoDecode] = Field(
         None,
         description="folders whose files requests may name, besides the job folders, the models "

@@ -24,6 +24,12 @@ class ForbiddenPathError(TernausError):
     http_status = 403
 
 
+class TooManyJobsError(TernausError):
+    """The queue of waiting jobs is full."""
+
+    http_status = 429
+
+
 class NotFoundError(TernausError):
     """A job, file or model that the request names does not exist."""
 

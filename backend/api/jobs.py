@@ -23,7 +23,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Literal
 
-from ternaus_backend.api.errors import ConflictError, NotFoundError
+from ternaus_backend.api.errors import ConflictError, NotFoundError, TooManyJobsError
 from ternaus_backend.errors import CancelledError, InputError, TernausError
 from ternaus_backend.progress import CancelToken, ProgressCallback, ProgressEvent
 
@@ -110,6 +110,7 @@ class Job:
     work_dir: Path
     status: JobStatus = JobStatus.queued
     progress: dict[str, Any] | None = None
+    estimate: dict[str, Any] | None = None
     result: dict[str, Any] | None = None
     result_file: Path | None = None
     error: dict[str, Any] | None = None
@@ -131,6 +132,7 @@ class Job:
             "status": self.status.value,
             "cancel_requested": self.cancel_requested,
             "progress": dict(self.progress) if self.progress else None,
+            "estimate": dict(self.estimate) if self.estimate else None,
             "result": dict(self.result) if self.result is not None else None,
             "has_file": self.result_file is not None
             and Path(self.result_file).is_relative_to(self.work_dir),  # downloads: job folder only
@@ -144,10 +146,12 @@ class Job:
 
 
 class JobManager:
-    """Runs jobs ``max_workers`` at a time; the rest wait queued in submission order."""
+    """Runs jobs ``max_workers`` at a time; the rest wait queued in submission order, at most
+    ``max_queued`` of them (None: no limit)."""
 
-    def __init__(self, work_dir: Path, max_workers: int = 1) -> None:
+    def __init__(self, work_dir: Path, max_workers: int = 1, max_queued: int | None = None) -> None:
         self.work_dir = Path(work_dir)
+        self.max_queued = max_queued
         try:
             self.work_dir.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -163,15 +167,35 @@ class JobManager:
 
     # ------------------------------------------------------------------ submitting and reading
 
-    def submit(self, kind: JobKind, request: Mapping[str, Any], function: JobFunction) -> dict:
-        """Queues ``function`` as a new job; returns the job's snapshot."""
+    def submit(
+        self,
+        kind: JobKind,
+        request: Mapping[str, Any],
+        function: JobFunction,
+        estimate: Mapping[str, Any] | None = None,
+    ) -> dict:
+        """Queues ``function`` as a new job (``estimate``: what it will take, shown with it);
+        returns the job's snapshot. TooManyJobsError when ``max_queued`` jobs already wait."""
         job_id = uuid.uuid4().hex[:12]
         job_dir = self.work_dir / job_id
-        job_dir.mkdir(parents=True, exist_ok=False)
-        job = Job(id=job_id, kind=kind, request=plain(request), work_dir=job_dir)
         with self._lock:
             if self._closed:
                 raise ConflictError("The backend is shutting down; start it again and resubmit.")
+            waiting = sum(job.status == JobStatus.queued for job in self._jobs.values())
+            if self.max_queued is not None and waiting >= self.max_queued:
+                raise TooManyJobsError(
+                    f"{waiting} jobs are already waiting to run; wait until some have started "
+                    "(GET /v1/jobs?status=queued), cancel some (POST /v1/jobs/{id}/cancel), or "
+                    "start the backend with a larger TERNAUS_MAX_QUEUED_JOBS."
+                )
+            job_dir.mkdir(parents=True, exist_ok=False)
+            job = Job(
+                id=job_id,
+                kind=kind,
+                request=plain(request),
+                work_dir=job_dir,
+                estimate=plain(estimate) if estimate is not None else None,
+            )
             self._jobs[job_id] = job
             job.future = self._executor.submit(self._run, job, function)
             return job.snapshot()

@@ -12,6 +12,7 @@ from ternaus_backend import __version__
 from ternaus_backend.api.allowed_folders import AllowedFolders
 from ternaus_backend.api.errors import add_exception_handlers
 from ternaus_backend.api.jobs import JobManager
+from ternaus_backend.api.request_limits import RequestSizeLimit
 from ternaus_backend.api.routes import health, jobs, models, uploads
 from ternaus_backend.api.security import AccessGuard
 from ternaus_backend.api.uploads import UploadStore
@@ -40,7 +41,7 @@ When the backend has a token, every request except `GET /v1/health` needs
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The backend's HTTP app; ``settings`` default to the TERNAUS_* environment."""
     settings = settings or Settings()
-    job_manager = JobManager(settings.work_dir, settings.max_workers)
+    job_manager = JobManager(settings.work_dir, settings.max_workers, settings.max_queued_jobs)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -63,5 +64,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.folders = AllowedFolders.from_settings(settings)
     app.include_router(api_router, prefix=API_PREFIX)
     add_exception_handlers(app)
-    app.add_middleware(AccessGuard, token=settings.token_value())
+    app.add_middleware(RequestSizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(AccessGuard, token=settings.token_value())  # outermost: runs first
     return app

@@ -91,9 +91,11 @@ def default_model(settings: Settings) -> Path:
 
 def predict_job(
     request: PredictRequest, settings: Settings, folders: AllowedFolders
-) -> JobFunction:
-    """Checks a predict request; the job runs :func:`~ternaus_backend.pipeline.extract.extract`."""
-    from ternaus_backend.pipeline.extract import ExtractOptions, extract
+) -> tuple[JobFunction, dict[str, Any]]:
+    """Checks a predict request, including its pre-flight estimate (InputError when the
+    temporary cannot fit on the disk); returns the job, which runs
+    :func:`~ternaus_backend.pipeline.extract.extract`, and the estimate."""
+    from ternaus_backend.pipeline.extract import ExtractOptions, extract, preflight
 
     rgb = existing_file(request.rgb, "RGB raster", folders)
     ms = (
@@ -122,6 +124,16 @@ def predict_job(
         device=opts.device,
         native_resolution=opts.native_resolution,
         tta=opts.tta,
+    )
+    estimate = preflight(
+        rgb,
+        ms,
+        model,
+        bbox=request.bbox,
+        bbox_crs=request.bbox_crs,
+        options=options,
+        work_dir=settings.work_dir,
+        assume_crs=request.assume_crs,
     )
 
     def run(context: JobContext) -> JobOutcome:
@@ -156,7 +168,7 @@ def predict_job(
         }
         return JobOutcome(summary, file=result.path)
 
-    return run
+    return run, estimate.to_dict()
 
 
 # ------------------------------------------------------------------------------ evaluate

@@ -42,7 +42,14 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     },
     404: {"model": ErrorOut, "description": "No such job or model"},
     409: {"model": ErrorOut, "description": "Not possible in the job's current state"},
+    413: {"model": ErrorOut, "description": "Request body larger than the backend accepts"},
     422: {"model": ErrorOut, "description": "Invalid request body, or a model that does not fit"},
+}
+
+
+#: The extra answer of job submissions.
+SUBMIT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    429: {"model": ErrorOut, "description": "Too many jobs waiting (TERNAUS_MAX_QUEUED_JOBS)"},
 }
 
 
@@ -221,6 +228,17 @@ class ModelInfo(BaseModel):
     metadata: ModelMetadata
 
 
+class EstimateOut(BaseModel):
+    """What a predict job will take, worked out when it was submitted."""
+
+    pixels: int = Field(description="pixels of the processing grid")
+    km2: float = Field(description="ground area in square kilometres")
+    temp_bytes: int = Field(description="temporary disk space (the stitched probability map)")
+    eta_s: float = Field(description="rough duration in seconds (light encoder; heavier: slower)")
+    temp_dir: str = Field(description="where the temporary goes")
+    free_bytes: int = Field(description="free space there at submission")
+
+
 class ProgressOut(BaseModel):
     """The latest progress report of a job."""
 
@@ -239,6 +257,9 @@ class JobOut(BaseModel):
     status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
     cancel_requested: bool = False
     progress: ProgressOut | None = None
+    estimate: EstimateOut | None = Field(
+        None, description="predict jobs: pixels, km², temporary disk and rough duration"
+    )
     result: dict[str, Any] | None = None
     result_url: str | None = Field(
         None, description="where to download the output (GeoPackage, model) once there is one"

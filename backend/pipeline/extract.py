@@ -28,6 +28,13 @@ from ternaus_backend.pipeline.inference import predict_probabilities
 from ternaus_backend.pipeline.instances import find_instances
 from ternaus_backend.pipeline.normalize import Normalizer
 from ternaus_backend.pipeline.polygons import BuildingWriter, finish_polygons, label_polygons
+from ternaus_backend.pipeline.preflight import (
+    ExtractEstimate,
+    FreeSpace,
+    check_temp_space,
+    disk_free,
+    estimate_extract,
+)
 from ternaus_backend.pipeline.raster import Bounds, RasterInputs, input_band_names, raster_env
 from ternaus_backend.pipeline.store import ProbabilityStore
 from ternaus_backend.pipeline.windows import window_grid
@@ -163,6 +170,74 @@ def check_bands(inputs: RasterInputs, meta: ModelMetadata, has_ms: bool) -> None
     )
 
 
+def model_metadata(model: str | Path | torch.nn.Module | None) -> ModelMetadata:
+    """A model's metadata without loading its network (our files: from the header)."""
+    if isinstance(model, torch.nn.Module):
+        return resolve_model(model, torch.device("cpu")).metadata
+    from ternaus_backend.models.model_file import describe_model
+
+    path = Path(model) if model is not None else DEFAULT_MODEL
+    if model is None and not path.exists():
+        raise ModelError(
+            f"The default model {path} is missing; reinstall the project or pass --model PATH."
+        )
+    return ModelMetadata.model_validate(describe_model(path)["metadata"])
+
+
+def processing_inputs(
+    rgb: str | Path,
+    ms: str | Path | None,
+    meta: ModelMetadata,
+    bbox: Bounds | None,
+    bbox_crs: str | None,
+    assume_crs: str | None,
+    native_resolution: bool,
+) -> RasterInputs:
+    """The inputs on the processing grid: the model's resolution unless ``native_resolution``."""
+    return RasterInputs.open(
+        rgb,
+        ms,
+        bbox=bbox,
+        bbox_crs=bbox_crs,
+        resolution_m=None if native_resolution else meta.resolution_m,
+        assume_crs=assume_crs,
+    )
+
+
+def preflight(
+    rgb: str | Path,
+    ms: str | Path | None = None,
+    model: str | Path | torch.nn.Module | None = None,
+    bbox: Bounds | None = None,
+    bbox_crs: str | None = None,
+    options: ExtractOptions | None = None,
+    work_dir: str | Path | None = None,
+    assume_crs: str | None = None,
+    free_space: FreeSpace = disk_free,
+) -> ExtractEstimate:
+    """The estimate of ``extract`` with the same arguments, checked against the free disk space
+    (InputError when the temporary cannot fit); reads the rasters' headers and the model's
+    metadata only. ``extract`` runs the same check itself."""
+    opts = options or ExtractOptions()
+    meta = model_metadata(model)
+    with raster_env():
+        with processing_inputs(
+            rgb, ms, meta, bbox, bbox_crs, assume_crs, opts.native_resolution
+        ) as inputs:
+            grid = inputs.grid
+    device_kind = pick_device(opts.device).type
+    return check_temp_space(
+        estimate_extract(
+            grid,
+            meta.num_classes,
+            tta=opts.tta,
+            device_kind=device_kind,
+            work_dir=work_dir,
+            free_space=free_space,
+        )
+    )
+
+
 def extract(
     rgb: str | Path,
     out: str | Path,
@@ -180,7 +255,8 @@ def extract(
     """Extracts building polygons from ``rgb`` (+ ``ms``) into the GeoPackage ``out``.
 
     ``overwrite=False`` refuses an existing ``out`` (the CLI and the HTTP API pass the user's
-    ``--overwrite`` / ``"overwrite"``); the output is checked before anything is read or run.
+    ``--overwrite`` / ``"overwrite"``); the output is checked before anything is read or run, and
+    the temporary space the extraction needs (:mod:`.preflight`) before the network runs.
     ``assume_crs``: the CRS of rasters that have a geotransform but declare no CRS.
     """
     out = check_output(out, suffix=".gpkg", kind="GeoPackage", overwrite=overwrite)
@@ -197,15 +273,21 @@ def extract(
             native_m = native.grid.pixel_size_m
         if opts.native_resolution:
             _warn_resolution(native_m, meta.resolution_m)
-        inputs = RasterInputs.open(
-            rgb,
-            ms,
-            bbox=bbox,
-            bbox_crs=bbox_crs,
-            resolution_m=None if opts.native_resolution else meta.resolution_m,
-            assume_crs=assume_crs,
+        inputs = processing_inputs(
+            rgb, ms, meta, bbox, bbox_crs, assume_crs, opts.native_resolution
         )
         with inputs:
+            estimate = check_temp_space(
+                estimate_extract(
+                    inputs.grid,
+                    meta.num_classes,
+                    tta=opts.tta,
+                    device_kind=device.type,
+                    work_dir=work_dir,
+                    free_space=disk_free,
+                )
+            )
+            log.info("Estimate: %s", estimate.to_dict())
             return _extract(inputs, net, out, opts, device, progress, cancel, work_dir, started)
 
 

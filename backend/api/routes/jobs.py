@@ -17,6 +17,7 @@ from ternaus_backend.api.schemas import (
     ERROR_RESPONSES,
     EvaluateRequest,
     JobOut,
+    SUBMIT_RESPONSES,
     PredictRequest,
     TrainRequest,
 )
@@ -29,9 +30,16 @@ StatusFilter = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 
 def _submit(
-    jobs: JobManager, kind: JobKind, request, function: JobFunction, response: Response
+    jobs: JobManager,
+    kind: JobKind,
+    request,
+    function: JobFunction,
+    response: Response,
+    estimate: dict | None = None,
 ) -> JobOut:
-    job = JobOut.from_snapshot(jobs.submit(kind, request.model_dump(mode="json"), function))
+    job = JobOut.from_snapshot(
+        jobs.submit(kind, request.model_dump(mode="json"), function, estimate)
+    )
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return job
 
@@ -40,6 +48,7 @@ def _submit(
     "/predict",
     response_model=JobOut,
     status_code=status.HTTP_202_ACCEPTED,
+    responses=SUBMIT_RESPONSES,
     summary="Start an extraction",
 )
 def submit_predict(
@@ -50,14 +59,17 @@ def submit_predict(
     response: Response,
 ) -> JobOut:
     """Extract building polygons into a GeoPackage (layer ``buildings``); poll the job, then
-    download the file from ``result_url``."""
-    return _submit(jobs, "predict", body, predict_job(body, settings, folders), response)
+    download the file from ``result_url``. The job's ``estimate`` says what it will take; a job
+    whose temporary cannot fit on the disk is refused (400)."""
+    function, estimate = predict_job(body, settings, folders)
+    return _submit(jobs, "predict", body, function, response, estimate)
 
 
 @router.post(
     "/evaluate",
     response_model=JobOut,
     status_code=status.HTTP_202_ACCEPTED,
+    responses=SUBMIT_RESPONSES,
     summary="Start an evaluation",
 )
 def submit_evaluate(
@@ -72,6 +84,7 @@ def submit_evaluate(
     "/train",
     response_model=JobOut,
     status_code=status.HTTP_202_ACCEPTED,
+    responses=SUBMIT_RESPONSES,
     summary="Start a training run",
 )
 def submit_train(
