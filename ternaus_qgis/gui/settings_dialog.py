@@ -5,6 +5,7 @@ from __future__ import annotations
 from qgis.gui import QgsFileWidget, QgsPasswordLineEdit
 from qgis.PyQt.QtWidgets import (
     QButtonGroup,
+    QCheckBox,
     QDialog,
     QDialogButtonBox,
     QFormLayout,
@@ -39,6 +40,11 @@ class SettingsDialog(QDialog):
         )
         self.url_edit = QLineEdit(self)
         self.token_edit = QgsPasswordLineEdit(self)
+        self.same_machine_check = QCheckBox("It reads this computer's files (no uploads)", self)
+        self.same_machine_check.setToolTip(
+            "Leave off for a backend on another machine: inputs are uploaded and results "
+            "downloaded. Turn on when it runs here or shares this computer's disks."
+        )
         self.folder_edit = QgsFileWidget(self)
         self.folder_edit.setStorageMode(QgsFileWidget.GetDirectory)
         self.folder_edit.setToolTip("Empty: a ternaus_results folder next to the project file")
@@ -47,6 +53,7 @@ class SettingsDialog(QDialog):
         form.addRow(self.remote_radio)
         form.addRow("URL", self.url_edit)
         form.addRow("Token", self.token_edit)
+        form.addRow("", self.same_machine_check)
         form.addRow("Results folder", self.folder_edit)
         layout.addLayout(form)
         note = QLabel(
@@ -77,6 +84,7 @@ class SettingsDialog(QDialog):
         self.command_edit.setFilePath(settings.get("backend/command"))
         self.url_edit.setText(settings.get("backend/url"))
         self.token_edit.setText(settings.get("backend/token"))
+        self.same_machine_check.setChecked(settings.get("backend/same_machine"))
         self.folder_edit.setFilePath(settings.get("output/folder"))
         self._update_enabled()
 
@@ -85,6 +93,7 @@ class SettingsDialog(QDialog):
         self.command_edit.setEnabled(local)
         self.url_edit.setEnabled(not local)
         self.token_edit.setEnabled(not local)
+        self.same_machine_check.setEnabled(not local)
 
     def _request_install(self) -> None:
         self.install_requested = True
@@ -95,5 +104,6 @@ class SettingsDialog(QDialog):
         settings.set("backend/command", self.command_edit.filePath())
         settings.set("backend/url", self.url_edit.text().strip())
         settings.set("backend/token", self.token_edit.text())
+        settings.set("backend/same_machine", self.same_machine_check.isChecked())
         settings.set("output/folder", self.folder_edit.filePath())
         super().accept()

@@ -158,3 +158,22 @@ def test_training_on_a_remote_backend_downloads_the_model(
     assert len(result.curve) == 1
     info = BackendClient(remote.base, TOKEN).inspect_model(str(result.summary["model_path"]))
     assert info["metadata"]["encoder"]  # the backend's copy is a valid model too
+
+
+def test_settings_dialog_says_whether_a_remote_backend_reads_local_files(qgis_app):
+    from ternaus_qgis.gui.settings_dialog import SettingsDialog
+
+    settings.set("backend/mode", "local")
+    dialog = SettingsDialog()
+    assert not dialog.same_machine_check.isEnabled()
+    dialog.remote_radio.setChecked(True)
+    assert dialog.same_machine_check.isEnabled()
+    dialog.url_edit.setText("http://10.0.0.5:8765")
+    dialog.same_machine_check.setChecked(True)
+    dialog.accept()
+    try:
+        assert settings.get("backend/mode") == "remote"
+        assert settings.get("backend/same_machine") is True
+    finally:
+        settings.set("backend/mode", "local")
+        settings.set("backend/same_machine", False)
