@@ -39,7 +39,7 @@ def follow_job(
     ``on_update`` sees every polled job (e.g. training curves).
     """
     job_id = job["id"]
-    started = time.monotonic()
+    stage_started: dict[str, float] = {}  # when each backend stage was first seen
     while True:
         if progress.cancelled():
             cancel_job(client, job_id)
@@ -68,27 +68,34 @@ def follow_job(
             )
         if status == "cancelled":
             raise CancelledByUser("The job was cancelled in the backend.")
-        report_job(job, started, progress, stage_text, stage_span)
+        stage = (job.get("progress") or {}).get("stage") or status
+        stage_started.setdefault(stage, time.monotonic())
+        report_job(job, stage_started[stage], progress, stage_text, stage_span)
         time.sleep(POLL_INTERVAL_S)
 
 
 def report_job(
     job: dict,
-    started: float,
+    stage_started: float,
     progress: Progress,
     stage_text: dict[str, str],
     stage_span: dict[str, tuple[float, float]],
 ) -> None:
-    """One progress report: the bar from the stage's span, the stage's words, the time left."""
+    """One progress report: the bar from the stage's span, the stage's words, the time left.
+
+    The time left comes from the pace of the current stage (``stage_started``: when it was
+    first seen), so a slow start (reading training data, loading the model) does not skew it.
+    """
     state = job.get("progress") or {}
     stage = state.get("stage") or job["status"]
     fraction = float(state.get("fraction") or 0.0)
     low, high = stage_span.get(stage, (5.0, 5.0))
     percent = low + (high - low) * fraction
     text = stage_text.get(stage, stage.capitalize())
-    elapsed = time.monotonic() - started
-    if percent > 10 and elapsed > 2:
-        remaining = elapsed * (100.0 - percent) / max(percent - 5.0, 1e-6)
+    done = (high - low) * fraction  # percent of the bar covered in this stage
+    in_stage = time.monotonic() - stage_started
+    if done > 2.0 and in_stage > 2.0:
+        remaining = in_stage / done * (100.0 - percent)
         text += f" (about {format_seconds(remaining)} left)"
     progress.report(percent, text)
 
