@@ -8,8 +8,8 @@ Writes into ``--out``:
   validation area (the 16 validation chips stay out of training entirely);
 - ``banepa_train_labels.geojson``: the Banepa buildings that touch the training chips (for
   threshold tuning, so buildings of other chips do not count as missed);
-- ``rio_<n>_aoi.geojson`` and ``rio_<n>_val.geojson`` for the building-free Rio tiles img58..60:
-  the whole tile, and a band of 20% of it.
+- ``rio_<n>_aoi.geojson`` and ``rio_<n>_val.geojson`` for the Rio training tiles img50..55 and
+  the building-free img58..60: the whole tile, and its southern band of 20%.
 
     .venv/bin/python scripts/prepare_default_data.py --out build/train-default/data
 """
@@ -36,6 +36,7 @@ from eval_real import (  # noqa: E402
     write_chip_mosaic,
 )
 
+RIO_TRAIN = (50, 51, 52, 53, 54, 55)
 RIO_NEGATIVES = (58, 59, 60)
 RIO_ID = "013022223130_Public_img"
 
@@ -76,7 +77,7 @@ def main() -> None:
         f for f in labels["features"] if shape(f["geometry"]).intersects(footprint_4326)
     ]
     (args.out / "banepa_train_labels.geojson").write_text(json.dumps(labels))
-    for n in RIO_NEGATIVES:
+    for n in RIO_TRAIN + RIO_NEGATIVES:
         tile = args.data / "spacenet1_rio" / "images" / f"3band_{RIO_ID}{n}.tif"
         with rasterio.open(tile) as src:
             left, bottom, right, top = src.bounds
