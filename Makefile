@@ -64,10 +64,15 @@ package-with-backend: wheel
 deploy: setup
 	$(PY) scripts/package_plugin.py deploy --profile "$(PROFILE)" $(if $(PROFILES_PATH),--profiles-path "$(PROFILES_PATH)")
 
-# The README's screenshot: the real QGIS desktop (Xvfb) with the packaged plugin, one extraction.
+# The README's screenshots: the real QGIS desktop (Xvfb) with the packaged plugin: an extraction,
+# training on the reference buildings (while it runs), the evaluation's error layers.
 screenshot: setup
 	SCENE=$$($(PY) scripts/screenshot_scene.py build/screenshot_scene.tif); \
+	LABELS=$${SCENE:+$${SCENE%.tif}_labels.geojson}; \
 	TERNAUS_DESKTOP_SCENE=$$SCENE TERNAUS_DESKTOP_SHOT=docs/qgis-desktop.png \
+		TERNAUS_DESKTOP_LABELS=$$LABELS \
+		TERNAUS_DESKTOP_TRAIN_SHOT=docs/qgis-training.png \
+		TERNAUS_DESKTOP_EVAL_SHOT=docs/qgis-evaluation.png \
 		$(PY) -m pytest -q -s tests/qgis/test_desktop.py
 
 lint: setup

@@ -183,6 +183,9 @@ class LocalBackend:
             TERNAUS_MODELS_DIR=str(settings.models_folder()),
         )
         env.setdefault("PYTHONUNBUFFERED", "1")
+        # Only this QGIS talks to this backend (loopback, a token of its own): it may read the
+        # layers the user opens wherever they are; system folders stay refused by the backend.
+        env.setdefault("TERNAUS_ALLOWED_DIRS", str(Path(os.path.abspath(os.sep))))
         args = [str(command), "serve", "--host", "127.0.0.1", "--port", "0"]
         args += ["--parent-pid", str(os.getpid())]
         try:

@@ -24,7 +24,7 @@ pytestmark = [
 DRIVER = Path(__file__).resolve().parent / "desktop" / "drive_qgis.py"
 
 
-def run_desktop(scene: Path, out_dir: Path, backend: Path) -> dict:
+def run_desktop(scene: Path, labels: Path, out_dir: Path, backend: Path) -> dict:
     """Install the packaged plugin into a fresh profile, run QGIS with the driver script."""
     profiles = deploy_plugin(out_dir, backend)
     report, shot = out_dir / "report.json", out_dir / "qgis-desktop.png"
@@ -32,6 +32,9 @@ def run_desktop(scene: Path, out_dir: Path, backend: Path) -> dict:
     env = dict(
         os.environ,
         TERNAUS_SCENE=str(scene),
+        TERNAUS_LABELS=str(labels),
+        TERNAUS_TRAIN_SHOT=str(out_dir / "qgis-training.png"),
+        TERNAUS_EVAL_SHOT=str(out_dir / "qgis-evaluation.png"),
         TERNAUS_REPORT=str(report),
         TERNAUS_SCREENSHOT=str(shot),
         QT_QPA_PLATFORM="xcb",
@@ -56,7 +59,7 @@ def run_desktop(scene: Path, out_dir: Path, backend: Path) -> dict:
         env=env,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=1200,
     )
     assert report.is_file(), (
         f"QGIS ended without a report:\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
@@ -66,11 +69,16 @@ def run_desktop(scene: Path, out_dir: Path, backend: Path) -> dict:
     return data
 
 
-def test_desktop_qgis_runs_an_extraction_with_the_packaged_plugin(
+def test_desktop_qgis_runs_the_loop_with_the_packaged_plugin(
     synthetic_scene, tmp_path, backend_command
 ):
+    """Extract, train on the reference buildings, evaluate: three screenshots, as a user sees."""
     scene = Path(os.environ.get("TERNAUS_DESKTOP_SCENE") or synthetic_scene)
-    report = run_desktop(scene, tmp_path, backend_command)
+    labels = Path(
+        os.environ.get("TERNAUS_DESKTOP_LABELS")
+        or synthetic_scene.parent / "scene_labels.geojson"
+    )
+    report = run_desktop(scene, labels, tmp_path, backend_command)
     assert report["error"] is None, report["error"]
     assert report["dock_title"] == "Ternaus Building Extraction"
     assert report["features"] > 5
@@ -78,8 +86,21 @@ def test_desktop_qgis_runs_an_extraction_with_the_packaged_plugin(
     shot = Path(report["screenshot"])
     assert shot.is_file() and shot.stat().st_size > 20_000
     steps = [s["step"] for s in report["steps"]]
-    assert steps[-1] == "screenshot saved"
+    assert "screenshot saved" in steps
+    # Training: the chart had epochs drawn while it ran; the model was kept.
+    assert report["train_shot"]["epochs_drawn"] >= 2
+    assert "my_area" in report["training"]
+    # Evaluation: scores on the panel, the error layers drawn.
+    assert "F1" in report["scores_text"]
+    assert report["evaluation"]["tp"] + report["evaluation"]["fn"] > 0
+    assert steps[-1] == "evaluation screenshot saved"
+    for name in ("qgis-training.png", "qgis-evaluation.png"):
+        assert (tmp_path / name).stat().st_size > 20_000
     print(json.dumps(report["steps"]))
-    out = os.environ.get("TERNAUS_DESKTOP_SHOT")
-    if out:
-        shutil.copy(shot, out)
+    for variable, name in (
+        ("TERNAUS_DESKTOP_SHOT", "qgis-desktop.png"),
+        ("TERNAUS_DESKTOP_TRAIN_SHOT", "qgis-training.png"),
+        ("TERNAUS_DESKTOP_EVAL_SHOT", "qgis-evaluation.png"),
+    ):
+        if os.environ.get(variable):
+            shutil.copy(tmp_path / name, os.environ[variable])

@@ -4,6 +4,11 @@ user would, save a screenshot and a JSON report, then quit.
 Environment: TERNAUS_SCENE (an RGB GeoTIFF), TERNAUS_REPORT (JSON path), TERNAUS_SCREENSHOT (PNG).
 Steps: find the plugin's dock, add the scene, choose it in the dock, click Extract, wait for the
 result layer, zoom to it, screenshot the main window, quit. Every step is timed.
+
+With TERNAUS_LABELS (reference buildings of the scene), TERNAUS_TRAIN_SHOT and TERNAUS_EVAL_SHOT,
+the loop goes on before quitting: the Train tab fine-tunes the default model on the labels
+(screenshot while it runs, once two epochs are drawn), then the Evaluate tab compares the
+extraction with the labels (screenshot of the error layers).
 """
 
 import json
@@ -11,7 +16,7 @@ import os
 import time
 import traceback
 
-from qgis.core import QgsProject, QgsRasterLayer
+from qgis.core import QgsProject, QgsRasterLayer, QgsVectorLayer
 from qgis.PyQt.QtCore import Qt, QTimer
 from qgis.PyQt.QtTest import QTest
 from qgis.utils import iface, plugins
@@ -102,6 +107,7 @@ def wait_result():
     state["features"] = layers[0].featureCount() if layers else 0
     state["layer_crs"] = layers[0].crs().authid() if layers else None
     state["stage_text"] = plugin.dock.stage_label.text()
+    state["result_layer_id"] = layers[0].id() if layers else None
     QTimer.singleShot(1500, screenshot)
 
 
@@ -109,6 +115,90 @@ def wait_result():
 def screenshot():
     iface.mainWindow().grab().save(os.environ["TERNAUS_SCREENSHOT"])
     step("screenshot saved")
+    if os.environ.get("TERNAUS_LABELS"):
+        QTimer.singleShot(200, start_training)
+    else:
+        finish()
+
+
+@guarded
+def start_training():
+    plugin = plugins["ternaus_qgis"]
+    labels = QgsVectorLayer(os.environ["TERNAUS_LABELS"], "reference buildings", "ogr")
+    if not labels.isValid():
+        raise RuntimeError(f"labels: {os.environ['TERNAUS_LABELS']}")
+    QgsProject.instance().addMapLayer(labels)
+    state["labels_layer_id"] = labels.id()
+    dock = plugin.dock
+    dock.tabs.setCurrentWidget(dock.train_panel)
+    panel = dock.train_panel
+    panel.rgb_combo.setLayer(QgsProject.instance().mapLayersByName("sample scene")[0])
+    panel.labels_combo.setLayer(labels)
+    panel.epochs_spin.setValue(4)
+    panel.steps_spin.setValue(8)
+    panel.name_edit.setText("my area")
+    plugin.controller.training_options = {"batch_size": 4, "crop_px": 128}
+    QTest.mouseClick(panel.train_button, Qt.LeftButton)
+    step("train clicked")
+    QTimer.singleShot(500, wait_training)
+
+
+@guarded
+def wait_training():
+    plugin = plugins["ternaus_qgis"]
+    panel = plugin.dock.train_panel
+    running = plugin.controller.train_task is not None
+    if running and len(panel.curve.points) >= 2 and "train_shot" not in state:
+        iface.mainWindow().grab().save(os.environ["TERNAUS_TRAIN_SHOT"])
+        state["train_shot"] = {
+            "epochs_drawn": len(panel.curve.points),
+            "stage": panel.stage_label.text(),
+        }
+        step("training screenshot saved")
+    if running:
+        if time.monotonic() - state["t0"] > 900:
+            raise RuntimeError("the training did not finish in time")
+        QTimer.singleShot(300, wait_training)
+        return
+    if plugin.controller.last_training is None:
+        raise RuntimeError(f"training: {plugin.controller.last_error.message}")
+    state["training"] = panel.stage_label.text()
+    step("training finished")
+    dock = plugin.dock
+    dock.tabs.setCurrentWidget(dock.evaluate_panel)
+    project = QgsProject.instance()
+    dock.evaluate_panel.result_combo.setLayer(project.mapLayer(state["result_layer_id"]))
+    dock.evaluate_panel.reference_combo.setLayer(project.mapLayer(state["labels_layer_id"]))
+    QTest.mouseClick(dock.evaluate_panel.evaluate_button, Qt.LeftButton)
+    step("evaluate clicked")
+    QTimer.singleShot(300, wait_evaluation)
+
+
+@guarded
+def wait_evaluation():
+    plugin = plugins["ternaus_qgis"]
+    if plugin.controller.evaluate_task is not None:
+        QTimer.singleShot(300, wait_evaluation)
+        return
+    evaluation = plugin.controller.last_evaluation
+    if evaluation is None:
+        raise RuntimeError(f"evaluation: {plugin.controller.last_error.message}")
+    state["evaluation"] = {k: evaluation.scores.get(k) for k in ("f1", "tp", "fp", "fn")}
+    state["scores_text"] = plugin.dock.evaluate_panel.scores_label.text()
+    project = QgsProject.instance()
+    root = project.layerTreeRoot()
+    for layer_id in (state["result_layer_id"], state["labels_layer_id"]):
+        node = root.findLayer(layer_id)
+        if node is not None:
+            node.setItemVisibilityChecked(False)  # the error layers speak for themselves
+    step("evaluation finished")
+    QTimer.singleShot(1500, evaluation_screenshot)
+
+
+@guarded
+def evaluation_screenshot():
+    iface.mainWindow().grab().save(os.environ["TERNAUS_EVAL_SHOT"])
+    step("evaluation screenshot saved")
     finish()
 
 
