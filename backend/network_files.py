@@ -65,7 +65,7 @@ def network_reference(path: str | Path, _depth: int = 0, _seen: set | None = Non
         return text
     file = Path(text)
     seen = _seen if _seen is not None else set()
-    if _depth > MAX_DEPTH or not file.is_file():
+    if _depth > MAX_DEPTH or not _is_file(file):
         return None
     key = os.path.realpath(file)
     if key in seen:
@@ -87,6 +87,14 @@ def network_reference(path: str | Path, _depth: int = 0, _seen: set | None = Non
         return None  # a VRT reaches files through its sources only (metadata may hold URLs)
     match = _NETWORK.search(description)  # service descriptions: WMS ServerUrl, WCS, TMS, ...
     return match.group(0) if match else None
+
+
+def _is_file(path: Path) -> bool:
+    """``path.is_file()``, False for names the system cannot look up (too long, NUL bytes)."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def _read_description(file: Path) -> str | None:

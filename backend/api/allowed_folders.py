@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ternaus_backend.api.errors import ForbiddenPathError
+from ternaus_backend.errors import InputError
 from ternaus_backend.settings import Settings
 
 #: Folders never allowed through TERNAUS_ALLOWED_DIRS (unless inside a folder of the backend's
@@ -53,8 +54,15 @@ ALLOW_HINT = "start the backend with --allow-dir FOLDER (or set TERNAUS_ALLOWED_
 
 
 def resolved(path: str | Path) -> Path:
-    """``path`` absolute, with ``~``, ``..`` and symbolic links resolved (missing parts kept)."""
-    return Path(os.path.realpath(Path(path).expanduser().absolute()))
+    """``path`` absolute, with ``~``, ``..`` and symbolic links resolved (missing parts kept);
+    InputError for text that is no path (NUL bytes, unencodable characters, ``~nobody``)."""
+    try:
+        return Path(os.path.realpath(Path(path).expanduser().absolute()))
+    except (RuntimeError, ValueError, OSError) as error:  # ValueError: NUL, UnicodeEncodeError
+        raise InputError(
+            f"{str(path)!r} is not a usable path ({error}); give the absolute path of a file on "
+            "the backend's machine."
+        ) from error
 
 
 def system_folders() -> list[Path]:
@@ -136,7 +144,7 @@ class AllowedFolders:
         """``path`` resolved; ForbiddenPathError (403) when it lies outside the allowed folders."""
         if not self.allows(path):
             shown = ", ".join(str(p) for p in self.folders())
-            given = os.path.normpath(Path(path).expanduser().absolute())
+            given = os.path.normpath(Path(path).expanduser().absolute())  # usable: resolved
             raise ForbiddenPathError(
                 f"The {role} {given} is outside the folders this backend may use ({shown}); move "
                 f"it into one of them, or {ALLOW_HINT}. System folders are never allowed."

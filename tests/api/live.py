@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,6 +29,7 @@ class LiveBackend:
             text=True,
         )
         self.log = log
+        self.access_log: list[str] = []
         self.url = self._wait_ready()
         self.base = self.url.removesuffix("/v1")
 
@@ -39,6 +41,9 @@ class LiveBackend:
             self.stop()
             pytest.fail(f"ternaus serve did not start: {line!r}\n{self.log.read_text()}")
         url = line[len(READY) :].strip()
+        # uvicorn logs each request on stdout: keep reading it, or the server blocks once the
+        # pipe is full
+        threading.Thread(target=self._drain, daemon=True).start()
         while time.monotonic() < deadline:
             try:
                 if httpx.get(f"{url}/health", timeout=5).status_code == 200:
@@ -48,6 +53,11 @@ class LiveBackend:
             time.sleep(0.1)
         self.stop()
         pytest.fail(f"ternaus serve did not answer: {self.log.read_text()}")
+
+    def _drain(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.access_log.append(line)
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.base, timeout=60)
@@ -60,8 +70,6 @@ class LiveBackend:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        if self.process.stdout is not None:
-            self.process.stdout.close()
         self._log.close()
 
 

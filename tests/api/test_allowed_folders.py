@@ -119,3 +119,15 @@ def test_real_server_refuses_paths_outside_the_allowed_folders(
         os.symlink("/etc/passwd", result)
         swapped = http.get(job["result_url"])
         assert swapped.status_code == 403 and "regular file" in swapped.json()["error"]["message"]
+
+
+def test_text_that_is_no_path_is_a_clear_400(client):
+    """Found by schemathesis: ``~user`` of no user, NUL bytes, names too long were 500s."""
+    for text in ("~no-such-user-here/a.tif", "a\x00b.tif", "x" * 5000 + ".tif"):
+        for path, body in (
+            ("/v1/jobs/predict", {"rgb": text}),
+            ("/v1/models/inspect", {"path": text}),
+        ):
+            response = client.post(path, json=body)
+            assert response.status_code in (400, 403), (text[:20], response.text)
+            assert response.json()["error"]["message"]
