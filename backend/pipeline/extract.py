@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,8 +25,9 @@ from ternaus_backend.device import pick_device
 from ternaus_backend.errors import InputError, ModelError
 from ternaus_backend.models.metadata import MS_BANDS, ModelMetadata, Thresholds
 from ternaus_backend.outputs import check_output, os_error
+from ternaus_backend.pipeline.engine import PRECISIONS, DevicePlan, plan_device
 from ternaus_backend.pipeline.inference import predict_probabilities
-from ternaus_backend.pipeline.instances import find_instances
+from ternaus_backend.pipeline.instances import BlockSpec, block_instances, block_specs
 from ternaus_backend.pipeline.normalize import Normalizer
 from ternaus_backend.pipeline.polygons import BuildingWriter, finish_polygons, label_polygons
 from ternaus_backend.pipeline.preflight import (
@@ -37,7 +39,7 @@ from ternaus_backend.pipeline.preflight import (
 )
 from ternaus_backend.pipeline.raster import Bounds, RasterInputs, input_band_names, raster_env
 from ternaus_backend.pipeline.store import ProbabilityStore
-from ternaus_backend.pipeline.windows import window_grid
+from ternaus_backend.pipeline.windows import WindowGrid, balanced_grid, window_grid
 from ternaus_backend.progress import CancelToken, ProgressCallback, ProgressEvent, no_progress
 
 log = logging.getLogger(__name__)
@@ -56,9 +58,12 @@ DEFAULT_MODEL = RESOURCES / "models" / "default.safetensors"
 class ExtractOptions:
     """Tunables of one extraction; ``None`` means: as the model's metadata says."""
 
+    #: Window side; None: sized to the raster up to the device's limit (:mod:`.engine`), never
+    #: below the model's tile size.
     tile_size_px: int | None = None
     overlap_px: int | None = None
-    batch_size: int = 4
+    #: Windows per network call; None: chosen for the device (1 on a CPU, by memory on a GPU).
+    batch_size: int | None = None
     simplify_px: float = 1.0
     regularize: bool = False
     block_px: int = 2048
@@ -72,6 +77,10 @@ class ExtractOptions:
     body_threshold: float | None = None
     #: Instances smaller than this many pixels are dropped (None: the model's minimum).
     min_area_px: int | None = None
+    #: Network precision: auto (float32 on a CPU, bf16/fp16 on a GPU), float32, bfloat16, float16.
+    precision: str | None = None
+    #: Wrap the network in torch.compile (also TERNAUS_COMPILE=1); worth it for long GPU runs.
+    compile: bool | None = None
 
     def thresholds(self, model_thresholds: Thresholds) -> Thresholds:
         """The model's thresholds with this run's overrides."""
@@ -88,7 +97,7 @@ class ExtractOptions:
             )
         if self.overlap_px is not None and self.overlap_px < 0:
             raise InputError(f"The overlap must be 0 or more px, got {self.overlap_px}.")
-        if self.batch_size < 1:
+        if self.batch_size is not None and self.batch_size < 1:
             raise InputError(f"The batch size must be at least 1, got {self.batch_size}.")
         if self.simplify_px < 0:
             raise InputError(
@@ -102,6 +111,8 @@ class ExtractOptions:
             raise InputError(f"The minimum area must be 0 or more px, got {self.min_area_px}.")
         if self.block_px < 64 or self.halo_px < 0:
             raise InputError("block_px must be at least 64 and halo_px 0 or more.")
+        if self.precision not in (None, *PRECISIONS):
+            raise InputError(f"Unknown precision {self.precision!r}: use {', '.join(PRECISIONS)}.")
 
 
 @dataclass
@@ -314,15 +325,19 @@ def _extract(
             grid_info.height,
         )
     normalizer = Normalizer.fit(meta.normalization, inputs)
-    tile = opts.tile_size_px or meta.tile_size_px
-    if tile < 32 or tile % 32:
-        raise ModelError(
-            f"The model's tile size {tile} px is not a multiple of 32; pass a tile size "
-            "(--tile 256 or 512) or fix the model's metadata."
-        )
-    overlap = opts.overlap_px if opts.overlap_px is not None else meta.overlap_px
-    overlap = min(overlap, tile - 32)
-    grid = window_grid(grid_info.height, grid_info.width, tile, overlap)
+    plan = plan_device(
+        device, meta.encoder, meta.tile_size_px, opts.batch_size, opts.precision, opts.compile
+    )
+    grid, overlap = _windows(grid_info.height, grid_info.width, meta, opts, plan)
+    log.info(
+        "%d windows of %d x %d px (overlap %d px), batch %d, %s",
+        grid.count,
+        grid.tile_h,
+        grid.tile_w,
+        overlap,
+        plan.batch_size,
+        plan.precision,
+    )
     writer = BuildingWriter(out, grid_info.crs)
     try:
         with tempfile.TemporaryDirectory(prefix="ternaus-", dir=work_dir) as tmp:
@@ -332,24 +347,28 @@ def _extract(
                 grid_info.width,
                 meta.num_classes,
             )
-            t0 = time.perf_counter()
-            predict_probabilities(
-                net,
-                inputs,
-                normalizer,
-                store,
-                grid,
-                overlap,
-                opts.batch_size,
-                device,
-                progress,
-                cancel,
-                tta=opts.tta,
-            )
-            stages["infer"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            clipped = _polygons(store, grid_info.transform, meta, opts, writer, progress, cancel)
-            stages["instances_polygons"] = time.perf_counter() - t0
+            with PolygonStage(store, grid_info.transform, meta, opts, writer, cancel) as post:
+                t0 = time.perf_counter()
+                predict_probabilities(
+                    net,
+                    inputs,
+                    normalizer,
+                    store,
+                    grid,
+                    overlap,
+                    plan.batch_size,
+                    device,
+                    progress,
+                    cancel,
+                    tta=opts.tta,
+                    plan=plan,
+                    on_rows=post.rows_done,
+                )
+                stages["infer"] = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                clipped = post.finish(progress)
+                stages["instances_polygons_tail"] = time.perf_counter() - t0
+                stages["instances_polygons_busy"] = post.busy_s
     except BaseException:
         writer.abort()
         raise
@@ -372,34 +391,91 @@ def _extract(
     )
 
 
-def _polygons(store, transform, meta, opts, writer, progress, cancel) -> int:
-    """Instances -> polygons -> writer; returns how many instances were larger than the halo."""
-    clipped = 0
-    pixel_size = abs(transform.determinant) ** 0.5  # in CRS units, any orientation
-    for block in find_instances(
-        store, opts.thresholds(meta.thresholds), opts.block_px, opts.halo_px, progress, cancel
-    ):
-        clipped += block.clipped
-        block_transform = transform * transform.translation(block.col0, block.row0)
-        outlines = label_polygons(block.labels, block.ids, block_transform)
+def _windows(
+    height: int, width: int, meta: ModelMetadata, opts: ExtractOptions, plan: DevicePlan
+) -> tuple[WindowGrid, int]:
+    """The window grid and overlap: the caller's tile size, else tiles sized to the raster up to
+    the device's limit (fewer windows, so the seam guard costs little)."""
+    overlap = opts.overlap_px if opts.overlap_px is not None else meta.overlap_px
+    if opts.tile_size_px is not None:
+        overlap = min(overlap, opts.tile_size_px - 32)
+        return window_grid(height, width, opts.tile_size_px, overlap), overlap
+    tile = meta.tile_size_px
+    if tile < 32 or tile % 32:
+        raise ModelError(
+            f"The model's tile size {tile} px is not a multiple of 32; pass a tile size "
+            "(--tile 256 or 512) or fix the model's metadata."
+        )
+    overlap = min(overlap, tile - 32)
+    return balanced_grid(height, width, plan.max_tile_px, overlap), overlap
+
+
+class PolygonStage:
+    """Instances -> polygons -> writer for each block whose rows are final, in a worker thread
+    while the network still works on the rows below (issue 11: no core idles)."""
+
+    def __init__(self, store, transform, meta, opts, writer, cancel) -> None:
+        height, width, _ = store.shape
+        self.store, self.transform, self.writer, self.cancel = store, transform, writer, cancel
+        self.opts, self.thresholds = opts, opts.thresholds(meta.thresholds)
+        self.pixel_size = abs(transform.determinant) ** 0.5  # in CRS units, any orientation
+        self.specs = block_specs(height, width, opts.block_px, opts.halo_px)
+        self.futures: list[Future] = []
+        self.busy_s = 0.0
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ternaus-polygons")
+
+    def __enter__(self) -> PolygonStage:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def rows_done(self, rows: int) -> None:
+        """Queues the blocks that the first ``rows`` final rows complete; re-raises a failure."""
+        for future in self.futures:
+            if future.done() and future.exception() is not None:
+                raise future.exception()
+        while len(self.futures) < len(self.specs) and self.specs[len(self.futures)].r1 <= rows:
+            self.futures.append(self._pool.submit(self._block, self.specs[len(self.futures)]))
+
+    def finish(self, progress: ProgressCallback) -> int:
+        """Waits for every block; returns how many instances were larger than the halo."""
+        self.rows_done(self.store.shape[0])
+        progress(ProgressEvent("instances", 0, len(self.futures)))
+        clipped = 0
+        for done, future in enumerate(self.futures, start=1):
+            clipped += future.result()
+            progress(ProgressEvent("instances", done, len(self.futures)))
+        if clipped:
+            log.warning(
+                "%d buildings were larger than the %d px halo and may be cut at block seams",
+                clipped,
+                self.opts.halo_px,
+            )
+        return clipped
+
+    def _block(self, spec: BlockSpec) -> int:
+        if self.cancel is not None:
+            self.cancel.raise_if_cancelled()
+        started = time.perf_counter()
+        block = block_instances(self.store, spec, self.thresholds)
+        block_transform = self.transform * self.transform.translation(block.col0, block.row0)
+        outlines = label_polygons(
+            block.labels, block.ids, block_transform, self.thresholds.min_area_px
+        )
         kept = [
             (outlines[int(i)], c)
             for i, c in zip(block.ids, block.confidence, strict=True)
             if int(i) in outlines
         ]
         finished = finish_polygons(
-            [k[0] for k in kept], pixel_size, opts.simplify_px, opts.regularize
+            [k[0] for k in kept], self.pixel_size, self.opts.simplify_px, self.opts.regularize
         )
         polys = [p for p in finished if p is not None]
         confs = [k[1] for k, p in zip(kept, finished, strict=True) if p is not None]
-        writer.write(polys, confs)
-    if clipped:
-        log.warning(
-            "%d buildings were larger than the %d px halo and may be cut at block seams",
-            clipped,
-            opts.halo_px,
-        )
-    return clipped
+        self.writer.write(polys, confs)
+        self.busy_s += time.perf_counter() - started
+        return block.clipped
 
 
 def _warn_resolution(pixel_m: float, model_m: float) -> None:

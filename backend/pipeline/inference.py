@@ -1,9 +1,12 @@
 """Running the network over overlapping windows and stitching blended logits to disk.
 
-Windows are read and normalised in a background thread while the network runs on the previous
-batch. Weighted logits are accumulated in a strip buffer one window-row tall; rows that no later
-window touches are turned into probabilities and written to the ``ProbabilityStore``. Memory is
-therefore bounded by (tile height x raster width), independent of the raster's height.
+Three stages run at once (issue 11): windows are read and normalised in a background thread
+into two reused buffers while the network runs on the previous batch, and a third thread blends
+its logits into a strip buffer one window-row tall; rows that no later window touches are turned
+into probabilities and written to the ``ProbabilityStore`` (and reported, so instances can be
+found above while the network works below). Memory is therefore bounded by (tile height x raster
+width), independent of the raster's height. How the network runs (precision, batch, layout) is
+the device plan's (:mod:`.engine`).
 
 Flip test-time augmentation (``tta=True``): each window also runs flipped left-right, upside down
 and both; the flips are undone and the four probability maps averaged (then turned back into
@@ -12,9 +15,9 @@ logits for the blending), at four times the network's work.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,73 +25,135 @@ import torch
 from rasterio.windows import Window
 from scipy.special import expit
 
+from ternaus_backend.pipeline.engine import (
+    DevicePlan,
+    autocast_for,
+    inference_network,
+    plan_device,
+)
 from ternaus_backend.pipeline.normalize import Normalizer
 from ternaus_backend.pipeline.raster import RasterInputs
-from ternaus_backend.pipeline.store import ProbabilityStore
+from ternaus_backend.pipeline.store import ProbabilityStore, quantise_into
 from ternaus_backend.pipeline.windows import WindowGrid, blend_weights
 from ternaus_backend.progress import CancelToken, ProgressCallback, ProgressEvent, no_progress
 
 
 @dataclass
 class Batch:
-    """Normalised windows ready for the network."""
+    """Normalised windows ready for the network (views into reused buffers)."""
 
     positions: list[tuple[int, int, int]]  # (row_index, y0, x0)
     images: np.ndarray  # (n, C, tile_h, tile_w) float32
     valid: np.ndarray  # (n, tile_h, tile_w) bool
 
 
+class BatchBuffers:
+    """Two sets of batch buffers, filled in turn: one is read into while the network runs on
+    the other (pinned host memory for fast, non-blocking copies to a GPU)."""
+
+    def __init__(self, batch_size: int, channels: int, grid: WindowGrid, pin: bool) -> None:
+        shape = (batch_size, channels, grid.tile_h, grid.tile_w)
+        self.images = [_host_array(shape, pin) for _ in range(2)]
+        self.valid = [np.zeros((batch_size, grid.tile_h, grid.tile_w), bool) for _ in range(2)]
+
+    def slot(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.images[index % 2], self.valid[index % 2]
+
+
+def _host_array(shape: tuple[int, ...], pin: bool) -> np.ndarray:
+    """A float32 array, in page-locked memory when ``pin`` (CUDA only)."""
+    if pin:
+        return torch.empty(shape, dtype=torch.float32).pin_memory().numpy()
+    return np.empty(shape, np.float32)
+
+
+def read_window_into(
+    inputs: RasterInputs,
+    normalizer: Normalizer,
+    y0: int,
+    x0: int,
+    image: np.ndarray,
+    valid: np.ndarray,
+) -> None:
+    """Reads one window, normalised, into ``image`` (C, tile_h, tile_w) and its validity into
+    ``valid``; reflect-padded past the grid, 0 where invalid."""
+    tile_h, tile_w = valid.shape
+    h = min(tile_h, inputs.grid.height - y0)
+    w = min(tile_w, inputs.grid.width - x0)
+    raw, ok = inputs.read_masked(Window(x0, y0, w, h))
+    image[:, :h, :w] = normalizer.apply_(raw)
+    image[:, :h, :w][:, ~ok] = 0.0
+    valid[:h, :w] = ok
+    if (h, w) != (tile_h, tile_w):
+        _pad_in_place(image, h, w)
+        valid[h:, :] = False
+        valid[:, w:] = False
+
+
+def _pad_in_place(image: np.ndarray, h: int, w: int) -> None:
+    """Fills ``image`` past row ``h`` and column ``w`` by reflection (edge for 1-px sides)."""
+    tile_h, tile_w = image.shape[1:]
+    pad = ((0, 0), (0, tile_h - h), (0, tile_w - w))
+    mode = "reflect" if min(h, w) > 1 else "edge"
+    image[:] = np.pad(image[:, :h, :w], pad, mode=mode)
+
+
 def read_window(
     inputs: RasterInputs, normalizer: Normalizer, y0: int, x0: int, tile_h: int, tile_w: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """One normalised window (C, tile_h, tile_w) and its validity; reflect-padded past the grid."""
-    h = min(tile_h, inputs.grid.height - y0)
-    w = min(tile_w, inputs.grid.width - x0)
-    window = Window(x0, y0, w, h)
-    raw, valid = inputs.read_masked(window)
-    image = normalizer(raw)
-    image[:, ~valid] = 0.0
-    if (h, w) != (tile_h, tile_w):
-        pad = ((0, 0), (0, tile_h - h), (0, tile_w - w))
-        mode = "reflect" if min(h, w) > 1 else "edge"
-        image = np.pad(image, pad, mode=mode)
-        valid = np.pad(valid, pad[1:], mode="constant", constant_values=False)
+    image = np.empty((inputs.band_count, tile_h, tile_w), np.float32)
+    valid = np.zeros((tile_h, tile_w), bool)
+    read_window_into(inputs, normalizer, y0, x0, image, valid)
     return image, valid
 
 
+def _fill(inputs, normalizer, chunk, images, valid) -> Batch:
+    for k, (_, y0, x0) in enumerate(chunk):
+        read_window_into(inputs, normalizer, y0, x0, images[k], valid[k])
+    n = len(chunk)
+    return Batch(chunk, images[:n], valid[:n])
+
+
 def _batches(
-    inputs: RasterInputs, normalizer: Normalizer, grid: WindowGrid, batch_size: int
+    inputs: RasterInputs,
+    normalizer: Normalizer,
+    grid: WindowGrid,
+    batch_size: int,
+    pin: bool = False,
 ) -> Iterator[Batch]:
+    """Batches read in a background thread into two reused buffers, one batch ahead."""
     positions = list(grid)
-    for start in range(0, len(positions), batch_size):
-        chunk = positions[start : start + batch_size]
-        pairs = [
-            read_window(inputs, normalizer, y0, x0, grid.tile_h, grid.tile_w) for _, y0, x0 in chunk
-        ]
-        yield Batch(chunk, np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs]))
-
-
-def _prefetched(iterator: Iterator[Batch]) -> Iterator[Batch]:
-    """Prepares the next batch in a thread while the caller works on the current one."""
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        future = pool.submit(next, iterator, None)
-        while True:
-            batch = future.result()
-            if batch is None:
-                return
-            future = pool.submit(next, iterator, None)
+    chunks = [positions[i : i + batch_size] for i in range(0, len(positions), batch_size)]
+    buffers = BatchBuffers(batch_size, inputs.band_count, grid, pin)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ternaus-read") as pool:
+        pending = None
+        for index, chunk in enumerate(chunks):
+            if pending is None:
+                pending = pool.submit(_fill, inputs, normalizer, chunk, *buffers.slot(index))
+            batch = pending.result()
+            if index + 1 < len(chunks):
+                pending = pool.submit(
+                    _fill, inputs, normalizer, chunks[index + 1], *buffers.slot(index + 1)
+                )
+            else:
+                pending = None
             yield batch
 
 
-def run_network(model: torch.nn.Module, images: np.ndarray, device: torch.device) -> np.ndarray:
-    """Logits (n, classes, h, w) float32; mixed precision on CUDA."""
-    x = torch.from_numpy(images).to(device, non_blocking=True)
-    autocast = (
-        torch.autocast("cuda", dtype=torch.float16)
-        if device.type == "cuda"
-        else contextlib.nullcontext()
-    )
-    with torch.inference_mode(), autocast:
+def run_network(
+    model: torch.nn.Module,
+    images: np.ndarray,
+    device: torch.device,
+    plan: DevicePlan | None = None,
+) -> np.ndarray:
+    """Logits (n, classes, h, w) float32. ``plan`` sets precision and layout (default: as
+    :func:`~.engine.plan_device` chooses for ``device``: float32 on a CPU, mixed on CUDA)."""
+    plan = plan or plan_device(device, "", 32, batch_size=1)
+    x = torch.from_numpy(images).to(plan.device, non_blocking=plan.pin_memory)
+    if plan.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode(), autocast_for(plan):
         logits = model(x)
     return logits.float().cpu().numpy()
 
@@ -99,7 +164,12 @@ TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (3,), (2,), (2, 3))
 _TTA_EPS = 1e-6
 
 
-def run_network_tta(model: torch.nn.Module, images: np.ndarray, device: torch.device) -> np.ndarray:
+def run_network_tta(
+    model: torch.nn.Module,
+    images: np.ndarray,
+    device: torch.device,
+    plan: DevicePlan | None = None,
+) -> np.ndarray:
     """Logits (n, classes, h, w) of the probabilities averaged over :data:`TTA_FLIPS`.
 
     Each flipped batch runs on its own (memory as without TTA); its output is flipped back
@@ -108,7 +178,7 @@ def run_network_tta(model: torch.nn.Module, images: np.ndarray, device: torch.de
     total: np.ndarray | None = None
     for axes in TTA_FLIPS:
         flipped = np.ascontiguousarray(np.flip(images, axes)) if axes else images
-        probs = expit(run_network(model, flipped, device))
+        probs = expit(run_network(model, flipped, device, plan))
         if axes:
             probs = np.flip(probs, axes)
         total = probs if total is None else total + probs
@@ -117,28 +187,47 @@ def run_network_tta(model: torch.nn.Module, images: np.ndarray, device: torch.de
 
 
 FLUSH_CHUNK_PX = 2048
+RowsDone = Callable[[int], None]
 
 
 class StripStitcher:
-    """Accumulates weighted logits of one window-row and flushes finished rows to the store."""
+    """Accumulates weighted logits of one window-row and flushes finished rows to the store.
+
+    ``on_rows(n)`` is called after every flush with the number of raster rows now final in the
+    store (so instances can be found for blocks above while the network works below).
+    """
 
     def __init__(
-        self, store: ProbabilityStore, grid: WindowGrid, overlap_px: int, classes: int
+        self,
+        store: ProbabilityStore,
+        grid: WindowGrid,
+        overlap_px: int,
+        classes: int,
+        on_rows: RowsDone | None = None,
     ) -> None:
         self.store, self.grid = store, grid
+        self.on_rows = on_rows or (lambda rows: None)
         self.weights = blend_weights(grid.tile_h, grid.tile_w, overlap_px)
         self.acc = np.zeros((classes, grid.tile_h, grid.width), np.float32)
         self.wsum = np.zeros((grid.tile_h, grid.width), np.float32)
+        self.scratch = np.empty((classes, grid.tile_h, min(FLUSH_CHUNK_PX, grid.width)), np.float32)
         self.top = 0  # raster row of the buffer's first row
 
+    def add_batch(self, positions, logits: np.ndarray, valid: np.ndarray) -> None:
+        """Adds a batch's windows (logits (n, classes, tile_h, tile_w), overwritten)."""
+        for (_, y0, x0), window_logits, window_valid in zip(positions, logits, valid, strict=True):
+            self.add(y0, x0, window_logits, window_valid)
+
     def add(self, y0: int, x0: int, logits: np.ndarray, valid: np.ndarray) -> None:
-        """Adds one window's logits (classes, tile_h, tile_w) at raster position (y0, x0)."""
+        """Adds one window's logits (classes, tile_h, tile_w) at raster position (y0, x0);
+        ``logits`` is used as scratch space."""
         self._advance_to(y0)
         h = min(self.grid.tile_h, self.grid.height - y0)
         w = min(self.grid.tile_w, self.grid.width - x0)
         r = y0 - self.top
         weight = self.weights[:h, :w] * valid[:h, :w]
-        self.acc[:, r : r + h, x0 : x0 + w] += logits[:, :h, :w] * weight
+        weighted = np.multiply(logits[:, :h, :w], weight, out=logits[:, :h, :w])
+        self.acc[:, r : r + h, x0 : x0 + w] += weighted
         self.wsum[r : r + h, x0 : x0 + w] += weight
 
     def _advance_to(self, y0: int) -> None:
@@ -153,25 +242,45 @@ class StripStitcher:
         if rows <= 0:
             return
         keep = self.acc.shape[1] - rows
-        for c0 in range(0, self.grid.width, FLUSH_CHUNK_PX):
-            cols = slice(c0, min(c0 + FLUSH_CHUNK_PX, self.grid.width))
-            wsum = self.wsum[:rows, cols]
-            logits = self.acc[:, :rows, cols] / np.maximum(wsum, 1e-6)
-            probs = np.nan_to_num(
-                expit(logits), nan=0.0
-            )  # an fp16 overflow must not poison the map
-            probs[:, wsum <= 0] = 0.0  # nothing valid saw these pixels
-            self.store.write_block(self.top, c0, probs)
+        out = np.empty((rows, self.grid.width, self.acc.shape[0]), np.uint8)
+        chunk_px = min(FLUSH_CHUNK_PX, self.scratch.shape[2])
+        for c0 in range(0, self.grid.width, chunk_px):
+            cols = slice(c0, min(c0 + chunk_px, self.grid.width))
+            self._quantise(rows, cols, out[:, cols])
             for r0 in range(0, keep, rows):  # source and target rows never overlap
                 r1 = min(r0 + rows, keep)
                 self.acc[:, r0:r1, cols] = self.acc[:, r0 + rows : r1 + rows, cols]
                 self.wsum[r0:r1, cols] = self.wsum[r0 + rows : r1 + rows, cols]
         self.acc[:, max(keep, 0) :] = 0.0
         self.wsum[max(keep, 0) :] = 0.0
+        self.store.write_rows(self.top, out)
         self.top += rows
+        self.on_rows(self.top)
+
+    def _quantise(self, rows: int, cols: slice, out: np.ndarray) -> None:
+        """Blended probabilities of buffer rows [0, rows) and ``cols`` into ``out`` (rows, cols,
+        classes) uint8, as :meth:`ProbabilityStore.write_block` rounds them, in one scratch."""
+        wsum = self.wsum[:rows, cols]
+        probs = self.scratch[:, :rows, : wsum.shape[1]]
+        np.divide(self.acc[:, :rows, cols], np.maximum(wsum, 1e-6), out=probs)
+        expit(probs, out=probs)
+        np.nan_to_num(probs, copy=False, nan=0.0)  # an fp16 overflow must not poison the map
+        probs[:, wsum <= 0] = 0.0  # nothing valid saw these pixels
+        quantise_into(probs, out)
 
     def finish(self) -> None:
         self._flush(self.grid.height - self.top)
+
+
+def _batch_logits(network, model, batch: Batch, classes: int, plan: DevicePlan) -> np.ndarray:
+    """Logits of a batch; all-nodata windows never reach the network (their logits are 0)."""
+    keep = batch.valid.reshape(len(batch.positions), -1).any(axis=1)
+    if keep.all():
+        return network(model, batch.images, plan.device, plan)
+    logits = np.zeros((len(keep), classes, *batch.images.shape[2:]), np.float32)
+    if keep.any():
+        logits[keep] = network(model, batch.images[keep], plan.device, plan)
+    return logits
 
 
 def predict_probabilities(
@@ -181,32 +290,43 @@ def predict_probabilities(
     store: ProbabilityStore,
     grid: WindowGrid,
     overlap_px: int,
-    batch_size: int,
+    batch_size: int | None,
     device: torch.device,
     progress: ProgressCallback = no_progress,
     cancel: CancelToken | None = None,
     tta: bool = False,
+    plan: DevicePlan | None = None,
+    on_rows: RowsDone | None = None,
 ) -> None:
     """Fills ``store`` with the stitched body/border probabilities of the whole grid.
 
-    ``tta``: average each window's probabilities over flips (:func:`run_network_tta`).
+    Three stages run at once: reading the next batch (a thread), the network (this thread) and
+    blending into the store (a thread; ``on_rows`` is called from it). ``tta``: average each
+    window's probabilities over flips (:func:`run_network_tta`). ``plan``: how the network runs
+    (default: chosen for ``device``).
     """
     network = run_network_tta if tta else run_network
+    encoder = getattr(getattr(model, "metadata", None), "encoder", "")
+    plan = plan or plan_device(device, encoder, grid.tile_h, batch_size=batch_size)
     classes = store.shape[2]
-    stitcher = StripStitcher(store, grid, overlap_px, classes)
+    stitcher = StripStitcher(store, grid, overlap_px, classes, on_rows)
     done = 0
     progress(ProgressEvent("infer", 0, grid.count))
-    for batch in _prefetched(_batches(inputs, normalizer, grid, batch_size)):
-        if cancel is not None:
-            cancel.raise_if_cancelled()
-        keep = batch.valid.reshape(len(batch.positions), -1).any(axis=1)
-        logits = np.zeros((len(batch.positions), classes, grid.tile_h, grid.tile_w), np.float32)
-        if keep.any():  # all-nodata windows never reach the network
-            logits[keep] = network(model, batch.images[keep], device)
-        for (_, y0, x0), window_logits, valid in zip(
-            batch.positions, logits, batch.valid, strict=True
-        ):
-            stitcher.add(y0, x0, window_logits, valid)
-        done += len(batch.positions)
-        progress(ProgressEvent("infer", done, grid.count))
-    stitcher.finish()
+    with (
+        inference_network(model, plan) as net,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="ternaus-stitch") as stitch,
+    ):
+        pending: deque[Future] = deque()
+        for batch in _batches(inputs, normalizer, grid, plan.batch_size, plan.pin_memory):
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            logits = _batch_logits(network, net, batch, classes, plan)
+            valid = batch.valid.copy()  # the buffer is refilled while the stitcher works
+            pending.append(stitch.submit(stitcher.add_batch, batch.positions, logits, valid))
+            while len(pending) > 2 or (pending and pending[0].done()):
+                pending.popleft().result()
+            done += len(batch.positions)
+            progress(ProgressEvent("infer", done, grid.count))
+        while pending:
+            pending.popleft().result()
+        stitch.submit(stitcher.finish).result()

@@ -19,19 +19,20 @@ from skimage.measure import label
 from skimage.segmentation import watershed
 
 from ternaus_backend.models.metadata import Thresholds
-from ternaus_backend.pipeline.store import ProbabilityStore
+from ternaus_backend.pipeline.store import ProbabilityStore, byte_level
 from ternaus_backend.progress import CancelToken, ProgressCallback, ProgressEvent, no_progress
 
 
 def label_instances(body: np.ndarray, border: np.ndarray, thresholds: Thresholds) -> np.ndarray:
-    """Instance labels (int32, 0 = background) from body and border probabilities.
+    """Instance labels (int32, 0 = background) from body and border probabilities: floats in
+    [0, 1], or the store's bytes (uint8, probability = value / 255) compared as bytes.
 
     The watershed only matters where one 8-connected part of the mask holds several seeds; a part
     with one seed is that seed's instance and a part with none is dropped, exactly as the watershed
     would decide, so the watershed runs on the crowded parts alone.
     """
-    mask = body > thresholds.body
-    seeds = mask & (border < thresholds.border)
+    mask = body > _level(thresholds.body, body.dtype)
+    seeds = mask & (border < _level(thresholds.border, border.dtype))
     markers = label(seeds, connectivity=1)
     parts, count = ndimage.label(mask, structure=np.ones((3, 3), bool))
     if count == 0:
@@ -59,6 +60,11 @@ def label_instances(body: np.ndarray, border: np.ndarray, thresholds: Thresholds
     return labels.astype(np.int32, copy=False)
 
 
+def _level(threshold: float, dtype: np.dtype) -> float:
+    """``threshold`` on the scale of values of ``dtype`` (bytes: 255 = probability 1)."""
+    return byte_level(threshold) if dtype == np.uint8 else threshold
+
+
 @dataclass
 class InstanceBlock:
     """Instances emitted from one block: labels of the read region and the ids to keep."""
@@ -66,7 +72,7 @@ class InstanceBlock:
     row0: int  # raster row/col of labels[0, 0]
     col0: int
     labels: np.ndarray
-    body: np.ndarray
+    body: np.ndarray  # stored bytes (uint8, probability = value / 255)
     ids: np.ndarray  # instance ids owned by this block
     confidence: np.ndarray  # mean body probability of each owned id
     clipped: int
@@ -101,6 +107,54 @@ def _owned_ids(
     return np.asarray(ids, dtype=np.int32), clipped
 
 
+@dataclass(frozen=True)
+class BlockSpec:
+    """One block of the map: its core and the region read with the halo (raster pixels)."""
+
+    row: int
+    col: int
+    r0: int
+    r1: int
+    c0: int
+    c1: int
+    core: tuple[int, int, int, int]  # rows, cols of the core inside the read region
+    edges: tuple[bool, bool, bool, bool]  # sides cut by the block (not the raster's edge)
+
+
+def block_specs(height: int, width: int, block_px: int, halo_px: int) -> list[BlockSpec]:
+    """The blocks of a ``height`` x ``width`` map, row by row; a block can be processed once
+    the map's rows up to ``spec.r1`` are final."""
+    specs = []
+    for br in range(0, height, block_px):
+        for bc in range(0, width, block_px):
+            r0, c0 = max(0, br - halo_px), max(0, bc - halo_px)
+            r1, c1 = min(height, br + block_px + halo_px), min(width, bc + block_px + halo_px)
+            core = (
+                br - r0,
+                min(br + block_px, height) - r0,
+                bc - c0,
+                min(bc + block_px, width) - c0,
+            )
+            edges = (r0 > 0, c0 > 0, r1 < height, c1 < width)
+            specs.append(BlockSpec(br, bc, r0, r1, c0, c1, core, edges))
+    return specs
+
+
+def block_instances(
+    store: ProbabilityStore, spec: BlockSpec, thresholds: Thresholds
+) -> InstanceBlock:
+    """The instances one block owns, from the stored bytes (no floats made of them)."""
+    body, border = store.read_bytes(spec.r0, spec.r1, spec.c0, spec.c1)[:2]
+    labels = label_instances(body, border, thresholds)
+    ids, clipped = _owned_ids(labels, spec.core, spec.edges)
+    confidence = (
+        np.asarray(ndimage.mean(body, labels, ids), dtype=np.float64) / 255.0
+        if len(ids)
+        else np.zeros(0)
+    )
+    return InstanceBlock(spec.r0, spec.c0, labels, body, ids, confidence, clipped)
+
+
 def find_instances(
     store: ProbabilityStore,
     thresholds: Thresholds,
@@ -111,22 +165,10 @@ def find_instances(
 ) -> Iterator[InstanceBlock]:
     """Yields the instances of the whole map, block by block, each instance exactly once."""
     height, width, _ = store.shape
-    blocks = [(r, c) for r in range(0, height, block_px) for c in range(0, width, block_px)]
-    progress(ProgressEvent("instances", 0, len(blocks)))
-    for done, (br, bc) in enumerate(blocks, start=1):
+    specs = block_specs(height, width, block_px, halo_px)
+    progress(ProgressEvent("instances", 0, len(specs)))
+    for done, spec in enumerate(specs, start=1):
         if cancel is not None:
             cancel.raise_if_cancelled()
-        r0, c0 = max(0, br - halo_px), max(0, bc - halo_px)
-        r1, c1 = min(height, br + block_px + halo_px), min(width, bc + block_px + halo_px)
-        body, border = store.read(r0, r1, c0, c1)[:2]
-        labels = label_instances(body, border, thresholds)
-        core = (br - r0, min(br + block_px, height) - r0, bc - c0, min(bc + block_px, width) - c0)
-        edges = (r0 > 0, c0 > 0, r1 < height, c1 < width)
-        ids, clipped = _owned_ids(labels, core, edges)
-        confidence = (
-            np.asarray(ndimage.mean(body, labels, ids), dtype=np.float64)
-            if len(ids)
-            else np.zeros(0)
-        )
-        yield InstanceBlock(r0, c0, labels, body, ids, confidence, clipped)
-        progress(ProgressEvent("instances", done, len(blocks)))
+        yield block_instances(store, spec, thresholds)
+        progress(ProgressEvent("instances", done, len(specs)))

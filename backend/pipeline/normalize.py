@@ -90,11 +90,14 @@ class Normalizer:
         return cls.from_statistics(normalization, values=values, valid=valid)
 
     def __call__(self, raw: np.ndarray) -> np.ndarray:
-        """Normalise raw values (C, h, w) or (N, C, h, w) to float32."""
+        """Normalise raw values (C, h, w) or (N, C, h, w) to float32 (a new array)."""
+        return self.apply_(raw.astype(np.float32, copy=True))
+
+    def apply_(self, values: np.ndarray) -> np.ndarray:
+        """Normalise float32 ``values`` (C, h, w) or (N, C, h, w) in place; returns them."""
         shape = (-1, 1, 1)
-        out = raw.astype(np.float32, copy=True)
-        out *= self.gain.reshape(shape)
-        out += self.offset.reshape(shape)
+        values *= self.gain.reshape(shape)
+        values += self.offset.reshape(shape)
         if np.isfinite(self.clip_low).any():
-            np.clip(out, self.clip_low.reshape(shape), self.clip_high.reshape(shape), out=out)
-        return out
+            np.clip(values, self.clip_low.reshape(shape), self.clip_high.reshape(shape), out=values)
+        return values

@@ -19,7 +19,7 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.features import shapes
 from shapely import affinity, make_valid
-from shapely.geometry import MultiPolygon, Polygon, mapping, shape
+from shapely.geometry import MultiPolygon, Polygon, mapping
 
 from ternaus_backend.errors import InputError
 from ternaus_backend.pipeline.geodesy import GroundMeasure
@@ -42,21 +42,35 @@ def largest_polygon(geom) -> Polygon | None:
     return max(polys, key=lambda p: p.area) if polys else None
 
 
-def label_polygons(labels: np.ndarray, ids: np.ndarray, transform: Affine) -> dict[int, Polygon]:
-    """Pixel-exact polygons of the instances ``ids`` in map coordinates."""
+def label_polygons(
+    labels: np.ndarray, ids: np.ndarray, transform: Affine, min_hole_px: int = 0
+) -> dict[int, Polygon]:
+    """Polygons of the instances ``ids`` in map coordinates: each instance's largest 8-connected
+    outline, without holes smaller than ``min_hole_px`` pixels. Validity is checked later, once,
+    after simplification (:func:`finish_polygons`), so noisy masks cost little."""
     if len(ids) == 0:
         return {}
+    min_hole_area = min_hole_px * abs(transform.determinant)
     keep = np.isin(labels, ids)
-    pieces: dict[int, list] = {}
+    result: dict[int, Polygon] = {}
     for geom, value in shapes(labels, mask=keep, connectivity=8, transform=transform):
-        pieces.setdefault(int(value), []).append(shape(geom))
-    result = {}
-    for value, geoms in pieces.items():
-        geom = geoms[0] if len(geoms) == 1 else MultiPolygon(geoms)
-        poly = largest_polygon(geom if geom.is_valid else make_valid(geom))
-        if poly is not None:
-            result[value] = poly
+        poly = _without_small_holes(geom["coordinates"], min_hole_area)
+        previous = result.get(int(value))
+        if previous is None or poly.area > previous.area:
+            result[int(value)] = poly
     return result
+
+
+def _without_small_holes(rings: list, min_area: float) -> Polygon:
+    """A polygon from GeoJSON-like rings (exterior first), holes under ``min_area`` dropped."""
+    holes = [ring for ring in rings[1:] if abs(_ring_area(ring)) >= min_area]
+    return Polygon(rings[0], holes)
+
+
+def _ring_area(ring: list) -> float:
+    """Signed area of a closed ring (shoelace)."""
+    xy = np.asarray(ring, dtype=np.float64)
+    return 0.5 * float(np.dot(xy[:-1, 0], xy[1:, 1]) - np.dot(xy[1:, 0], xy[:-1, 1]))
 
 
 def _dominant_angle(ring: np.ndarray) -> float:
@@ -127,18 +141,24 @@ def regularize(poly: Polygon, max_area_change: float = 0.25) -> Polygon:
 def finish_polygons(
     polygons: list[Polygon], pixel_size: float, simplify_px: float, regular: bool
 ) -> list[Polygon | None]:
-    """Simplified (and optionally right-angled) outlines; None where nothing is left."""
+    """Simplified (and optionally right-angled) outlines; None where nothing is left.
+
+    Bounded work on noisy masks: one Douglas-Peucker pass over all outlines, then one vectorised
+    validity check; only the few invalid results are repaired (largest valid part kept).
+    """
     shapes_ = np.asarray(polygons, dtype=object)
-    if simplify_px > 0 and len(shapes_):
-        shapes_ = shapely.simplify(shapes_, simplify_px * pixel_size, preserve_topology=True)
-    result = []
-    for poly in shapes_:
-        if regular and not poly.is_empty:
-            poly = regularize(poly)
-        if poly.is_empty or not poly.is_valid:
-            poly = largest_polygon(make_valid(poly))
-        result.append(poly)
-    return result
+    if not len(shapes_):
+        return []
+    if simplify_px > 0:
+        shapes_ = shapely.simplify(shapes_, simplify_px * pixel_size, preserve_topology=False)
+    if regular:
+        shapes_ = np.asarray([p if p.is_empty else regularize(p) for p in shapes_], dtype=object)
+    fine = shapely.is_valid(shapes_) & ~shapely.is_empty(shapes_)
+    fine &= shapely.get_type_id(shapes_) == shapely.GeometryType.POLYGON
+    return [
+        poly if ok else largest_polygon(make_valid(poly))
+        for poly, ok in zip(shapes_, fine, strict=True)
+    ]
 
 
 class BuildingWriter:

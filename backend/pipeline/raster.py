@@ -207,6 +207,34 @@ def _read_padded(
     return out
 
 
+def _mask_alpha_index(ds, indexes: list[int]) -> int | None:
+    """The 1-based index of the alpha band that is the mask of all ``indexes``, if there is one
+    (a warp's added alpha, an RGBA raster): reading it with the bands gives their mask."""
+    if ColorInterp.alpha not in ds.colorinterp:
+        return None
+    if not all(MaskFlags.alpha in ds.mask_flag_enums[i - 1] for i in indexes):
+        return None
+    return ds.colorinterp.index(ColorInterp.alpha) + 1
+
+
+def _read_bands(
+    ds,
+    indexes: list[int],
+    window: Window,
+    out_shape: tuple[int, int] | None,
+    alphas: dict[str, np.ndarray] | None,
+    role: str,
+) -> np.ndarray:
+    """``_read_padded`` of ``indexes``; with ``alphas``, their alpha mask band is read in the
+    same call and stored as ``alphas[role]``."""
+    alpha = _mask_alpha_index(ds, indexes) if alphas is not None else None
+    if alpha is None:
+        return _read_padded(ds, indexes, window, out_shape)
+    data = _read_padded(ds, [*indexes, alpha], window, out_shape)
+    alphas[role] = data[-1]
+    return data[:-1]
+
+
 def _reporting_damage(ds, read):
     """``read`` that turns GDAL's read errors (a damaged tile or strip) into an InputError."""
 
@@ -543,13 +571,20 @@ class RasterInputs:
         )
 
     def _read_values(
-        self, rgb_ds, ms_ds, window: Window, out_shape: tuple[int, int] | None
+        self,
+        rgb_ds,
+        ms_ds,
+        window: Window,
+        out_shape: tuple[int, int] | None,
+        alphas: dict[str, np.ndarray] | None = None,
     ) -> np.ndarray:
-        rgb = _read_padded(rgb_ds, self._rgb_bands, window, out_shape)
+        """Values (C, h, w) float32; with ``alphas`` (a dict to fill), alpha bands that are the
+        datasets' masks come from the same read (one warp per window, not two)."""
+        rgb = _read_bands(rgb_ds, self._rgb_bands, window, out_shape, alphas, "rgb")
         if ms_ds is None:
             return rgb
         bands = list(range(1, self.ms_band_count + 1))
-        ms = _read_padded(ms_ds, bands, window, out_shape)
+        ms = _read_bands(ms_ds, bands, window, out_shape, alphas, "ms")
         return np.concatenate([rgb, ms], axis=0)
 
     def _read_valid(
@@ -559,14 +594,22 @@ class RasterInputs:
         window: Window,
         out_shape: tuple[int, int] | None,
         values: np.ndarray | None = None,
+        alphas: dict[str, np.ndarray] | None = None,
     ) -> np.ndarray:
         """Masks (nodata, alpha, mask band, MS coverage) and finite values: NaN and +/-inf pixels
-        of float rasters count as nodata. ``values``: the raw values of the same window, if read."""
-        masks = _read_padded(rgb_ds, self._rgb_bands, window, out_shape, masks=True)
-        valid = np.all(masks > 0, axis=0)
+        of float rasters count as nodata. ``values``: the raw values of the same window, if read;
+        ``alphas``: alpha bands read with them."""
+        alphas = alphas or {}
+        if "rgb" in alphas:
+            valid = alphas["rgb"] > 0
+        else:
+            masks = _read_padded(rgb_ds, self._rgb_bands, window, out_shape, masks=True)
+            valid = np.all(masks > 0, axis=0)
         if ms_ds is not None:  # the warp's alpha band: 0 where the MS raster has no data
-            alpha = _read_padded(ms_ds, [self.ms_band_count + 1], window, out_shape)
-            valid &= alpha[0] > 0
+            alpha = alphas.get("ms")
+            if alpha is None:
+                alpha = _read_padded(ms_ds, [self.ms_band_count + 1], window, out_shape)[0]
+            valid &= alpha > 0
         if values is None and self._may_hold_non_finite:
             values = self._read_values(rgb_ds, ms_ds, window, out_shape)
         if values is not None:
@@ -601,10 +644,10 @@ class RasterInputs:
         """``(read(window), valid(window))`` from one read of the pixels (``values=False``:
         the first item is None and values are read only when they may be non-finite)."""
         window_abs = self._abs(window)
-        raw = None
+        raw, alphas = None, {}
         if values or self._may_hold_non_finite:
-            raw = self._read_values(self._rgb_grid, self._ms_grid, window_abs, out_shape)
-        valid = self._read_valid(self._rgb_grid, self._ms_grid, window_abs, out_shape, raw)
+            raw = self._read_values(self._rgb_grid, self._ms_grid, window_abs, out_shape, alphas)
+        valid = self._read_valid(self._rgb_grid, self._ms_grid, window_abs, out_shape, raw, alphas)
         if out_shape is None:  # pixels outside the grid are never valid
             inside = np.zeros_like(valid)
             r0, c0 = max(0, -int(window.row_off)), max(0, -int(window.col_off))

@@ -69,6 +69,28 @@ def window_grid(height: int, width: int, tile_px: int, overlap_px: int) -> Windo
     )
 
 
+def _balanced_axis(length: int, max_tile: int, overlap: int) -> tuple[int, tuple[int, ...]]:
+    """(tile, starts) of the fewest windows no larger than ``max_tile`` that cover ``length``
+    with at least ``overlap`` px between neighbours, spread evenly (none shifted onto another)."""
+    if length <= max_tile:
+        return round_up(length), (0,)
+    count = -(-(length - overlap) // (max_tile - overlap))
+    tile = min(max_tile, round_up(-(-(length + (count - 1) * overlap) // count)))
+    span = length - tile
+    return tile, tuple(span * i // (count - 1) for i in range(count))
+
+
+def balanced_grid(height: int, width: int, max_tile_px: int, overlap_px: int) -> WindowGrid:
+    """Windows of at most ``max_tile_px`` (a multiple of 32) sized to the raster, so the overlap
+    is the only pixels run twice: a 2048 px side with a 1088 px limit and 64 px overlap takes two
+    1056 px windows, not three."""
+    if max_tile_px % STRIDE_MULTIPLE or not 0 <= overlap_px < max_tile_px - STRIDE_MULTIPLE:
+        raise ValueError(f"bad window limits: tile {max_tile_px}, overlap {overlap_px}")
+    tile_h, rows = _balanced_axis(height, max_tile_px, overlap_px)
+    tile_w, cols = _balanced_axis(width, max_tile_px, overlap_px)
+    return WindowGrid(height, width, tile_h, tile_w, rows, cols)
+
+
 def blend_weights(tile_h: int, tile_w: int, overlap_px: int) -> np.ndarray:
     """(tile_h, tile_w) float32 weights: 1 in the centre, a linear ramp over ``overlap_px`` at each
     border down to a small positive floor (so raster-edge pixels still count)."""

@@ -1,0 +1,208 @@
+"""How the network runs on a device: precision, layout, batch size and tile size (issue 11).
+
+One plan per extraction, chosen from the device and its memory unless the caller fixes a value:
+
+- CPU: float32 (results as before), batch 1 (batching buys nothing on a CPU and costs memory),
+  tiles up to ``CPU_MAX_TILE_PX`` so the overlap between windows costs little; the compiled
+  In-Place ABN is swapped for the pure-PyTorch form for the run (faster in inference, and the
+  shortcut needs no clone). ``precision="bfloat16"`` is offered on CPUs with bf16 units.
+- CUDA: bf16 autocast where the GPU supports it, else fp16, with batch norm kept in float32;
+  channels-last; pinned host memory and non-blocking copies; batch size from free memory;
+  ``compile=True`` wraps the network in ``torch.compile``.
+
+Lower precisions change probabilities by up to ``REDUCED_PRECISION_ATOL`` (tested on CPU).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ternaus_backend.errors import InputError
+from ternaus_backend.models.abn import InPlaceABN
+
+Precision = Literal["float32", "bfloat16", "float16"]
+PRECISIONS: tuple[str, ...] = ("auto", "float32", "bfloat16", "float16")
+
+#: Largest window side on a CPU: a 1024 px step plus a 64 px seam guard.
+CPU_MAX_TILE_PX = 1088
+#: Largest window side on a GPU (memory then decides the batch).
+CUDA_MAX_TILE_PX = 2048
+#: Rough activation memory per window pixel during inference (bytes), per encoder, for the batch.
+ACTIVATION_BYTES_PER_PX = {"wrn38": 4096, "resnet_light": 768}
+DEFAULT_ACTIVATION_BYTES_PER_PX = 2048
+MAX_CUDA_BATCH = 16
+#: Largest difference of a probability between float32 and bf16/fp16 runs that tests accept.
+REDUCED_PRECISION_ATOL = 0.02
+
+
+@dataclass(frozen=True)
+class DevicePlan:
+    """How one extraction runs the network."""
+
+    device: torch.device
+    precision: Precision
+    batch_size: int
+    max_tile_px: int
+    channels_last: bool
+    pin_memory: bool
+    compile: bool = False
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        return {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(self.precision)
+
+
+def choose_precision(device: torch.device, precision: str | None) -> Precision:
+    """``auto``: float32 on a CPU; bf16 on a GPU that has it, else fp16."""
+    if precision not in (None, *PRECISIONS):
+        raise InputError(f"Unknown precision {precision!r}: use {', '.join(PRECISIONS)}.")
+    if precision not in (None, "auto"):
+        if precision == "float16" and device.type == "cpu":
+            raise InputError("float16 is for GPUs; on a CPU use float32 or bfloat16.")
+        return precision  # type: ignore[return-value]
+    if device.type != "cuda":
+        return "float32"
+    return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+
+
+def cuda_batch_size(device: torch.device, encoder: str, tile_px: int) -> int:
+    """Windows per call that fit in half of the GPU's free memory (at least 1)."""
+    free, _ = torch.cuda.mem_get_info(device)
+    per_px = ACTIVATION_BYTES_PER_PX.get(encoder, DEFAULT_ACTIVATION_BYTES_PER_PX)
+    return int(max(1, min(MAX_CUDA_BATCH, (free // 2) // (per_px * tile_px * tile_px))))
+
+
+def plan_device(
+    device: torch.device,
+    encoder: str,
+    model_tile_px: int,
+    batch_size: int | None = None,
+    precision: str | None = None,
+    compile: bool | None = None,
+) -> DevicePlan:
+    """The plan for ``device``; ``None`` values are chosen for the device."""
+    cuda = device.type == "cuda"
+    max_tile = max(model_tile_px, CUDA_MAX_TILE_PX if cuda else CPU_MAX_TILE_PX)
+    if batch_size is None:
+        batch_size = cuda_batch_size(device, encoder, max_tile) if cuda else 1
+    if compile is None:
+        compile = os.environ.get("TERNAUS_COMPILE", "") in ("1", "true", "yes")
+    return DevicePlan(
+        device=device,
+        precision=choose_precision(device, precision),
+        batch_size=batch_size,
+        max_tile_px=max_tile,
+        channels_last=cuda,
+        pin_memory=cuda,
+        compile=compile,
+    )
+
+
+class InferenceABN(nn.Module):
+    """Batch norm (scale ``|weight| + eps``) and leaky ReLU in float32, even under autocast.
+
+    Shares its parameters with the module it stands in for; used in inference only.
+    """
+
+    def __init__(self, source: nn.Module) -> None:
+        super().__init__()
+        self.eps = float(source.eps)
+        self.slope = float(getattr(source, "slope", getattr(source, "activation_param", 0.0)))
+        self.weight, self.bias = source.weight, source.bias
+        self.register_buffer("running_mean", source.running_mean, persistent=False)
+        self.register_buffer("running_var", source.running_var, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            y = F.batch_norm(
+                x.float(),
+                self.running_mean,
+                self.running_var,
+                self.weight.abs() + self.eps,
+                self.bias,
+                False,
+                0.0,
+                self.eps,
+            )
+            return F.leaky_relu(y, self.slope, inplace=True)
+
+
+def _abn_modules(model: nn.Module) -> list[tuple[nn.Module, str, nn.Module]]:
+    """(parent, attribute, module) of every activated batch norm of ``model``."""
+    from ternaus_backend.models.abn import ABN
+
+    kinds = (ABN,) if InPlaceABN is None else (ABN, InPlaceABN)
+    found = []
+    for parent in model.modules():
+        for name, child in parent.named_children():
+            if isinstance(child, kinds):
+                found.append((parent, name, child))
+    return found
+
+
+#: glibc mallopt parameters: keep freed blocks in the heap instead of returning them to the kernel.
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+_DEFAULT_MMAP_MAX, _DEFAULT_TRIM_THRESHOLD = 65536, 128 * 1024
+
+
+def _glibc() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+    except OSError:  # not glibc (macOS, Windows, musl)
+        return None
+
+
+@contextlib.contextmanager
+def reused_heap() -> Iterator[None]:
+    """While open, freed activation memory stays in the heap for the next window (glibc): every
+    forward pass otherwise maps its large tensors afresh and page-faults them in (a quarter of
+    the CPU time went to the kernel). On exit the defaults return and the heap is trimmed."""
+    libc = _glibc()
+    if libc is None:
+        yield
+        return
+    libc.mallopt(_M_MMAP_MAX, 0)
+    libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)
+    try:
+        yield
+    finally:
+        libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
+        libc.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
+        libc.malloc_trim(0)
+
+
+@contextlib.contextmanager
+def inference_network(model: nn.Module, plan: DevicePlan) -> Iterator[nn.Module]:
+    """``model`` ready for ``plan`` for the duration: activated batch norms swapped for
+    :class:`InferenceABN` (restored on exit; parameters shared, nothing copied), channels-last
+    on CUDA, ``torch.compile`` on request, freed memory reused (:func:`reused_heap`) on a CPU."""
+    swapped = _abn_modules(model)
+    for parent, name, module in swapped:
+        setattr(parent, name, InferenceABN(module).to(plan.device))
+    try:
+        if plan.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        heap = reused_heap() if plan.device.type == "cpu" else contextlib.nullcontext()
+        with heap:
+            yield torch.compile(model) if plan.compile else model
+    finally:
+        for parent, name, module in swapped:
+            setattr(parent, name, module)
+
+
+def autocast_for(plan: DevicePlan) -> contextlib.AbstractContextManager:
+    """Mixed precision for ``plan`` (a no-op in float32)."""
+    dtype = plan.autocast_dtype
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(plan.device.type, dtype=dtype)
