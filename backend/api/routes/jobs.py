@@ -15,9 +15,9 @@ from ternaus_backend.api.jobs import JobFunction, JobKind, JobManager
 from ternaus_backend.api.runners import evaluate_job, predict_job, train_job
 from ternaus_backend.api.schemas import (
     ERROR_RESPONSES,
+    SUBMIT_RESPONSES,
     EvaluateRequest,
     JobOut,
-    SUBMIT_RESPONSES,
     PredictRequest,
     TrainRequest,
 )
