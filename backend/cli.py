@@ -83,6 +83,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         tta=args.tta,
         body_threshold=args.threshold,
         min_area_px=args.min_area,
+        precision=args.precision,
+        compile=args.compile or None,
     )
     bars = TqdmProgress()
     try:
@@ -187,7 +189,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--tile", type=int, help="window size in px (multiple of 32)")
     p.add_argument("--overlap", type=int, help="window overlap in px")
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        help="windows per network call (default: 1 on a CPU, by memory on a GPU)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        help="network precision (default auto: float32 on a CPU, bf16 or fp16 on a GPU)",
+    )
+    p.add_argument("--compile", action="store_true", help="torch.compile the network (GPU runs)")
     p.add_argument("--simplify", type=float, default=1.0, help="simplification tolerance in px")
     p.add_argument("--regularize", action="store_true", help="square building corners")
     p.add_argument(

@@ -3,7 +3,8 @@
 One plan per extraction, chosen from the device and its memory unless the caller fixes a value:
 
 - CPU: float32 (results as before), batch 1 (batching buys nothing on a CPU and costs memory),
-  tiles up to ``CPU_MAX_TILE_PX`` so the overlap between windows costs little; the compiled
+  windows sized to the raster up to ``CPU_MAX_TILE_PX``, so a ``SEAM_GUARD_PX`` overlap costs
+  little; the compiled
   In-Place ABN is swapped for the pure-PyTorch form for the run (faster in inference, and the
   shortcut needs no clone). ``precision="bfloat16"`` is offered on CPUs with bf16 units.
 - CUDA: bf16 autocast where the GPU supports it, else fp16, with batch norm kept in float32;
@@ -36,6 +37,9 @@ PRECISIONS: tuple[str, ...] = ("auto", "float32", "bfloat16", "float16")
 CPU_MAX_TILE_PX = 1088
 #: Largest window side on a GPU (memory then decides the batch).
 CUDA_MAX_TILE_PX = 2048
+#: Overlap between windows sized by the plan: with large windows a wide seam guard is cheap, and
+#: 64 px left the network's border effects visible at seams (the seam test).
+SEAM_GUARD_PX = 128
 #: Rough activation memory per window pixel during inference (bytes), per encoder, for the batch.
 ACTIVATION_BYTES_PER_PX = {"wrn38": 4096, "resnet_light": 768}
 DEFAULT_ACTIVATION_BYTES_PER_PX = 2048
@@ -52,6 +56,7 @@ class DevicePlan:
     precision: Precision
     batch_size: int
     max_tile_px: int
+    seam_guard_px: int
     channels_last: bool
     pin_memory: bool
     compile: bool = False
@@ -101,6 +106,7 @@ def plan_device(
         precision=choose_precision(device, precision),
         batch_size=batch_size,
         max_tile_px=max_tile,
+        seam_guard_px=SEAM_GUARD_PX,
         channels_last=cuda,
         pin_memory=cuda,
         compile=compile,

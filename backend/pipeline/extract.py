@@ -394,10 +394,11 @@ def _extract(
 def _windows(
     height: int, width: int, meta: ModelMetadata, opts: ExtractOptions, plan: DevicePlan
 ) -> tuple[WindowGrid, int]:
-    """The window grid and overlap: the caller's tile size, else tiles sized to the raster up to
-    the device's limit (fewer windows, so the seam guard costs little)."""
-    overlap = opts.overlap_px if opts.overlap_px is not None else meta.overlap_px
+    """The window grid and overlap: the caller's tile size (and overlap, default the model's),
+    else windows sized to the raster up to the device's limit with the plan's wider seam guard
+    (fewer windows, and no seam artefacts)."""
     if opts.tile_size_px is not None:
+        overlap = opts.overlap_px if opts.overlap_px is not None else meta.overlap_px
         overlap = min(overlap, opts.tile_size_px - 32)
         return window_grid(height, width, opts.tile_size_px, overlap), overlap
     tile = meta.tile_size_px
@@ -406,7 +407,10 @@ def _windows(
             f"The model's tile size {tile} px is not a multiple of 32; pass a tile size "
             "(--tile 256 or 512) or fix the model's metadata."
         )
-    overlap = min(overlap, tile - 32)
+    overlap = opts.overlap_px
+    if overlap is None:
+        overlap = max(meta.overlap_px, plan.seam_guard_px)
+    overlap = min(overlap, plan.max_tile_px // 2)
     return balanced_grid(height, width, plan.max_tile_px, overlap), overlap
 
 
