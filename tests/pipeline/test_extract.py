@@ -272,3 +272,19 @@ def test_all_nan_raster_is_refused_like_an_all_nodata_one(tmp_path):
     nodata = write_raster(tmp_path / "nd.tif", np.zeros((3, 64, 64), np.uint8), nodata=0)
     with pytest.raises(InputError, match="no valid pixels"):
         extract(nodata, tmp_path / "out.gpkg", model=ThresholdModel())
+
+
+def test_stored_bytes_round_probabilities_as_before(tmp_path):
+    """Issue 11: the in-place quantisation stores round(p * 255), as the old float path did."""
+    from ternaus_backend.pipeline.store import quantise_into
+
+    rng = np.random.default_rng(2)
+    probs = rng.random((2, 7, 9)).astype(np.float32)
+    probs[0, 0, :3] = (0.0, 1.0, 0.5)
+    expected = np.moveaxis(np.clip(probs * 255.0 + 0.5, 0, 255).astype(np.uint8), 0, -1)
+    out = np.empty((7, 9, 2), np.uint8)
+    quantise_into(probs.copy(), out)
+    np.testing.assert_array_equal(out, expected)
+    store = ProbabilityStore(tmp_path / "p.u8", 7, 9)
+    store.write_rows(0, out)
+    np.testing.assert_array_equal(store.read_bytes(0, 7, 0, 9), np.moveaxis(expected, -1, 0))

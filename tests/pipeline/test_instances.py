@@ -56,3 +56,16 @@ def test_seedless_and_small_parts_are_dropped():
     border = np.zeros_like(body)
     border[10:20, 10:20] = 0.9  # all border: no seed
     assert label_instances(body, border, Thresholds()).max() == 0
+
+
+def test_thresholds_on_the_stored_bytes_equal_thresholds_on_probabilities():
+    """Issue 11: the store's uint8 values are compared as bytes; same instances as floats."""
+    rng = np.random.default_rng(5)
+    body_bytes = rng.integers(0, 256, size=(120, 140)).astype(np.uint8)
+    border_bytes = rng.integers(0, 256, size=(120, 140)).astype(np.uint8)
+    for t in (Thresholds(), Thresholds(body=0.8, border=0.3, min_area_px=3)):
+        from_bytes = label_instances(body_bytes, border_bytes, t)
+        from_floats = label_instances(
+            body_bytes.astype(np.float32) / 255.0, border_bytes.astype(np.float32) / 255.0, t
+        )
+        np.testing.assert_array_equal(from_bytes, from_floats)

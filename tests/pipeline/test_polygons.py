@@ -68,3 +68,23 @@ def test_concurrent_extractions_to_one_output(tmp_path):
     assert all(r.count == 1 for r in results)
     assert _count(out) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.gpkg", "rgb.tif"]
+
+
+def test_holes_under_the_minimum_area_are_dropped_and_outlines_stay_valid():
+    """Issue 11: bounded finishing on a noisy mask; pinholes go, a large courtyard stays."""
+    import numpy as np
+    import shapely
+    from affine import Affine
+
+    from ternaus_backend.pipeline.polygons import finish_polygons, label_polygons
+
+    labels = np.zeros((200, 200), np.int32)
+    labels[10:190, 10:190] = 1
+    labels[60:140, 60:140] = 0  # courtyard: 6400 px
+    rng = np.random.default_rng(0)
+    rows, cols = rng.integers(12, 58, size=(2, 300))
+    labels[rows, cols] = 0  # pinholes of one pixel
+    polys = label_polygons(labels, np.array([1]), Affine.identity(), min_hole_px=20)
+    assert len(polys[1].interiors) == 1
+    (finished,) = finish_polygons([polys[1]], 1.0, 1.0, regular=False)
+    assert shapely.is_valid(finished) and len(finished.interiors) == 1
