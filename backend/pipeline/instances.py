@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
-from skimage.measure import label
 from skimage.segmentation import watershed
 
 from ternaus_backend.models.metadata import Thresholds
@@ -33,7 +32,7 @@ def label_instances(body: np.ndarray, border: np.ndarray, thresholds: Thresholds
     """
     mask = body > _level(thresholds.body, body.dtype)
     seeds = mask & (border < _level(thresholds.border, border.dtype))
-    markers = label(seeds, connectivity=1)
+    markers, _ = ndimage.label(seeds)  # 4-connected, numbered in raster order
     parts, count = ndimage.label(mask, structure=np.ones((3, 3), bool))
     if count == 0:
         return np.zeros(body.shape, np.int32)
@@ -46,18 +45,23 @@ def label_instances(body: np.ndarray, border: np.ndarray, thresholds: Thresholds
     labels = part_seed[parts]
     crowded = seeds_per_part[parts] > 1
     if crowded.any():
-        rows, cols = np.nonzero(crowded)
-        box = np.s_[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
-        split = watershed(
-            crowded[box].astype(np.uint8), markers[box], mask=crowded[box], connectivity=2
-        )
-        labels[box][crowded[box]] = split[crowded[box]]
+        _split_in_one_box(labels, markers, crowded)
     if thresholds.min_area_px > 1 and labels.max() > 0:
         sizes = np.bincount(labels.ravel())
         small = sizes < thresholds.min_area_px
         small[0] = False
         labels[small[labels]] = 0
     return labels.astype(np.int32, copy=False)
+
+
+def _split_in_one_box(labels: np.ndarray, markers: np.ndarray, crowded: np.ndarray) -> None:
+    """Watershed of the ``crowded`` pixels from their seeds (8-connected), written into
+    ``labels``, over the bounding box of ``crowded`` only."""
+    rows, cols = np.nonzero(crowded)
+    box = np.s_[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    region = crowded[box]
+    split = watershed(region.astype(np.uint8), markers[box], mask=region, connectivity=2)
+    labels[box][region] = split[region]
 
 
 def _level(threshold: float, dtype: np.dtype) -> float:
