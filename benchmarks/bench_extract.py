@@ -269,7 +269,8 @@ def main() -> None:
                 }
             )
     header = (
-        f"{'raster':<12}{'windows':>8}{'tile':>6}{'device':>8}{'net Mpx/s':>10}{'extract Mpx/s':>15}{'km2/h':>9}"
+        f"{'raster':<12}{'windows':>8}{'tile':>6}{'device':>8}{'net Mpx/s':>10}"
+        f"{'extract Mpx/s':>15}{'km2/h':>9}"
         f"{'extract/net':>13}{'peak RSS MB':>13}{'buildings':>11}"
     )
     print(header)

@@ -86,3 +86,21 @@ def test_reused_heap_can_be_entered_repeatedly():
     for _ in range(2):
         with reused_heap():
             assert np.ones((1024, 1024), np.float32).sum() == 1024 * 1024
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_fast_path_matches_float32_within_the_stated_tolerance():
+    """On a lent GPU: autocast (bf16/fp16, batch norm in float32), channels-last, pinned memory
+    and non-blocking copies give the float32 probabilities within REDUCED_PRECISION_ATOL."""
+    cuda = torch.device("cuda")
+    torch.manual_seed(0)
+    model = create_model("wrn38", in_channels=11).eval().to(cuda)
+    x = np.random.default_rng(0).standard_normal((2, 11, 256, 256)).astype(np.float32)
+    results = {}
+    for precision in ("float32", "auto"):
+        plan = plan_device(cuda, "wrn38", 256, precision=precision)
+        with inference_network(model, plan) as net:
+            results[precision] = torch.sigmoid(torch.from_numpy(run_network(net, x, cuda, plan)))
+    difference = (results["auto"] - results["float32"]).abs().max().item()
+    assert difference <= REDUCED_PRECISION_ATOL, difference
