@@ -100,6 +100,7 @@ def test_xyz_layer_is_extracted_like_the_file_it_shows(
     assert isinstance(plugin.controller.last_error, LayerError)
     assert "extent" in plugin.controller.last_error.message
 
+    dock.model_combo.setCurrentIndex(0)  # the default model, whatever an earlier test chose
     inner = scene.extent().buffered(-10.0)
     counts, shapes = {}, {}
     for layer in (scene, web):
