@@ -43,7 +43,7 @@ def label_instances(body: np.ndarray, border: np.ndarray, thresholds: Thresholds
     part_seed[parts[seeded]] = markers[seeded]
     part_seed[seeds_per_part != 1] = 0
     labels = part_seed[parts]
-    crowded = seeds_per_part[parts] > 1
+    crowded = (seeds_per_part > 1)[parts]  # a bool gather, not an int64 one
     if crowded.any():
         _split_in_one_box(labels, markers, crowded)
     if thresholds.min_area_px > 1 and labels.max() > 0:
