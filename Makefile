@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml Makefile
 	@[ -x $(PY) ] || /usr/bin/python3 -m venv --system-site-packages $(VENV)
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q "numpy<2" "attrs>=23.2" setuptools_scm wheel "setuptools>=68"
-	$(PIP) install -q -e ".[dev]"
+	$(PIP) install -q -e ".[dev,cluster]"
 	@$(PY) -c "import inplace_abn" 2>/dev/null || \
 		$(PIP) install -q --no-cache-dir --no-build-isolation inplace-abn==1.1.0 || \
 		echo "inplace-abn did not build: the pure-PyTorch ABN will be used"

@@ -11,11 +11,15 @@ import argparse
 import json
 import logging
 import sys
+import tempfile
+import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from tqdm import tqdm
 
-from ternaus_backend.errors import TernausError
+from ternaus_backend.distributed.mosaic import mosaic
+from ternaus_backend.errors import InputError, TernausError
 from ternaus_backend.progress import ProgressEvent
 
 EXIT_USER_ERROR = 2
@@ -70,7 +74,7 @@ def parse_bbox(text: str) -> tuple[float, float, float, float]:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from ternaus_backend.pipeline.extract import ExtractOptions, extract
+    from ternaus_backend.pipeline.extract import ExtractOptions
 
     options = ExtractOptions(
         tile_size_px=args.tile,
@@ -86,20 +90,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
         precision=args.precision,
         compile=args.compile or None,
     )
+    if args.cluster:
+        return _predict_on_cluster(args, options)
+    if args.resume:
+        raise InputError("--resume continues a run on a cluster: use it with --cluster.")
     bars = TqdmProgress()
     try:
-        result = extract(
-            args.rgb,
-            args.out,
-            ms=args.ms,
-            model=args.model,
-            bbox=args.bbox,
-            bbox_crs=args.bbox_crs,
-            options=options,
-            progress=bars,
-            overwrite=args.overwrite,
-            assume_crs=args.assume_crs,
-        )
+        with tempfile.TemporaryDirectory(prefix="ternaus-mosaic-") as folder:
+            rgb = mosaic(args.rgb, Path(folder), "RGB")
+            ms = mosaic(args.ms, Path(folder), "multispectral") if args.ms else None
+            result = _extract_once(args, options, bars, rgb, ms)
     finally:
         bars.close()
     print(
@@ -112,6 +112,76 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 "area_km2": round(result.area_km2, 4),
                 "resolution_m": round(result.resolution_m, 4),
                 "resampled": result.resampled,
+                "seconds": round(result.seconds, 2),
+            }
+        )
+    )
+    return 0
+
+
+def _extract_once(args: argparse.Namespace, options, bars, rgb, ms):
+    from ternaus_backend.pipeline.extract import extract
+
+    return extract(
+        rgb,
+        args.out,
+        ms=ms,
+        model=args.model,
+        bbox=args.bbox,
+        bbox_crs=args.bbox_crs,
+        options=options,
+        progress=bars,
+        overwrite=args.overwrite,
+        assume_crs=args.assume_crs,
+    )
+
+
+def _predict_on_cluster(args: argparse.Namespace, options) -> int:
+    """``predict --cluster``: blocks on Dask workers, a bar of finished blocks with km²/h."""
+    from ternaus_backend.distributed.cluster import extract_on_cluster
+
+    if args.bbox is not None or args.assume_crs:
+        raise InputError(
+            "--bbox and --assume-crs are not used with --cluster: crop or georeference the "
+            "mosaic first (e.g. gdalbuildvrt -te ... or gdal_translate -a_srs ...)."
+        )
+    bar = tqdm(desc="blocks", unit="block", dynamic_ncols=True, file=sys.stderr)
+    started = time.perf_counter()
+    km2 = 0.0
+
+    def on_block(done, finished: int, total: int) -> None:
+        nonlocal km2
+        bar.total = total
+        km2 += done.km2
+        hours = (time.perf_counter() - started) / 3600
+        bar.set_postfix({"km2/h": round(km2 / hours, 1) if hours > 0 else 0.0}, refresh=False)
+        bar.update(finished - bar.n)
+
+    try:
+        result = extract_on_cluster(
+            args.rgb,
+            args.out,
+            args.cluster,
+            ms=args.ms,
+            model=args.model,
+            options=options,
+            block_px=args.block_px,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            on_block=on_block,
+        )
+    finally:
+        bar.close()
+    print(
+        json.dumps(
+            {
+                "out": str(result.path),
+                "buildings": result.count,
+                "blocks": result.blocks,
+                "blocks_skipped": result.skipped,
+                "area_km2": round(result.area_km2, 4),
+                "tile_px": result.tile_px,
+                "overlap_px": result.overlap_px,
                 "seconds": round(result.seconds, 2),
             }
         )
@@ -173,8 +243,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("predict", help="extract building polygons into a GeoPackage")
-    p.add_argument("--rgb", required=True, help="RGB raster (GeoTIFF)")
-    p.add_argument("--ms", help="multispectral raster of the same scene (for 11-band models)")
+    p.add_argument(
+        "--rgb",
+        required=True,
+        nargs="+",
+        help="RGB raster (GeoTIFF, COG or VRT), or several tiles / a quoted glob ('tiles/*.tif') "
+        "read as one mosaic",
+    )
+    p.add_argument(
+        "--ms",
+        nargs="+",
+        help="multispectral raster(s) of the same scene (for 11-band models)",
+    )
     p.add_argument("--model", help="model file (default: the embedded default model)")
     p.add_argument("--bbox", type=parse_bbox, help="XMIN,YMIN,XMAX,YMAX (in the RGB raster's CRS)")
     p.add_argument("--bbox-crs", help="CRS of --bbox if not the raster's, e.g. EPSG:4326")
@@ -220,6 +300,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="flip test-time augmentation: average over 4 flips of each window (4x slower)",
     )
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: CUDA when present)")
+    p.add_argument(
+        "--cluster",
+        metavar="ADDRESS",
+        help="run block by block on Dask: tcp://SCHEDULER:8786, or local:N for N local workers; "
+        "--out may then also be a folder *.parquet (GeoParquet, one file per block)",
+    )
+    p.add_argument(
+        "--block-px",
+        type=int,
+        default=8192,
+        help="with --cluster: the side of a block in px of the processing grid (default 8192)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="with --cluster: keep the blocks an interrupted run finished, do the rest",
+    )
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("evaluate", help="SpaceNet building F1 of predictions against ground truth")

@@ -19,7 +19,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+import shapely
 import torch
+from affine import Affine
 
 from ternaus_backend.device import pick_device
 from ternaus_backend.errors import InputError, ModelError
@@ -347,7 +350,7 @@ def _extract(
                 grid_info.width,
                 meta.num_classes,
             )
-            with PolygonStage(store, grid_info.transform, meta, opts, writer, cancel) as post:
+            with PolygonStage(store, inputs.source_grid, meta, opts, writer, cancel) as post:
                 t0 = time.perf_counter()
                 predict_probabilities(
                     net,
@@ -431,11 +434,14 @@ class PolygonStage:
     """Instances -> polygons -> writer for each block whose rows are final, in a worker thread
     while the network still works on the rows below (issue 11: no core idles)."""
 
-    def __init__(self, store, transform, meta, opts, writer, cancel) -> None:
+    def __init__(self, store, source_grid, meta, opts, writer, cancel) -> None:
         height, width, _ = store.shape
-        self.store, self.transform, self.writer, self.cancel = store, transform, writer, cancel
+        self.store, self.writer, self.cancel = store, writer, cancel
+        # Outlines are traced and simplified in pixels of the raster's whole processing grid
+        # (whole-pixel offsets, so exact), then mapped to the CRS: the same building gives the
+        # same polygon whatever extent or block it was extracted in.
+        self.to_map, self.col_off, self.row_off = source_grid
         self.opts, self.thresholds = opts, opts.thresholds(meta.thresholds)
-        self.pixel_size = abs(transform.determinant) ** 0.5  # in CRS units, any orientation
         self.specs = block_specs(height, width, stage_block_px(height, width, opts), opts.halo_px)
         self.futures: list[Future] = []
         self.busy_s = 0.0
@@ -476,23 +482,34 @@ class PolygonStage:
             self.cancel.raise_if_cancelled()
         started = time.perf_counter()
         block = block_instances(self.store, spec, self.thresholds)
-        block_transform = self.transform * self.transform.translation(block.col0, block.row0)
-        outlines = label_polygons(
-            block.labels, block.ids, block_transform, self.thresholds.min_area_px
-        )
+        pixels = Affine.translation(self.col_off + block.col0, self.row_off + block.row0)
+        outlines = label_polygons(block.labels, block.ids, pixels, self.thresholds.min_area_px)
         kept = [
             (outlines[int(i)], c)
             for i, c in zip(block.ids, block.confidence, strict=True)
             if int(i) in outlines
         ]
         finished = finish_polygons(
-            [k[0] for k in kept], self.pixel_size, self.opts.simplify_px, self.opts.regularize
+            [k[0] for k in kept], 1.0, self.opts.simplify_px, self.opts.regularize
         )
-        polys = [p for p in finished if p is not None]
+        polys = to_map([p for p in finished if p is not None], self.to_map)
         confs = [k[1] for k, p in zip(kept, finished, strict=True) if p is not None]
         self.writer.write(polys, confs)
         self.busy_s += time.perf_counter() - started
         return block.clipped
+
+
+def to_map(polygons: list, transform: Affine) -> list:
+    """Polygons in pixel coordinates mapped to the CRS by the grid's ``transform``."""
+    if not polygons:
+        return []
+    a, b, c, d, e, f = tuple(transform)[:6]
+
+    def affine(xy: np.ndarray) -> np.ndarray:
+        x, y = xy[:, 0], xy[:, 1]
+        return np.column_stack((a * x + b * y + c, d * x + e * y + f))
+
+    return list(shapely.transform(np.asarray(polygons, dtype=object), affine))
 
 
 def _warn_resolution(pixel_m: float, model_m: float) -> None:

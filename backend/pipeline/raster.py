@@ -551,6 +551,12 @@ class RasterInputs:
             )
         return Window(col0, row0, col1 - col0, row1 - row0)
 
+    @property
+    def source_grid(self) -> tuple[Affine, int, int]:
+        """The transform of the whole raster's processing grid, and where this crop starts in it
+        (column, row): shapes traced in those pixels do not depend on the crop."""
+        return self._rgb_grid.transform, int(self._offset.col_off), int(self._offset.row_off)
+
     # -- reading ----------------------------------------------------------------------------
     @property
     def band_count(self) -> int:

@@ -1,0 +1,171 @@
+"""Extraction on a Dask cluster (a LocalCluster of 2 worker processes here): the same buildings
+as the single-process run, none duplicated or cut at block seams, a killed worker's block done
+again elsewhere, and --resume that keeps finished blocks."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import fiona
+import pytest
+import rasterio
+import shapely
+import torch
+from rasterio.windows import Window
+from shapely.geometry import shape
+
+from ternaus_backend.distributed.cluster import blocks_folder, extract_on_cluster
+from ternaus_backend.pipeline.extract import ExtractOptions, extract
+from ternaus_backend.synthetic import make_scene
+
+pytest.importorskip("distributed")
+pytestmark = pytest.mark.slow
+
+#: The default model's ground resolution: the scene needs no resampling.
+RESOLUTION = 0.2967
+OPTIONS = ExtractOptions(tile_size_px=512, overlap_px=64)
+
+
+def tiled_scene(folder: Path, size: int, tiles: int, seed: int) -> str:
+    """A synthetic scene cut into ``tiles`` x ``tiles`` GeoTIFFs; returns their glob."""
+    scene = make_scene(folder, seed=seed, size_px=size, resolution_m=RESOLUTION, with_ms=False)
+    side = size // tiles
+    with rasterio.open(scene.rgb) as src:
+        for r in range(tiles):
+            for c in range(tiles):
+                window = Window(c * side, r * side, side, side)
+                profile = dict(
+                    src.profile, width=side, height=side, transform=src.window_transform(window)
+                )
+                with rasterio.open(folder / f"tile_{r}_{c}.tif", "w", **profile) as dst:
+                    dst.write(src.read(window=window))
+    return str(folder / "tile_*.tif")
+
+
+def polygons(path: Path) -> list:
+    with fiona.open(path) as src:
+        return [shape(f["geometry"]) for f in src]
+
+
+def single_process(tiles: str, out: Path) -> list:
+    """The reference: one process, one thread per op like each worker (same float sums)."""
+    from ternaus_backend.distributed.mosaic import mosaic
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        extract(mosaic(tiles, out.parent, "RGB"), out, options=OPTIONS)
+    finally:
+        torch.set_num_threads(threads)
+    return polygons(out)
+
+
+def assert_same_buildings(expected: list, got: list) -> None:
+    assert len(got) == len(expected)
+    tree = shapely.STRtree(got)
+    for building in expected:
+        ious = [
+            building.intersection(got[i]).area / building.union(got[i]).area
+            for i in tree.query(building)
+        ]
+        assert ious and max(ious) > 0.99, f"{building.centroid} has no twin (IoU {ious})"
+    # Nothing twice: no two results overlap.
+    for i, building in enumerate(got):
+        others = [j for j in tree.query(building) if j != i]
+        assert all(building.intersection(got[j]).area < 0.05 * building.area for j in others)
+
+
+@pytest.fixture(scope="module")
+def large_tiles(tmp_path_factory) -> str:
+    return tiled_scene(tmp_path_factory.mktemp("tiles16"), 4096, 4, seed=11)
+
+
+@pytest.fixture(scope="module")
+def small_tiles(tmp_path_factory) -> str:
+    return tiled_scene(tmp_path_factory.mktemp("tiles4"), 2048, 2, seed=12)
+
+
+def test_two_workers_give_the_single_process_buildings(large_tiles, tmp_path):
+    expected = single_process(large_tiles, tmp_path / "single.gpkg")
+    assert len(expected) > 100
+    result = extract_on_cluster(
+        large_tiles, tmp_path / "cluster.gpkg", "local:2", options=OPTIONS, block_px=2048
+    )
+    assert result.blocks == 4 and len(result.workers) == 2
+    assert (result.tile_px, result.overlap_px) == (512, 64)
+    assert_same_buildings(expected, polygons(result.path))
+    assert not blocks_folder(result.path).exists()
+
+
+def test_a_killed_worker_does_not_change_the_result(small_tiles, tmp_path):
+    from distributed import Client, LocalCluster
+
+    expected = single_process(small_tiles, tmp_path / "single.gpkg")
+    killed: list[int] = []
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster:
+        with Client(cluster) as client:
+            pids = list(client.run(os.getpid).values())
+
+            def kill_the_other_worker(done, finished: int, total: int) -> None:
+                if not killed:  # the first block is done: kill the worker busy with another
+                    victim = next(p for p in pids if p != done.worker_pid)
+                    os.kill(victim, signal.SIGKILL)
+                    killed.append(victim)
+
+            result = extract_on_cluster(
+                small_tiles,
+                tmp_path / "cluster.gpkg",
+                "local:2",
+                options=OPTIONS,
+                block_px=1024,
+                on_block=kill_the_other_worker,
+                client=client,
+            )
+    assert killed, "no worker was killed"
+    assert_same_buildings(expected, polygons(result.path))
+
+
+def test_resume_keeps_the_blocks_an_interrupted_run_finished(small_tiles, tmp_path):
+    out = tmp_path / "cluster.gpkg"
+
+    class Interrupted(Exception):
+        pass
+
+    def stop_after_two(done, finished: int, total: int) -> None:
+        if finished >= 2:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        extract_on_cluster(
+            small_tiles, out, "local:2", options=OPTIONS, block_px=1024, on_block=stop_after_two
+        )
+    kept = sorted(blocks_folder(out).glob("block-*.gpkg"))
+    assert len(kept) >= 2 and not out.exists()
+    seen: list[str] = []
+    result = extract_on_cluster(
+        small_tiles,
+        out,
+        "local:2",
+        options=OPTIONS,
+        block_px=1024,
+        resume=True,
+        on_block=lambda done, finished, total: seen.append(done.name),
+    )
+    assert result.skipped == len(kept)
+    assert not {p.stem for p in kept} & set(seen), "finished blocks were run again"
+    assert len(seen) + result.skipped == result.blocks
+    assert_same_buildings(single_process(small_tiles, tmp_path / "single.gpkg"), polygons(out))
+
+
+def test_geoparquet_partitions(small_tiles, tmp_path):
+    geopandas = pytest.importorskip("geopandas")
+    out = tmp_path / "buildings.parquet"
+    result = extract_on_cluster(small_tiles, out, "local:1", options=OPTIONS, block_px=1024)
+    parts = sorted(out.glob("*.parquet"))
+    assert len(parts) == result.blocks
+    frame = geopandas.read_parquet(out)
+    assert len(frame) == result.count > 0
+    assert {"confidence", "area_m2"} <= set(frame.columns)
+    assert frame.crs is not None
