@@ -2,10 +2,10 @@
 
 Synthetic rasters drawn at the model's ground resolution (so SIDE x SIDE px is what the network
 sees) are extracted side by side in one run, each in a fresh process so its peak resident memory
-is its own (best of three runs for rasters up to 4096 px, one run above). "Network alone" runs
-windows of the extraction's own size, batch and precision (the same device plan and prepared
-network) through the same model with nothing else: its time per window times the extraction's
-window count, best of three; the ratio of the two throughputs is the pipeline's efficiency.
+is its own. "Network alone" runs all of the extraction's windows (its own size, batch and
+precision: the same device plan and prepared network) through the same model with nothing else;
+the two alternate (three rounds up to 4096 px, two above; best of each side), so a busy spell on
+a shared machine slows both alike. The ratio of the two throughputs is the pipeline's efficiency.
 Uses CUDA with mixed precision where present.
 
     python benchmarks/bench_extract.py [--sizes 2048 8192] [--model PATH] [--json OUT.json]
@@ -49,9 +49,9 @@ def extraction_plan(model: torch.nn.Module, rgb: Path):
     return plan, grid, pixels
 
 
-def network_alone(model_path: str | None, rgb: Path, repeats: int = REPEATS) -> dict:
-    """Seconds for the extraction's windows through the network, inputs prepared beforehand:
-    time per batch (best of ``repeats`` over up to 8 batches) times the extraction's batches."""
+def network_alone(model_path: str | None, rgb: Path) -> dict:
+    """Seconds for all of the extraction's windows through the network, inputs prepared
+    beforehand (same plan, prepared network and batch size)."""
     from ternaus_backend.device import pick_device
     from ternaus_backend.pipeline.engine import inference_network
     from ternaus_backend.pipeline.inference import run_network
@@ -63,20 +63,16 @@ def network_alone(model_path: str | None, rgb: Path, repeats: int = REPEATS) -> 
     batch = rng.standard_normal(
         (plan.batch_size, model.metadata.in_channels, grid.tile_h, grid.tile_w), dtype=np.float32
     )
-    batches = -(-grid.count // plan.batch_size)
-    sample = min(batches, 8)
-    best = float("inf")
     with inference_network(model, plan) as net:
         run_network(net, batch, device, plan)  # warm-up
-        for _ in range(repeats):
-            start = time.perf_counter()
-            for _ in range(sample):
-                run_network(net, batch, device, plan)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            best = min(best, (time.perf_counter() - start) / sample)
+        start = time.perf_counter()
+        for _ in range(-(-grid.count // plan.batch_size)):
+            run_network(net, batch, device, plan)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
     return {
-        "seconds": best * batches,
+        "seconds": seconds,
         "windows": grid.count,
         "tile_px": grid.tile_h,
         "batch": plan.batch_size,
@@ -244,12 +240,17 @@ def main() -> None:
         folder = Path(tmp)
         for side in args.sizes:
             rgb = scene_raster(folder, side, resolution_m)
-            net = network_alone(args.model, rgb)
-            repeats = REPEATS if side <= 4096 else 1
-            command = [sys.executable, __file__, "--child", args.model or "-", str(rgb)]
-            command += [str(folder / f"out{side}.gpkg"), str(repeats)]
-            child = subprocess.run(command, check=True, capture_output=True, text=True)
-            ext = json.loads(child.stdout.strip().splitlines()[-1])
+            repeats = REPEATS if side <= 4096 else 2
+            nets, exts = [], []
+            for _ in range(repeats):  # alternately, so a busy spell slows both sides alike
+                nets.append(network_alone(args.model, rgb))
+                command = [sys.executable, __file__, "--child", args.model or "-", str(rgb)]
+                command += [str(folder / f"out{side}.gpkg"), "1"]
+                child = subprocess.run(command, check=True, capture_output=True, text=True)
+                exts.append(json.loads(child.stdout.strip().splitlines()[-1]))
+            net = min(nets, key=lambda r: r["seconds"])
+            ext = min(exts, key=lambda r: r["seconds"])
+            ext["peak_rss_mb"] = max(r["peak_rss_mb"] for r in exts)
             mpx = ext["pixels"] / 1e6
             rows.append(
                 {
