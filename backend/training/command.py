@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +19,7 @@ from pydantic import ValidationError
 
 from ternaus_backend.errors import CancelledError, InputError
 from ternaus_backend.progress import CancelToken, ProgressEvent
+from ternaus_backend.training import distributed as ddp
 from ternaus_backend.training.dataset import TrainingSource
 from ternaus_backend.training.loop import TrainConfig, TrainResult, train
 
@@ -148,6 +150,13 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--num-workers", type=int, default=0, help="data loading worker processes")
     p.add_argument("--resume", action="store_true", help="continue from OUT.ckpt.pt")
     p.add_argument(
+        "--gpus",
+        type=int,
+        metavar="N",
+        help="train on N processes of this machine with DistributedDataParallel (one per GPU; "
+        "gloo on a CPU), through torchrun; the batch size is the global one",
+    )
+    p.add_argument(
         "--overwrite",
         action="store_true",
         help="replace --out if it exists (default: refuse; --resume continues its own OUT)",
@@ -271,6 +280,9 @@ def _summary(result: TrainResult) -> str:
 
 def run_train(args: argparse.Namespace) -> int:
     """Run ``ternaus train``; returns the exit code (0 done, 130 cancelled by Ctrl-C)."""
+    ranks = ddp.Ranks.from_env()
+    if args.gpus and args.gpus > 1 and not ranks.active:
+        return _run_torchrun(args.gpus)
     config = config_from_args(args)
     cancel = CancelToken()
     bar = _Bar()
@@ -295,7 +307,23 @@ def run_train(args: argparse.Namespace) -> int:
         bar.close()
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
+        ddp.stop(ranks)
+    if not ranks.main:
+        return 0  # rank 0 reports
     for note in result.notes:
         print(note, file=sys.stderr)
     print(_summary(result))
     return 0
+
+
+def _run_torchrun(processes: int) -> int:
+    """``--gpus N``: this same command on N processes of this machine, through torchrun."""
+    argv, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif arg == "--gpus":
+            skip = True
+        elif not arg.startswith("--gpus="):
+            argv.append(arg)
+    return subprocess.call(ddp.torchrun_command(processes, argv))

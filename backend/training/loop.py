@@ -34,11 +34,11 @@ from pydantic import BaseModel, Field, field_validator
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ternaus_backend.device import pick_device
 from ternaus_backend.errors import CancelledError, InputError, TernausError
 from ternaus_backend.models.metadata import ModelMetadata
 from ternaus_backend.outputs import check_output
 from ternaus_backend.progress import CancelToken, ProgressCallback, ProgressEvent, no_progress
+from ternaus_backend.training import distributed as ddp
 from ternaus_backend.training.dataset import (
     CropDataset,
     PreparedSource,
@@ -311,7 +311,10 @@ def train(
     """
     started = time.perf_counter()
     cancel = cancel or CancelToken()
-    device = pick_device(config.device)
+    ranks = ddp.Ranks.from_env()  # torchrun: several processes; else rank 0 of 1
+    device = ddp.start(ranks, config.device)
+    if not ranks.main:
+        progress = no_progress  # rank 0 reports, validates and writes
     torch.manual_seed(config.seed)
     out = check_output(
         config.out,
@@ -380,6 +383,7 @@ def train(
         notes.append(f"resampled to {meta.resolution_m} m: {', '.join(resampled)}")
     model.metadata = meta
     model.to(device).train()
+    net = ddp.wrap(model, ranks, device)  # what the steps run; ``model`` is validated and saved
 
     dataset = CropDataset(
         sources,
@@ -390,7 +394,8 @@ def train(
     )
     loader = DataLoader(
         dataset,
-        batch_size=config.batch_size,
+        batch_size=ddp.rank_batch(config.batch_size, ranks),
+        sampler=ddp.sampler(dataset, ranks),
         shuffle=False,
         drop_last=True,
         num_workers=config.num_workers,
@@ -436,9 +441,10 @@ def train(
                 target = batch["target"].to(device, non_blocking=True)
                 weight = batch["weight"].to(device, non_blocking=True)
                 with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                    logits = model(image)
+                    logits = net(image)
                 loss = loss_fn(logits, target, weight)
-                if not torch.isfinite(loss):
+                loss_value = ddp.mean(loss, ranks)  # the global batch's loss, on every rank
+                if not math.isfinite(loss_value):
                     raise TernausError(
                         "Training diverged (the loss is not finite); lower the learning rate "
                         "(--lr) and train again.",
@@ -451,7 +457,7 @@ def train(
                 scaler.step(optimizer)
                 scaler.update()
                 scheduler.step()
-                epoch_loss += loss.item()
+                epoch_loss += loss_value
                 now = time.perf_counter()
                 step_seconds.append(now - tick)
                 tick = now
@@ -481,49 +487,51 @@ def train(
                 )
             train_seconds = time.perf_counter() - epoch_start
             cancel.raise_if_cancelled()
-            t0 = time.perf_counter()
-            stats = validate(
-                model, sources, meta, loss_fn, device, config.crop_px, config.batch_size, cancel
-            )
-            val_seconds = time.perf_counter() - t0
-            epoch_stats = EpochStats(
-                epoch=epoch + 1,
-                train_loss=epoch_loss / config.steps_per_epoch,
-                val_loss=stats["val_loss"],
-                val_iou=stats["val_iou"],
-                val_f1=stats["val_f1"],
-                val_tp=stats["val_tp"],
-                val_fp=stats["val_fp"],
-                val_fn=stats["val_fn"],
-                seconds=train_seconds + val_seconds,
-                crops_per_s=config.steps_per_epoch * config.batch_size / train_seconds,
-            )
-            last_f1 = epoch_stats.val_f1
-            run.end_epoch(epoch_stats)
-            run.save_checkpoint(optimizer, scheduler, scaler)
-            done = (epoch + 1) * config.steps_per_epoch
-            progress(
-                ProgressEvent(
-                    "train",
-                    done,
-                    total_steps,
-                    {
-                        "phase": "validated",
-                        "epoch": epoch + 1,
-                        "epochs": config.epochs,
-                        "loss": epoch_stats.train_loss,
-                        "val_loss": epoch_stats.val_loss,
-                        "val_iou": epoch_stats.val_iou,
-                        "val_f1": epoch_stats.val_f1,
-                        "best": epoch_stats.best,
-                        "crops_per_s": epoch_stats.crops_per_s,
-                        "eta_s": (
-                            _mean_step(step_seconds) * (total_steps - done)
-                            + val_seconds * (config.epochs - epoch - 1)
-                        ),
-                    },
+            if ranks.main:
+                t0 = time.perf_counter()
+                stats = validate(
+                    model, sources, meta, loss_fn, device, config.crop_px, config.batch_size, cancel
                 )
-            )
+                val_seconds = time.perf_counter() - t0
+                epoch_stats = EpochStats(
+                    epoch=epoch + 1,
+                    train_loss=epoch_loss / config.steps_per_epoch,
+                    val_loss=stats["val_loss"],
+                    val_iou=stats["val_iou"],
+                    val_f1=stats["val_f1"],
+                    val_tp=stats["val_tp"],
+                    val_fp=stats["val_fp"],
+                    val_fn=stats["val_fn"],
+                    seconds=train_seconds + val_seconds,
+                    crops_per_s=config.steps_per_epoch * config.batch_size / train_seconds,
+                )
+                last_f1 = epoch_stats.val_f1
+                run.end_epoch(epoch_stats)
+                run.save_checkpoint(optimizer, scheduler, scaler)
+                done = (epoch + 1) * config.steps_per_epoch
+                progress(
+                    ProgressEvent(
+                        "train",
+                        done,
+                        total_steps,
+                        {
+                            "phase": "validated",
+                            "epoch": epoch + 1,
+                            "epochs": config.epochs,
+                            "loss": epoch_stats.train_loss,
+                            "val_loss": epoch_stats.val_loss,
+                            "val_iou": epoch_stats.val_iou,
+                            "val_f1": epoch_stats.val_f1,
+                            "best": epoch_stats.best,
+                            "crops_per_s": epoch_stats.crops_per_s,
+                            "eta_s": (
+                                _mean_step(step_seconds) * (total_steps - done)
+                                + val_seconds * (config.epochs - epoch - 1)
+                            ),
+                        },
+                    )
+                )
+            ddp.barrier(ranks)
     except CancelledError as exc:
         result = run.cancelled(crops_per_s)
         if run.unvalidated_saved is not None:
