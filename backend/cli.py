@@ -222,8 +222,12 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
     from ternaus_backend.api.server import serve
 
+    if args.dask_scheduler:  # read by the settings, like every TERNAUS_* variable
+        os.environ["TERNAUS_DASK_SCHEDULER"] = args.dask_scheduler
     serve(
         host=args.host,
         port=args.port,
@@ -366,6 +370,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="let inputs read /vsicurl/, /vsis3/, http(s) and other network paths, also through "
         "VRTs (TERNAUS_ALLOW_NETWORK_FILES=1; default: refused)",
+    )
+    p.add_argument(
+        "--dask-scheduler",
+        metavar="ADDRESS",
+        help="hand predict jobs of TERNAUS_DASK_MIN_MEGAPIXELS (default 100) or more to this Dask "
+        "cluster: tcp://HOST:8786 or local:N (TERNAUS_DASK_SCHEDULER)",
     )
     p.set_defaults(func=cmd_serve)
 

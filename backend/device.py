@@ -1,4 +1,5 @@
-"""Choosing the torch device: one rule for the CLI, the HTTP API, extraction, training and loading."""
+"""Choosing the torch device: one rule for the CLI, the HTTP API, extraction, training and
+loading."""
 
 from __future__ import annotations
 

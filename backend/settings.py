@@ -79,6 +79,18 @@ class Settings(BaseSettings):
         "network paths; off: such inputs are refused (see ternaus_backend.network_files)",
     )
 
+    dask_scheduler: str | None = Field(
+        None,
+        description="hand large predict jobs to this Dask cluster (tcp://HOST:8786, or local:N "
+        "for N local worker processes) instead of running them in the server's process",
+    )
+    dask_min_megapixels: float = Field(
+        100.0,
+        ge=0,
+        description="predict jobs of at least this many processing-grid megapixels go to "
+        "dask_scheduler (0: every job)",
+    )
+
     @field_validator("allowed_dirs", mode="before")
     @classmethod
     def _split_folders(cls, value: Any) -> Any:

@@ -307,8 +307,9 @@ class JobManager:
                 job,
                 JobStatus.failed,
                 error={
-                    "message": f"The {job.kind} job failed unexpectedly ({type(exc).__name__}: {exc}). "
-                    "Check the inputs; if they are fine, report this with the details.",
+                    "message": f"The {job.kind} job failed unexpectedly "
+                    f"({type(exc).__name__}: {exc}). Check the inputs; if they are fine, report "
+                    "this with the details.",
                     "details": traceback.format_exc(),
                 },
             )

@@ -136,6 +136,12 @@ def predict_job(
         assume_crs=request.assume_crs,
     )
 
+    if _for_cluster(settings, request, estimate):
+        return _cluster_predict(settings, rgb, ms, model, out, options, request), {
+            **estimate.to_dict(),
+            "cluster": settings.dask_scheduler,
+        }
+
     def run(context: JobContext) -> JobOutcome:
         target = out or context.work_dir / PREDICT_OUTPUT
         result = extract(
@@ -169,6 +175,54 @@ def predict_job(
         return JobOutcome(summary, file=result.path)
 
     return run, estimate.to_dict()
+
+
+def _for_cluster(settings: Settings, request: PredictRequest, estimate) -> bool:
+    """Whether a predict job goes to the configured Dask cluster: one is set, the job is large
+    enough, and it is a whole raster (blocks cover whole rasters)."""
+    return (
+        settings.dask_scheduler is not None
+        and estimate.pixels >= settings.dask_min_megapixels * 1e6
+        and request.bbox is None
+        and request.assume_crs is None
+    )
+
+
+def _cluster_predict(settings, rgb, ms, model, out, options, request) -> JobFunction:
+    """The job: :func:`~ternaus_backend.distributed.cluster.extract_on_cluster` on the configured
+    scheduler, blocks reported as progress, cancel checked as blocks finish."""
+    from ternaus_backend.distributed.cluster import extract_on_cluster
+
+    def run(context: JobContext) -> JobOutcome:
+        target = out or context.work_dir / PREDICT_OUTPUT
+
+        def on_block(done, finished: int, total: int) -> None:
+            context.progress(ProgressEvent("infer", finished, total, {"block": done.name}))
+            context.cancel.raise_if_cancelled()
+
+        result = extract_on_cluster(
+            rgb,
+            target,
+            settings.dask_scheduler,
+            ms=ms,
+            model=model,
+            options=options,
+            overwrite=request.overwrite or out is None,
+            on_block=on_block,
+        )
+        summary = {
+            "out": result.path,
+            "buildings": result.count,
+            "area_km2": round(result.area_km2, 6),
+            "seconds": round(result.seconds, 3),
+            "cluster": settings.dask_scheduler,
+            "blocks": result.blocks,
+            "model": model,
+            "layer": "buildings",
+        }
+        return JobOutcome(summary, file=result.path)
+
+    return run
 
 
 # ------------------------------------------------------------------------------ evaluate

@@ -237,6 +237,9 @@ class EstimateOut(BaseModel):
     eta_s: float = Field(description="rough duration in seconds (light encoder; heavier: slower)")
     temp_dir: str = Field(description="where the temporary goes")
     free_bytes: int = Field(description="free space there at submission")
+    cluster: str | None = Field(
+        None, description="the Dask cluster the job runs on (TERNAUS_DASK_SCHEDULER), if any"
+    )
 
 
 class ProgressOut(BaseModel):

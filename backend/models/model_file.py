@@ -76,7 +76,8 @@ def _sniff_format(path: Path) -> str:
     if head[8:9] == b"{":
         if 8 + header_len > size:
             raise ModelError(
-                f"The model file {path} is truncated (corrupt safetensors header); copy or export it again."
+                f"The model file {path} is truncated (corrupt safetensors header); copy or "
+                "export it again."
             )
         return "safetensors"
     if head[0] == 0x80:  # legacy torch.save: a pickle
@@ -108,7 +109,8 @@ def _extract_state_dict(obj: Any, path: Path) -> tuple[StateDict, str]:
             break
     if not isinstance(obj, Mapping) or not obj:
         raise ModelError(
-            f"No network weights found in {path}; give a TernausNetV2 model file (.safetensors, or the authors' .pt).",
+            f"No network weights found in {path}; give a TernausNetV2 model file "
+            "(.safetensors, or the authors' .pt).",
             details=f"loaded a {type(obj)}",
         )
     tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
@@ -201,7 +203,8 @@ def _infer_metadata(state: StateDict, path: Path) -> ModelMetadata:
     final = state.get("final.weight")
     if first is None or final is None:
         raise ModelError(
-            f"{path} does not hold a TernausNetV2-style network (no final layer); give a model made by ternaus train or the authors' checkpoint."
+            f"{path} does not hold a TernausNetV2-style network (no final layer); give a model "
+            "made by ternaus train or the authors' checkpoint."
         )
     in_channels, num_classes, num_filters = first.shape[1], final.shape[0], final.shape[1]
     for name in ENCODERS:
@@ -239,7 +242,8 @@ def read_model_file(
             metadata = ModelMetadata.from_header(header)
         except ValueError as error:  # JSON or validation error
             raise ModelError(
-                f"The metadata in {path} is invalid; re-save the model with ternaus train or give another file.",
+                f"The metadata in {path} is invalid; re-save the model with ternaus train or "
+                "give another file.",
                 details=str(error),
             ) from error
     if metadata is None:

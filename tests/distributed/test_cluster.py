@@ -19,6 +19,7 @@ from shapely.geometry import shape
 from ternaus_backend.distributed.cluster import blocks_folder, extract_on_cluster
 from ternaus_backend.pipeline.extract import ExtractOptions, extract
 from ternaus_backend.synthetic import make_scene
+from tests.api.live import start_backend  # noqa: F401  (a real `ternaus serve`)
 
 pytest.importorskip("distributed")
 pytestmark = pytest.mark.slow
@@ -169,3 +170,30 @@ def test_geoparquet_partitions(small_tiles, tmp_path):
     assert len(frame) == result.count > 0
     assert {"confidence", "area_m2"} <= set(frame.columns)
     assert frame.crs is not None
+
+
+def test_the_http_backend_hands_large_jobs_to_the_cluster(
+    start_backend,  # noqa: F811
+    small_tiles,
+    tmp_path,
+):
+    """``ternaus serve`` with a Dask scheduler set: a predict job runs block by block there."""
+    from ternaus_backend.distributed.mosaic import mosaic
+    from tests.api.live import wait_for_job
+
+    scene = mosaic(small_tiles, tmp_path, "RGB")
+    backend = start_backend(
+        TERNAUS_DASK_SCHEDULER="local:2",
+        TERNAUS_DASK_MIN_MEGAPIXELS="1",
+        TERNAUS_ALLOWED_DIRS=str(tmp_path.parent),
+    )
+    with backend.client() as http:
+        job = http.post(
+            "/v1/jobs/predict",
+            json={"rgb": str(scene), "options": {"tile_size_px": 512, "overlap_px": 64}},
+        ).json()
+        assert job["estimate"]["cluster"] == "local:2", job
+        job = wait_for_job(http, job["id"], timeout_s=600)
+        assert job["status"] == "succeeded", job
+        assert job["result"]["blocks"] == 1 and job["result"]["buildings"] > 0
+        assert http.get(f"/v1/jobs/{job['id']}/result").status_code == 200

@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 from qgis.core import QgsVectorLayer
 
-from tests.api.live import start_backend  # noqa: F401  (a real `ternaus serve`)
 from ternaus_qgis import backend_process, settings
 from ternaus_qgis.client import BackendClient
 from ternaus_qgis.core.evaluation import EvaluationRequest, run_evaluation
 from ternaus_qgis.core.extraction import ExtractionRequest, run_extraction
 from ternaus_qgis.core.jobs import Progress
 from ternaus_qgis.core.raster_inputs import raster_input
+from tests.api.live import start_backend  # noqa: F401  (a real `ternaus serve`)
 
 from .conftest import add_raster
 
