@@ -42,6 +42,7 @@ bench: setup
 	$(PY) benchmarks/bench_encoders.py --size 512 --rounds 5
 	$(PY) benchmarks/bench_extract.py --sizes 2048 8192 --json bench_out.json
 	$(PY) benchmarks/bench_reference.py --size 2048
+	$(PY) benchmarks/bench_cluster.py --size 4096 --block-px 2048
 
 # The embedded default model: light encoder, RGB, synthetic scenes + real Rio tiles (used by path).
 train-default: setup
