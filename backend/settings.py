@@ -2,7 +2,7 @@
 
 ``TERNAUS_HOST``, ``TERNAUS_PORT``, ``TERNAUS_TOKEN``, ``TERNAUS_WORK_DIR``,
 ``TERNAUS_DEFAULT_MODEL``, ``TERNAUS_MODELS_DIR``, ``TERNAUS_MAX_WORKERS``,
-``TERNAUS_MAX_QUEUED_JOBS``, ``TERNAUS_MAX_REQUEST_BYTES``,
+``TERNAUS_MAX_QUEUED_JOBS``, ``TERNAUS_JOB_RETENTION_DAYS``, ``TERNAUS_MAX_REQUEST_BYTES``,
 ``TERNAUS_ALLOWED_DIRS`` (folders separated by ``os.pathsep``: ``:``, on Windows ``;``) and
 ``TERNAUS_ALLOW_NETWORK_FILES``; empty variables count as unset.
 """
@@ -63,6 +63,12 @@ class Settings(BaseSettings):
     max_workers: int = Field(1, ge=1, description="jobs run at the same time; others wait queued")
     max_queued_jobs: int = Field(
         16, ge=1, description="jobs that may wait queued; more are refused (429) until some start"
+    )
+    job_retention_days: float = Field(
+        14.0,
+        ge=0,
+        description="finished jobs (their rows, folders and outputs there) and uploads are "
+        "removed this many days after they finished or were last written (0: kept for ever)",
     )
     max_request_bytes: int = Field(
         64 * 2**20, ge=1024, description="largest request body accepted; larger ones get 413"

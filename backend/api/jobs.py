@@ -5,25 +5,36 @@ returns a :class:`JobOutcome`. The manager records status, latest progress, resu
 nothing a job raises reaches the server: ``TernausError`` -> failed with its message,
 ``CancelledError`` -> cancelled, anything else -> failed with a generic message and the traceback
 as details.
+
+Jobs survive the server: each job's row is written to a :class:`~.job_store.JobStore` in the
+work folder when it is submitted, when it starts and when it ends, so after a restart finished
+jobs are still listed and their results downloadable. Jobs that were queued or running when the
+server stopped are ``interrupted`` (they must be submitted again). Finished jobs older than the
+retention are removed with their folders, at startup and at each submission; job folders
+without a row (left by a crash) are removed at startup. Other folders of the work folder
+(``uploads/``) are left alone.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import re
 import shutil
+import sqlite3
 import threading
 import traceback
 import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from enum import Enum
 from pathlib import Path
 from typing import Any, Literal
 
 from ternaus_backend.api.errors import ConflictError, NotFoundError, TooManyJobsError
+from ternaus_backend.api.job_store import STORE_FILE, JobStore, JobTableError
 from ternaus_backend.errors import CancelledError, InputError, TernausError
 from ternaus_backend.progress import CancelToken, ProgressCallback, ProgressEvent
 
@@ -31,19 +42,34 @@ log = logging.getLogger(__name__)
 
 JobKind = Literal["predict", "train", "evaluate"]
 
+#: A job folder's name (``uuid4().hex[:12]``); only such folders are ever removed as jobs'.
+JOB_ID = re.compile(r"^[0-9a-f]{12}$")
+
 
 class JobStatus(str, Enum):
-    """Life cycle: queued -> running -> succeeded | failed | cancelled."""
+    """Life cycle: queued -> running -> succeeded | failed | cancelled; a job still queued or
+    running when the server stops is ``interrupted``."""
 
     queued = "queued"
     running = "running"
     succeeded = "succeeded"
     failed = "failed"
     cancelled = "cancelled"
+    interrupted = "interrupted"
 
     @property
     def finished(self) -> bool:
-        return self in (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
+        return self not in (JobStatus.queued, JobStatus.running)
+
+
+def interrupted_error(was: str, when: datetime, restarted: bool) -> dict[str, str]:
+    """The error of a job that was ``was`` (queued, running) when the server stopped."""
+    how = "started again" if restarted else "was stopped"
+    return {
+        "message": f"The backend stopped while this job was {was}, so it did not finish; "
+        "submit it again.",
+        "details": f"marked interrupted when the backend {how}, {when.isoformat()}",
+    }
 
 
 @dataclass
@@ -119,6 +145,54 @@ class Job:
     finished: datetime | None = None
     cancel_token: CancelToken = field(default_factory=CancelToken)
     future: Future | None = None
+    interrupted: bool = False  # the server is stopping: the job ends interrupted, not cancelled
+    cancelled_by_user: bool = False
+
+    def row(self) -> dict[str, Any]:
+        """The job's row for the :class:`JobStore`."""
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "status": self.status.value,
+            "request": self.request,
+            "work_dir": self.work_dir,
+            "estimate": self.estimate,
+            "progress": self.progress,
+            "result": self.result,
+            "result_file": self.result_file,
+            "error": self.error,
+            "created": self.created,
+            "started": self.started,
+            "finished": self.finished,
+            "cancel_requested": self.cancel_requested,
+        }
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any], root: Path) -> Job:
+        """A finished job read back from the :class:`JobStore`; its folder is ``root/<id>``
+        (the work folder may have moved since), and so is a result file that was in it."""
+        folder = root / row["id"]
+        file = Path(row["result_file"]) if row["result_file"] else None
+        if file is not None and file.is_relative_to(row["work_dir"]):
+            file = folder / file.relative_to(row["work_dir"])
+        job = cls(
+            id=row["id"],
+            kind=row["kind"],
+            request=row["request"] or {},
+            work_dir=folder,
+            status=JobStatus(row["status"]),
+            progress=row["progress"],
+            estimate=row["estimate"],
+            result=row["result"],
+            result_file=file,
+            error=row["error"],
+            created=row["created"],
+            started=row["started"],
+            finished=row["finished"],
+        )
+        if row["cancel_requested"]:
+            job.cancel_token.cancel()
+        return job
 
     @property
     def cancel_requested(self) -> bool:
@@ -147,11 +221,22 @@ class Job:
 
 class JobManager:
     """Runs jobs ``max_workers`` at a time; the rest wait queued in submission order, at most
-    ``max_queued`` of them (None: no limit)."""
+    ``max_queued`` of them (None: no limit).
 
-    def __init__(self, work_dir: Path, max_workers: int = 1, max_queued: int | None = None) -> None:
+    The jobs of earlier runs on the same ``work_dir`` are read back from its job table; finished
+    jobs are kept ``retention_days`` after they finished (0: for ever).
+    """
+
+    def __init__(
+        self,
+        work_dir: Path,
+        max_workers: int = 1,
+        max_queued: int | None = None,
+        retention_days: float = 14.0,
+    ) -> None:
         self.work_dir = Path(work_dir)
         self.max_queued = max_queued
+        self.retention = timedelta(days=retention_days) if retention_days > 0 else None
         try:
             self.work_dir.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -164,6 +249,8 @@ class JobManager:
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
         self._closed = False
+        self._store = JobStore(self.work_dir / STORE_FILE)
+        self._recover()
 
     # ------------------------------------------------------------------ submitting and reading
 
@@ -178,6 +265,7 @@ class JobManager:
         returns the job's snapshot. TooManyJobsError when ``max_queued`` jobs already wait."""
         job_id = uuid.uuid4().hex[:12]
         job_dir = self.work_dir / job_id
+        self.clean()
         with self._lock:
             if self._closed:
                 raise ConflictError("The backend is shutting down; start it again and resubmit.")
@@ -188,7 +276,6 @@ class JobManager:
                     "(GET /v1/jobs?status=queued), cancel some (POST /v1/jobs/{id}/cancel), or "
                     "start the backend with a larger TERNAUS_MAX_QUEUED_JOBS."
                 )
-            job_dir.mkdir(parents=True, exist_ok=False)
             job = Job(
                 id=job_id,
                 kind=kind,
@@ -196,6 +283,19 @@ class JobManager:
                 work_dir=job_dir,
                 estimate=plain(estimate) if estimate is not None else None,
             )
+            try:  # the row first: a job folder without a row is an orphan, removed at startup
+                self._store.insert(job.row())
+            except sqlite3.Error as error:
+                raise JobTableError(
+                    f"Cannot record the job in {self._store.path}: free space in the work folder "
+                    "or set TERNAUS_WORK_DIR to a writable folder, then submit again.",
+                    details=str(error),
+                ) from error
+            try:
+                job_dir.mkdir(parents=True, exist_ok=False)
+            except OSError:
+                self._store.delete([job_id])
+                raise
             self._jobs[job_id] = job
             job.future = self._executor.submit(self._run, job, function)
             return job.snapshot()
@@ -230,8 +330,10 @@ class JobManager:
             if job.status.finished:
                 return job.snapshot()
             job.cancel_token.cancel()
+            job.cancelled_by_user = True
             if job.status == JobStatus.queued:
                 self._finish(job, JobStatus.cancelled)
+                self._save(job)
                 if job.future is not None:
                     job.future.cancel()
             return job.snapshot()
@@ -246,18 +348,106 @@ class JobManager:
                     f"(POST /v1/jobs/{job_id}/cancel) and delete it once it has stopped."
                 )
             del self._jobs[job_id]
-        shutil.rmtree(job.work_dir, ignore_errors=True)
+            self._forget([job_id])
+        self._remove_folder(job.work_dir)
 
     def shutdown(self, wait: bool = True) -> None:
-        """Cancels every unfinished job and stops the pool (waits for running jobs to stop)."""
+        """Stops every unfinished job and the pool (waits for running jobs to stop): they end
+        ``interrupted`` (a job whose cancelling was asked for before ends ``cancelled``)."""
         with self._lock:
             self._closed = True
+            now = _now()
             for job in self._jobs.values():
-                if not job.status.finished:
-                    job.cancel_token.cancel()
-                    if job.status == JobStatus.queued:
-                        self._finish(job, JobStatus.cancelled)
+                if job.status.finished:
+                    continue
+                job.cancel_token.cancel()
+                if job.cancelled_by_user:
+                    continue
+                job.interrupted = True
+                error = interrupted_error(job.status.value, now, restarted=False)
+                if job.status == JobStatus.queued:
+                    job.error = error
+                    self._finish(job, JobStatus.interrupted)
+                    self._save(job)
+                else:  # on disk at once, in case the process dies before the job stops
+                    self._save(job, status=JobStatus.interrupted.value, error=error, finished=now)
         self._executor.shutdown(wait=wait, cancel_futures=True)
+        if wait:
+            self._store.close()
+
+    # ------------------------------------------------------------------ keeping the work folder
+
+    def clean(self, now: datetime | None = None) -> list[str]:
+        """Removes the jobs that finished more than the retention ago, rows and folders;
+        returns their ids (none when the retention is 0, i.e. for ever)."""
+        if self.retention is None:
+            return []
+        cutoff = (now or _now()) - self.retention
+        with self._lock:
+            old = [
+                job
+                for job in self._jobs.values()
+                if job.status.finished and (job.finished or job.created) < cutoff
+            ]
+            for job in old:
+                del self._jobs[job.id]
+            self._forget([job.id for job in old])
+        for job in old:
+            self._remove_folder(job.work_dir)
+        if old:
+            log.info("removed %d job(s) older than %s", len(old), self.retention)
+        return [job.id for job in old]
+
+    def _recover(self) -> None:
+        """At startup: the jobs of earlier runs read back (unfinished ones interrupted), old
+        ones removed, job folders without a row removed."""
+        now = _now()
+        interrupted = self._store.interrupt_unfinished(
+            lambda was: interrupted_error(was, now, restarted=True), now
+        )
+        if interrupted:
+            log.warning("jobs interrupted by the last stop: %s", ", ".join(interrupted))
+        for row in self._store.all():
+            try:
+                job = Job.from_row(row, self.work_dir)
+            except (KeyError, ValueError, TypeError) as error:
+                log.warning("skipping the unreadable job row %s: %s", row.get("id"), error)
+                continue
+            self._jobs[job.id] = job
+        self.clean(now)
+        if self._store.recovered:
+            log.warning("the job table was started anew: job folders without a row are kept")
+            return
+        for folder in sorted(self.work_dir.iterdir()):
+            if JOB_ID.match(folder.name) and folder.is_dir() and not folder.is_symlink():
+                if folder.name not in self._jobs:
+                    log.warning("removing the job folder %s: no job of the table owns it", folder)
+                    self._remove_folder(folder)
+
+    def _remove_folder(self, folder: Path) -> None:
+        """Removes a job's folder; only ever a job-id-named folder right in the work folder."""
+        if folder.parent != self.work_dir or not JOB_ID.match(folder.name) or folder.is_symlink():
+            log.warning("not removing %s: not a job folder of %s", folder, self.work_dir)
+            return
+        shutil.rmtree(folder, ignore_errors=True)
+
+    def _save(self, job: Job, **fields: Any) -> None:
+        """Writes the job's row (``fields`` override its values); a failure is logged, the job
+        goes on in memory."""
+        row = {**job.row(), **fields}
+        del row["id"]
+        try:
+            self._store.update(job.id, **row)
+        except sqlite3.Error:
+            log.exception("cannot write job %s to the job table %s", job.id, self._store.path)
+
+    def _forget(self, job_ids: list[str]) -> None:
+        if not job_ids:
+            return
+        try:
+            self._store.delete(job_ids)
+        except sqlite3.Error:
+            log.exception("cannot remove jobs %s from the job table", job_ids)
 
     # ------------------------------------------------------------------ running
 
@@ -265,8 +455,8 @@ class JobManager:
         job = self._jobs.get(job_id)
         if job is None:
             raise NotFoundError(
-                f"There is no job {job_id!r}; list the jobs with GET /v1/jobs (jobs are "
-                "forgotten when the backend restarts)."
+                f"There is no job {job_id!r}; list the jobs with GET /v1/jobs (finished jobs "
+                "are removed after TERNAUS_JOB_RETENTION_DAYS days, or when deleted)."
             )
         return job
 
@@ -294,6 +484,7 @@ class JobManager:
                 return
             job.status = JobStatus.running
             job.started = _now()
+            self._save(job)
         context = JobContext(job.id, job.work_dir, self._progress_callback(job), job.cancel_token)
         try:
             outcome = function(context)
@@ -326,6 +517,12 @@ class JobManager:
         file: Path | None = None,
     ) -> None:
         with self._lock:
+            if status == JobStatus.cancelled and job.interrupted:  # stopped by the shutdown
+                status = JobStatus.interrupted
+                error = interrupted_error("running", _now(), restarted=False)
+                if result is not None:
+                    error["message"] += " What it had done is kept in its result."
             job.result, job.error, job.result_file = result, error, file
             self._finish(job, status)
+            self._save(job)
         log.info("job %s (%s) %s", job.id, job.kind, status.value)

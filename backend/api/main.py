@@ -41,7 +41,12 @@ When the backend has a token, every request except `GET /v1/health` needs
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The backend's HTTP app; ``settings`` default to the TERNAUS_* environment."""
     settings = settings or Settings()
-    job_manager = JobManager(settings.work_dir, settings.max_workers, settings.max_queued_jobs)
+    job_manager = JobManager(
+        settings.work_dir,
+        settings.max_workers,
+        settings.max_queued_jobs,
+        retention_days=settings.job_retention_days,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

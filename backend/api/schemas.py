@@ -257,7 +257,10 @@ class JobOut(BaseModel):
 
     id: str
     kind: Literal["predict", "train", "evaluate"]
-    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted"] = Field(
+        description="interrupted: the backend stopped while the job was queued or running; "
+        "submit it again"
+    )
     cancel_requested: bool = False
     progress: ProgressOut | None = None
     estimate: EstimateOut | None = Field(

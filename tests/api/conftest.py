@@ -18,7 +18,7 @@ from tests.api.live import start_backend  # noqa: F401  (a real `ternaus serve`)
 from tests.helpers import rectangles_image, write_raster
 
 BASE_URL = "http://127.0.0.1:8765"
-FINISHED = {"succeeded", "failed", "cancelled"}
+FINISHED = {"succeeded", "failed", "cancelled", "interrupted"}
 
 
 def make_model_file(path: Path, in_channels: int = 3) -> Path:

@@ -103,7 +103,7 @@ def wait_for_job(http: httpx.Client, job_id: str, timeout_s: float = 120.0) -> d
     deadline = time.monotonic() + timeout_s
     while True:
         job = http.get(f"/v1/jobs/{job_id}").json()
-        if job["status"] in ("succeeded", "failed", "cancelled"):
+        if job["status"] in ("succeeded", "failed", "cancelled", "interrupted"):
             return job
         if time.monotonic() > deadline:
             pytest.fail(f"job did not finish: {job}")

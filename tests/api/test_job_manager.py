@@ -18,7 +18,7 @@ def wait(manager: JobManager, job_id: str, timeout_s: float = 10.0) -> dict:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         job = manager.get(job_id)
-        if job["status"] in ("succeeded", "failed", "cancelled"):
+        if job["status"] in ("succeeded", "failed", "cancelled", "interrupted"):
             return job
         time.sleep(0.01)
     raise AssertionError(f"job {job_id} did not finish")
@@ -104,7 +104,7 @@ def test_cancelled_job_with_partial_result_and_unknown_ids(manager):
         manager.cancel(job_id)
 
 
-def test_shutdown_cancels_unfinished_jobs(tmp_path):
+def test_shutdown_interrupts_unfinished_jobs(tmp_path):
     manager = JobManager(tmp_path, max_workers=1)
 
     def until_cancelled(ctx):
@@ -114,9 +114,16 @@ def test_shutdown_cancels_unfinished_jobs(tmp_path):
 
     running = manager.submit("predict", {}, until_cancelled)["id"]
     queued = manager.submit("predict", {}, until_cancelled)["id"]
+    deadline = time.monotonic() + 10
+    while manager.get(running)["status"] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
     manager.shutdown(wait=True)
-    assert manager.get(running)["status"] == "cancelled"
-    assert manager.get(queued)["status"] == "cancelled"
+    for job_id, was in ((running, "running"), (queued, "queued")):
+        job = manager.get(job_id)
+        assert job["status"] == "interrupted" and job["finished"] is not None
+        assert f"stopped while this job was {was}" in job["error"]["message"]
+        assert "submit it again" in job["error"]["message"]
     with pytest.raises(ConflictError):
         manager.submit("predict", {}, until_cancelled)
 

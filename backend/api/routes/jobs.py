@@ -26,7 +26,7 @@ router = APIRouter(prefix="/jobs", tags=["jobs"], responses=ERROR_RESPONSES)
 
 MEDIA_TYPES = {".gpkg": "application/geopackage+sqlite3"}
 
-StatusFilter = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+StatusFilter = Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted"]
 
 
 def _submit(
@@ -99,7 +99,9 @@ def submit_train(
 def list_jobs(
     jobs: JobsDep, kind: JobKind | None = None, status: StatusFilter | None = None
 ) -> list[JobOut]:
-    """All jobs since the backend started, oldest first, optionally filtered."""
+    """All jobs, oldest first, optionally filtered; jobs of earlier runs of the backend stay
+    listed until TERNAUS_JOB_RETENTION_DAYS after they finished (those that were queued or
+    running when it stopped say ``interrupted``)."""
     return [JobOut.from_snapshot(s) for s in jobs.list_jobs(kind=kind, status=status)]
 
 
