@@ -60,6 +60,7 @@ class TrainingRequest:
     labels_path: Path
     out_path: Path
     name: str
+    ms: RasterInput | None = None  # the multispectral partner (11-band models)
     area_path: Path | None = None
     val_area_path: Path | None = None
     init_model: str | None = None  # None: a new model
@@ -91,7 +92,7 @@ def build_payload(
     ``val_aoi``, ``init`` as the backend reads them. A ``remote`` backend keeps the model in its
     job folder (downloaded afterwards)."""
     source: dict[str, Any] = {
-        key: paths[key] for key in ("rgb", "labels", "aoi", "val_aoi") if paths.get(key)
+        key: paths[key] for key in ("rgb", "ms", "labels", "aoi", "val_aoi") if paths.get(key)
     }
     body: dict[str, Any] = {
         "sources": [source],
@@ -130,10 +131,21 @@ def run_training(
         lambda pct: progress.report(0.0, f"Exporting the raster ({pct:.0f} %)"),
         progress.cancelled,
     )
+    ms_path = None
+    if request.ms is not None:
+        ms_path = materialize(
+            request.ms,
+            request.extent or request.ms.extent,
+            request.extent_crs or request.ms.crs,
+            export_folder(),
+            lambda pct: progress.report(0.0, f"Exporting the multispectral raster ({pct:.0f} %)"),
+            progress.cancelled,
+        )
     request.out_path.parent.mkdir(parents=True, exist_ok=True)
     init = request.init_model
     files = {
         "rgb": rgb_path,
+        "ms": ms_path,
         "labels": request.labels_path,
         "aoi": request.area_path,
         "val_aoi": request.val_area_path,

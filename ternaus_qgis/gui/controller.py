@@ -439,6 +439,8 @@ class DockController(QObject):
         if not name:
             raise LayerError("Name the new model (e.g. my_town_2026).")
         rgb = raster_input(panel.rgb_layer(), "RGB", 3)
+        ms_layer = panel.ms_layer()
+        ms = raster_input(ms_layer, "multispectral", 1) if ms_layer is not None else None
         labels_path = export_vector_layer(panel.labels_layer(), "labelled buildings")
         area, val_area = panel.area_layer(), panel.val_area_layer()
         area_path = (
@@ -450,6 +452,7 @@ class DockController(QObject):
         where = area if area is not None else panel.labels_layer()
         return TrainingRequest(
             rgb=rgb,
+            ms=ms,
             labels_path=labels_path,
             out_path=settings.models_folder() / f"{name}.safetensors",
             name=name,

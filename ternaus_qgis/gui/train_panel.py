@@ -35,6 +35,12 @@ class TrainPanel(QWidget):
         form = QFormLayout()
         polygons = QgsMapLayerProxyModel.PolygonLayer
         self.rgb_combo = layer_combo(self, QgsMapLayerProxyModel.RasterLayer)
+        self.ms_combo = layer_combo(
+            self,
+            QgsMapLayerProxyModel.RasterLayer,
+            "Multispectral layer of the same scene (8 bands), for an 11-band model",
+            True,
+        )
         self.labels_combo = layer_combo(
             self,
             polygons,
@@ -61,6 +67,7 @@ class TrainPanel(QWidget):
         self.name_edit = QLineEdit(self)
         self.name_edit.setPlaceholderText("e.g. my_town_2026")
         form.addRow("RGB layer", self.rgb_combo)
+        form.addRow("Multispectral", self.ms_combo)
         form.addRow("Labelled buildings", self.labels_combo)
         form.addRow("Training area", self.area_combo)
         form.addRow("", self.area_selected_check)
@@ -103,6 +110,9 @@ class TrainPanel(QWidget):
 
     def rgb_layer(self) -> QgsRasterLayer | None:
         return current_layer(self.rgb_combo, QgsRasterLayer)
+
+    def ms_layer(self) -> QgsRasterLayer | None:
+        return current_layer(self.ms_combo, QgsRasterLayer)
 
     def labels_layer(self) -> QgsVectorLayer | None:
         return current_layer(self.labels_combo, QgsVectorLayer)

@@ -1,6 +1,6 @@
 """``ternaus:evaluate_buildings``: the dock's evaluation as a Processing algorithm.
 
-Parameters ``RESULT``, ``REFERENCE`` (polygon layers), ``AREA`` (optional polygons), ``IOU``
+Parameters ``PREDICTED``, ``REFERENCE`` (polygon layers), ``AREA`` (optional polygons), ``IOU``
 (threshold, default 0.5) and ``OUTPUT`` (a GeoPackage with the error layers ``result`` and
 ``missed``); outputs ``F1``, ``PRECISION``, ``RECALL``, ``TP``, ``FP``, ``FN``. Same code as the
 dock: :func:`~ternaus_qgis.core.evaluation.run_evaluation`.
@@ -30,7 +30,7 @@ SCORES = ("F1", "PRECISION", "RECALL", "TP", "FP", "FN")
 class EvaluateBuildingsAlgorithm(QgsProcessingAlgorithm):
     """SpaceNet precision, recall and F1 of a result layer against a reference layer."""
 
-    RESULT, REFERENCE, AREA, IOU, OUTPUT = "RESULT", "REFERENCE", "AREA", "IOU", "OUTPUT"
+    RESULT, REFERENCE, AREA, IOU, OUTPUT = "PREDICTED", "REFERENCE", "AREA", "IOU", "OUTPUT"
 
     def name(self) -> str:
         return "evaluate_buildings"

@@ -1,8 +1,9 @@
 """``ternaus:train_model``: the dock's Train tab as a Processing algorithm.
 
-Parameters ``RGB``, ``LABELS``, ``AREA`` and ``VAL_AREA`` (optional polygons), ``INIT`` (optional
-model file to fine-tune), ``EPOCHS``, ``STEPS``, ``NAME``; outputs ``MODEL`` (the model file in the
-models folder) and ``F1`` (best validation F1). Same code as the dock:
+Parameters ``RGB``, ``MS`` (optional multispectral raster), ``LABELS``, ``AREAS`` and
+``VALIDATION_AREA`` (optional polygons), ``BASE_MODEL`` (optional model file to fine-tune),
+``EPOCHS``, ``STEPS``, ``NAME``; outputs ``OUTPUT`` (the model file in the models folder) and
+``F1`` (best validation F1). Same code as the dock:
 :func:`~ternaus_qgis.core.training.run_training`.
 """
 
@@ -34,8 +35,8 @@ from .common import feedback_progress, user_errors
 class TrainModelAlgorithm(QgsProcessingAlgorithm):
     """Train or fine-tune a building model on a labelled polygon layer."""
 
-    RGB, LABELS, AREA, VAL_AREA = "RGB", "LABELS", "AREA", "VAL_AREA"
-    INIT, EPOCHS, STEPS, NAME, MODEL, F1 = "INIT", "EPOCHS", "STEPS", "NAME", "MODEL", "F1"
+    RGB, MS, LABELS, AREAS, VAL_AREA = "RGB", "MS", "LABELS", "AREAS", "VALIDATION_AREA"
+    INIT, EPOCHS, STEPS, NAME, MODEL, F1 = "BASE_MODEL", "EPOCHS", "STEPS", "NAME", "OUTPUT", "F1"
 
     def name(self) -> str:
         return "train_model"
@@ -57,11 +58,16 @@ class TrainModelAlgorithm(QgsProcessingAlgorithm):
         polygons = [QgsProcessing.TypeVectorPolygon]
         self.addParameter(QgsProcessingParameterRasterLayer(self.RGB, "RGB raster layer"))
         self.addParameter(
+            QgsProcessingParameterRasterLayer(
+                self.MS, "Multispectral raster layer (for 11-band models)", optional=True
+            )
+        )
+        self.addParameter(
             QgsProcessingParameterVectorLayer(self.LABELS, "Labelled buildings", polygons)
         )
         self.addParameter(
             QgsProcessingParameterVectorLayer(
-                self.AREA, "Training area (optional)", polygons, optional=True
+                self.AREAS, "Training areas (optional)", polygons, optional=True
             )
         )
         self.addParameter(
@@ -94,13 +100,15 @@ class TrainModelAlgorithm(QgsProcessingAlgorithm):
         name = name.strip("._")
         if not name:
             raise QgsProcessingException("Name the new model (e.g. my_town_2026).")
-        area = self.parameterAsVectorLayer(parameters, self.AREA, context)
+        area = self.parameterAsVectorLayer(parameters, self.AREAS, context)
+        ms_layer = self.parameterAsRasterLayer(parameters, self.MS, context)
         val_area = self.parameterAsVectorLayer(parameters, self.VAL_AREA, context)
         with user_errors(feedback):
             request = TrainingRequest(
                 rgb=raster_input(
                     self.parameterAsRasterLayer(parameters, self.RGB, context), "RGB", 3
                 ),
+                ms=raster_input(ms_layer, "multispectral", 1) if ms_layer is not None else None,
                 labels_path=export_vector_layer(
                     self.parameterAsVectorLayer(parameters, self.LABELS, context),
                     "labelled buildings",

@@ -121,7 +121,7 @@ def test_processing_evaluate_buildings(qgis_app, plugin, layers, tmp_path):
     assert QgsApplication.processingRegistry().algorithmById("ternaus:evaluate_buildings")
     outputs = processing.run(
         "ternaus:evaluate_buildings",
-        {"RESULT": result, "REFERENCE": reference, "OUTPUT": str(tmp_path / "errors.gpkg")},
+        {"PREDICTED": result, "REFERENCE": reference, "OUTPUT": str(tmp_path / "errors.gpkg")},
     )
     assert (outputs["TP"], outputs["FP"], outputs["FN"]) == (n - 2, 2, 2)
     assert outputs["F1"] == pytest.approx(2 * (n - 2) / (2 * (n - 2) + 4))

@@ -3,6 +3,8 @@ epochs drawn as they arrive, the new model in the model lists at once; Stop keep
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from qgis.core import QgsProject, QgsVectorLayer
 from qgis.PyQt.QtCore import Qt
@@ -106,8 +108,29 @@ def test_processing_train_model(qgis_app, plugin, labelled):
         "ternaus:train_model",
         {"RGB": raster, "LABELS": labels, "EPOCHS": 1, "STEPS": 1, "NAME": "from processing"},
     )
-    model = outputs["MODEL"]
+    model = outputs["OUTPUT"]
     assert model.endswith("from_processing.safetensors")
     from pathlib import Path
 
     assert Path(model).is_file() and Path(model).parent == settings.models_folder()
+
+
+def test_train_tab_with_a_multispectral_layer_makes_an_11_band_model(plugin, labelled):
+    raster, labels = labelled
+    ms_path = Path(raster.source()).with_name("scene_ms.tif")
+    ms = add_raster(ms_path, "multispectral")
+    panel = plugin.dock.train_panel
+    panel.rgb_combo.setLayer(raster)
+    panel.ms_combo.setLayer(ms)
+    panel.labels_combo.setLayer(labels)
+    panel.epochs_spin.setValue(1)
+    panel.steps_spin.setValue(1)
+    panel.name_edit.setText("eleven bands")
+    QTest.mouseClick(panel.train_button, Qt.LeftButton)
+    wait_until(lambda: plugin.controller.train_task is None, 300, "the training")
+    result = plugin.controller.last_training
+    assert result is not None, plugin.controller.last_error.message
+    from ternaus_backend.models.model_file import describe_model
+
+    meta = describe_model(result.model_path)["metadata"]
+    assert meta["in_channels"] == 11 and len(meta["band_names"]) == 11
