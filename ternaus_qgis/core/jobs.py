@@ -60,7 +60,7 @@ def follow_job(
         if status == "succeeded":
             progress.report(100.0, "Done")
             return job
-        if status == "failed":
+        if status in ("failed", "interrupted"):  # interrupted: the backend stopped meanwhile
             error = job.get("error") or {}
             raise JobFailedError(
                 error.get("message") or "The job failed in the backend.",
@@ -116,7 +116,7 @@ def cancel_job(client: BackendClient, job_id: str, wait_s: float = 15.0) -> None
         client.cancel(job_id)
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
-            if client.job(job_id)["status"] in ("cancelled", "failed", "succeeded"):
+            if client.job(job_id)["status"] not in ("queued", "running"):
                 return
             time.sleep(0.2)
     except Exception:  # noqa: BLE001 - a cancel that cannot reach the backend is still a cancel

@@ -6,8 +6,9 @@ import time
 
 import pytest
 
-from ternaus_qgis.core.jobs import Progress, format_seconds, report_job
+from ternaus_qgis.core.jobs import Progress, follow_job, format_seconds, report_job
 from ternaus_qgis.core.training import STAGE_SPAN, STAGE_TEXT
+from ternaus_qgis.exceptions import JobFailedError
 
 
 def one_report(job: dict, stage_seconds: float) -> tuple[float, str]:
@@ -38,3 +39,29 @@ def test_format_seconds():
         "10 min",
         "1 h 05 min",
     ]
+
+
+def test_a_job_interrupted_by_a_backend_restart_fails_with_its_message():
+    """Issue 7, item 10: a job the backend lost in a restart ends the wait with its error."""
+    interrupted = {
+        "id": "0123456789ab",
+        "status": "interrupted",
+        "error": {
+            "message": "The backend stopped while this job was running, so it did not finish; "
+            "submit it again.",
+            "details": "marked interrupted when the backend started again",
+        },
+    }
+
+    class Client:
+        polls = 0
+
+        def job(self, job_id):
+            self.polls += 1
+            assert self.polls < 4, "kept polling a job that will never finish"
+            return interrupted
+
+    progress = Progress(report=lambda percent, text: None, cancelled=lambda: False)
+    with pytest.raises(JobFailedError, match="submit it again") as raised:
+        follow_job(Client(), None, {"id": "0123456789ab"}, progress, {}, {})
+    assert raised.value.details == "marked interrupted when the backend started again"
