@@ -44,7 +44,8 @@ bench: setup
 	$(PY) benchmarks/bench_reference.py --size 2048
 	$(PY) benchmarks/bench_cluster.py --size 4096 --block-px 2048
 
-# The embedded default model: light encoder, RGB, synthetic scenes + real Rio tiles (used by path).
+# The embedded default model: light encoder, RGB, OpenAerialMap mosaics, Banepa chips and Rio tiles
+# from ../shared/data (used by path); see scripts/train_default.sh.
 train-default: setup
 	PY=$(PY) scripts/train_default.sh resources/models/default.safetensors
 
