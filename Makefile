@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.setup-done
 export QT_QPA_PLATFORM := offscreen
 
-APT_PACKAGES := python3-qgis python3-venv python3-dev gcc g++ qgis xvfb xauth zip unzip
+APT_PACKAGES := python3-qgis python3-gdal python3-venv python3-dev gcc g++ qgis xvfb xauth zip unzip
 
 .PHONY: setup test test-fast demo bench train-default serve lint clean package deploy screenshot \
 	wheel package-with-backend
