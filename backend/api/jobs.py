@@ -17,6 +17,7 @@ without a row (left by a crash) are removed at startup. Other folders of the wor
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -313,6 +314,11 @@ class JobManager:
                 for job in self._jobs.values()
                 if (kind is None or job.kind == kind) and (status is None or job.status == status)
             ]
+
+    def unfinished_requests(self) -> str:
+        """The requests of the queued and running jobs, as JSON text (to keep their inputs)."""
+        with self._lock:
+            return json.dumps([j.request for j in self._jobs.values() if not j.status.finished])
 
     def result_file(self, job_id: str) -> tuple[dict, Path | None]:
         """The job's snapshot and its downloadable file (None when it has none)."""

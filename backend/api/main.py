@@ -65,7 +65,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.jobs = job_manager
-    app.state.uploads = UploadStore(settings.work_dir / "uploads")
+    app.state.uploads = UploadStore(
+        settings.work_dir / "uploads",
+        settings.job_retention_days,
+        in_use=job_manager.unfinished_requests,
+    )
+    app.state.uploads.clean()
     app.state.folders = AllowedFolders.from_settings(settings)
     app.include_router(api_router, prefix=API_PREFIX)
     add_exception_handlers(app)

@@ -4,23 +4,29 @@ An upload is created with its name, size and SHA-256; chunks are written at thei
 chunk sent twice is simply written twice, so a client retries only the chunk that failed); when
 every byte has arrived and the checksum matches, the file moves to its final name and its path
 can be given to a job like any path on the backend's machine. Uploads live in
-``<work folder>/uploads/<id>/``, inside the folders jobs may read.
+``<work folder>/uploads/<id>/``, inside the folders jobs may read. Uploads last written more
+than ``retention_days`` ago are removed (at startup and when a new upload starts), unless a
+queued or running job names them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import shutil
 import threading
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ternaus_backend.api.errors import ConflictError, NotFoundError
 from ternaus_backend.errors import InputError
+
+log = logging.getLogger(__name__)
 
 #: Chunk size clients are told to use (bytes); the request body limit must allow it.
 CHUNK_BYTES = 8 * 1024 * 1024
@@ -67,11 +73,46 @@ def safe_name(name: str) -> str:
 
 
 class UploadStore:
-    """Uploads under ``root``; thread-safe."""
+    """Uploads under ``root``; thread-safe.
 
-    def __init__(self, root: Path) -> None:
+    ``retention_days`` (0: for ever): how long an upload is kept after its last write;
+    ``in_use()`` returns text (the requests of unfinished jobs) whose upload ids are kept.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        retention_days: float = 0,
+        in_use: Callable[[], str] | None = None,
+    ) -> None:
         self.root = Path(root)
+        self.retention_s = retention_days * 86400.0
+        self._in_use = in_use or (lambda: "")
         self._lock = threading.Lock()
+
+    def clean(self, now: float | None = None) -> list[str]:
+        """Removes the uploads last written more than the retention before ``now`` (seconds
+        since the epoch) that no unfinished job names; returns their ids."""
+        if self.retention_s <= 0 or not self.root.is_dir():
+            return []
+        cutoff = (time.time() if now is None else now) - self.retention_s
+        busy = self._in_use()
+        removed = []
+        for folder in self.root.iterdir():
+            if not _ID.match(folder.name) or not folder.is_dir() or folder.is_symlink():
+                continue
+            try:
+                written = max(p.stat().st_mtime for p in [folder, *folder.iterdir()])
+            except OSError:  # removed meanwhile
+                continue
+            if written < cutoff and folder.name not in busy:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder.name)
+        if removed:
+            log.info(
+                "removed %d upload(s) older than %g days", len(removed), self.retention_s / 86400
+            )
+        return removed
 
     def create(self, name: str, size: int, sha256: str | None) -> UploadState:
         """A new, empty upload of ``size`` bytes."""
@@ -83,6 +124,7 @@ class UploadStore:
                 f"The upload needs {size / 1e9:.1f} GB but the backend's work folder has "
                 f"{free / 1e9:.1f} GB free: free space there or choose a smaller extent."
             )
+        self.clean()
         state = UploadState(uuid.uuid4().hex, safe_name(name), size, sha256 and sha256.lower())
         folder = self.root / state.id
         folder.mkdir(parents=True)

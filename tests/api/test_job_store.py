@@ -3,6 +3,8 @@ old jobs and orphaned job folders are removed, other folders of the work folder 
 
 from __future__ import annotations
 
+import json
+import os
 import sqlite3
 import threading
 import time
@@ -13,6 +15,7 @@ import pytest
 
 from ternaus_backend.api.job_store import STORE_FILE, JobStore
 from ternaus_backend.api.jobs import JobManager, JobOutcome
+from ternaus_backend.api.uploads import UploadStore
 from ternaus_backend.errors import InputError
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
@@ -291,3 +294,39 @@ def test_orphans_are_kept_when_the_table_had_to_be_started_anew(tmp_path):
     restarted = JobManager(tmp_path)
     assert restarted.list_jobs() == [] and (tmp_path / job_id).is_dir()
     restarted.shutdown()
+
+
+def test_old_uploads_go_unless_an_unfinished_job_names_them(tmp_path):
+    root = tmp_path / "uploads"
+    busy_text = {"text": ""}
+    store = UploadStore(root, retention_days=1, in_use=lambda: busy_text["text"])
+    old, busy, fresh = (store.create(f"{n}.tif", 4, None) for n in ("old", "busy", "fresh"))
+    busy_text["text"] = json.dumps([{"rgb": str(root / busy.id / "busy.tif")}])
+    two_days_ago = time.time() - 2 * 86400
+    for upload in (old, busy):
+        for path in [root / upload.id, *(root / upload.id).iterdir()]:
+            os.utime(path, (two_days_ago, two_days_ago))
+    (root / "notes").mkdir()  # not an upload: never touched
+    os.utime(root / "notes", (two_days_ago, two_days_ago))
+
+    assert UploadStore(root, retention_days=0).clean() == []  # 0: kept for ever
+    assert store.clean() == [old.id]
+    assert not (root / old.id).exists()
+    assert (root / busy.id).is_dir() and (root / fresh.id).is_dir() and (root / "notes").is_dir()
+    busy_text["text"] = ""
+    store.create("next.tif", 4, None)  # a new upload cleans too
+    assert not (root / busy.id).exists() and (root / fresh.id).is_dir()
+
+
+def test_the_app_cleans_old_uploads_at_startup(tmp_path):
+    from ternaus_backend.api.main import create_app
+    from ternaus_backend.settings import Settings
+
+    upload = UploadStore(tmp_path / "uploads").create("a.tif", 4, None)
+    long_ago = time.time() - 30 * 86400
+    for path in [tmp_path / "uploads" / upload.id, *(tmp_path / "uploads" / upload.id).iterdir()]:
+        os.utime(path, (long_ago, long_ago))
+    create_app(Settings(work_dir=tmp_path, job_retention_days=60)).state.jobs.shutdown()
+    assert (tmp_path / "uploads" / upload.id).is_dir()
+    create_app(Settings(work_dir=tmp_path)).state.jobs.shutdown()  # 14 days by default
+    assert not (tmp_path / "uploads" / upload.id).exists()
