@@ -73,7 +73,9 @@ class PredictOptions(BaseModel):
         validation_alias=AliasChoices("overlap_px", "overlap"),
         description="overlap of neighbouring windows in pixels",
     )
-    batch_size: int = Field(4, ge=1, le=256, description="windows per network call")
+    batch_size: int | None = Field(
+        None, ge=1, le=256, description="windows per network call (default: the device's choice)"
+    )
     simplify_px: float = Field(1.0, ge=0, description="polygon simplification tolerance in pixels")
     regularize: bool = Field(False, description="square the building corners")
     body_threshold: float | None = Field(
