@@ -87,20 +87,26 @@ def run_block(task: BlockTask) -> BlockDone:
             options=task.options,
             work_dir=tmp,
         )
-        polygons, confidences = _owned(whole, task.block, ~transform)
-        writer = BuildingWriter(Path(tmp) / f"{task.block.name}.gpkg", _crs(task.crs_wkt, CRS))
-        try:
-            writer.write(polygons, confidences)
-            written = writer.commit()
-        except BaseException:
-            writer.abort()
-            raise
-        os.replace(written, out)  # last: a block file on disk is a finished block
+        if task.block.core == task.block.read:  # no halo (one block): every building is owned
+            with fiona.open(whole) as src:
+                count = len(src)
+            os.replace(whole, out)
+        else:
+            polygons, confidences = _owned(whole, task.block, ~transform)
+            writer = BuildingWriter(Path(tmp) / f"{task.block.name}.gpkg", _crs(task.crs_wkt, CRS))
+            try:
+                writer.write(polygons, confidences)
+                written = writer.commit()
+            except BaseException:
+                writer.abort()
+                raise
+            count = len(polygons)
+            os.replace(written, out)  # last: a block file on disk is a finished block
     read, core = task.block.read, task.block.core
     return BlockDone(
         name=task.block.name,
         path=str(out),
-        count=len(polygons),
+        count=count,
         seconds=time.perf_counter() - started,
         pixels=int(read.width * read.height),
         km2=task.pixel_m2 * core.width * core.height / 1e6,
