@@ -29,8 +29,10 @@ def expand_sources(specs: Sequence[str | Path]) -> list[Path]:
         else:
             files.append(Path(text))
     missing = [str(f) for f in files if not f.is_file()]
-    if missing:
-        raise InputError(f"Raster file(s) not found: {', '.join(missing[:5])}.")
+    if missing and len(files) > 1:  # one file: the pipeline says what is wrong with it
+        raise InputError(
+            f"The raster tile(s) {', '.join(missing[:5])} do not exist: check the paths."
+        )
     return files
 
 

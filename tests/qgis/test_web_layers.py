@@ -92,6 +92,7 @@ def test_xyz_layer_is_extracted_like_the_file_it_shows(
     web = xyz_layer(xyz_source)
     dock = plugin.dock
 
+    dock.model_combo.setCurrentIndex(0)  # the default model, whatever an earlier test chose
     # A web layer has no extent of its own: the user is told to choose one.
     dock.rgb_combo.setLayer(web)
     dock.extent_widget.clear()
@@ -100,7 +101,6 @@ def test_xyz_layer_is_extracted_like_the_file_it_shows(
     assert isinstance(plugin.controller.last_error, LayerError)
     assert "extent" in plugin.controller.last_error.message
 
-    dock.model_combo.setCurrentIndex(0)  # the default model, whatever an earlier test chose
     inner = scene.extent().buffered(-10.0)
     counts, shapes = {}, {}
     for layer in (scene, web):
