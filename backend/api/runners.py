@@ -39,13 +39,25 @@ def existing_file(path: Path, role: str, folders: AllowedFolders) -> Path:
     InputError when it reaches the network, is missing or is not a file."""
     check_local_file(path, role)
     full = folders.check(path, role)
-    if not full.exists():
+    try:
+        exists, is_file = full.exists(), full.is_file()
+    except OSError as error:  # e.g. a name too long for the file system
+        raise _unusable(role, full, error) from error
+    if not exists:
         raise InputError(
             f"The {role} {full} does not exist; check the path (on the backend's machine)."
         )
-    if not full.is_file():
+    if not is_file:
         raise InputError(f"The {role} {full} is a folder, not a file; give the file's path.")
     return full
+
+
+def _unusable(role: str, path: Path, error: OSError) -> InputError:
+    """The error for a path the file system refuses to look at."""
+    shown = str(path) if len(str(path)) <= 120 else str(path)[:117] + "..."
+    return InputError(
+        f"The {role} path {shown} cannot be used ({error.strerror or error}); give a valid path."
+    )
 
 
 def output_file(
@@ -58,9 +70,13 @@ def output_file(
     full = folders.check(path, role)
     if full.suffix.lower() != suffix:
         raise InputError(f"The {role} {full} must end in {suffix}; rename it.")
-    if not full.parent.is_dir():
+    try:
+        parent_ok, is_dir = full.parent.is_dir(), full.is_dir()
+    except OSError as error:
+        raise _unusable(role, full, error) from error
+    if not parent_ok:
         raise InputError(f"The folder of the {role} {full.parent} does not exist; create it first.")
-    if full.is_dir():
+    if is_dir:
         raise InputError(f"The {role} {full} is a folder; give a file name ending in {suffix}.")
     return check_output(full, suffix=suffix, kind=role, overwrite=overwrite)
 
