@@ -13,7 +13,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -142,9 +142,9 @@ def extract_on_cluster(
     if skipped:
         log.info("resume: %d of %d blocks are already done", skipped, len(tasks))
     pids: set[int] = set()
-    with dask_client(cluster) if client is None else _borrowed(client) as dask:
+    with dask_client(cluster) if client is None else nullcontext(client) as dask:
         threads = _torch_threads(dask) if cluster.startswith("local:") else None
-        todo = [_with_threads(t, threads) for t in todo]
+        todo = [replace(t, torch_threads=threads) for t in todo]
         pids |= _run(dask, todo, skipped, len(tasks), on_block)
     count = _merge([Path(t.out) for t in tasks], out, grid.crs, parquet)
     shutil.rmtree(folder, ignore_errors=True)
@@ -288,12 +288,3 @@ def _torch_threads(dask) -> int:
     """CPU threads per worker of a local cluster: the cores shared out, at least one."""
     workers = max(1, len(dask.scheduler_info().get("workers", {})))
     return max(1, (os.cpu_count() or 1) // workers)
-
-
-def _with_threads(task: BlockTask, threads: int | None) -> BlockTask:
-    return replace(task, torch_threads=threads)
-
-
-@contextmanager
-def _borrowed(client):
-    yield client

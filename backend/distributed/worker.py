@@ -93,7 +93,10 @@ def run_block(task: BlockTask) -> BlockDone:
             os.replace(whole, out)
         else:
             polygons, confidences = _owned(whole, task.block, ~transform)
-            writer = BuildingWriter(Path(tmp) / f"{task.block.name}.gpkg", _crs(task.crs_wkt, CRS))
+            writer = BuildingWriter(
+                Path(tmp) / f"{task.block.name}.gpkg",
+                CRS.from_wkt(task.crs_wkt) if task.crs_wkt else None,
+            )
             try:
                 writer.write(polygons, confidences)
                 written = writer.commit()
@@ -126,7 +129,3 @@ def _owned(path: Path, block: Block, inverse) -> tuple[list, list[float]]:
                 polygons.append(polygon)
                 confidences.append(float(feature["properties"]["confidence"]))
     return polygons, confidences
-
-
-def _crs(wkt: str | None, crs_class):
-    return crs_class.from_wkt(wkt) if wkt else None

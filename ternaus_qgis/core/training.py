@@ -149,7 +149,8 @@ def run_training(
         "labels": request.labels_path,
         "aoi": request.area_path,
         "val_aoi": request.val_area_path,
-        "init": Path(init) if init and needs_upload(info) and Path(init).is_file() else None,
+        # a model file of this machine (uploaded if need be), else a path the backend knows
+        "init": Path(init) if init and Path(init).is_file() else None,
     }
     paths = {key: backend_path(client, info, path, key, progress) for key, path in files.items()}
     paths["init"] = paths["init"] or init
