@@ -16,6 +16,10 @@
 # Stage 3: stage 2's model fine-tuned on all of the above plus the Rio tiles img50..55 (0.5 m
 #   satellite imagery with buildings, resampled), so satellite scenes are not mistaken for the
 #   drone mosaics' textures (stage 2 alone lost Rio: pixel IoU 0.41 -> 0.07).
+# Stage 4: stage 3's model on the same data, longer (EPOCHS4 x STEPS4 steps), with `--scaling
+#   auto`: 8-bit imagery divided by 255 instead of each raster's own 1-99 % stretch, which blew
+#   the noise of flat scenes (water, mudflats) up into roof-like texture (stage 3: 81 false
+#   buildings on the building-free Rio tiles img61/62; its weights with / 255 alone: 0).
 # Then the instance thresholds are tuned on the Banepa training chips.
 #
 # Each stage keeps a resumable checkpoint (OUT.ckpt.pt). After an interruption, rerun with RESUME=1:
@@ -28,7 +32,9 @@ OUT=${1:-resources/models/default.safetensors}
 EPOCHS1=${EPOCHS1:-6}
 EPOCHS2=${EPOCHS2:-8}
 EPOCHS3=${EPOCHS3:-4}
+EPOCHS4=${EPOCHS4:-24}
 STEPS=${STEPS:-75}
+STEPS4=${STEPS4:-150}
 WORK=build/train-default
 OAM=../shared/data/hotosm_oam
 RIO=../shared/data/spacenet1_rio
@@ -79,9 +85,16 @@ for n in 50 51 52 53 54 55; do
           --labels "$RIO/derived_polygons/$RIO_ID${n}_mask_components.geojson"
           --aoi "$D/rio_${n}_aoi.geojson" --val-aoi "$D/rio_${n}_val.geojson")
 done
-$PY -m ternaus_backend.cli train "${OAM_ARGS[@]}" "${EXTRA[@]}" "${TRAIN[@]}" \
-  --init "$WORK/stage2.safetensors" --epochs "$EPOCHS3" --lr 5e-4 "${RESUME_FLAG[@]}" \
-  --out "$OUT"
+if [ ! -f "$WORK/stage3.done" ]; then
+  $PY -m ternaus_backend.cli train "${OAM_ARGS[@]}" "${EXTRA[@]}" "${TRAIN[@]}" \
+    --init "$WORK/stage2.safetensors" --epochs "$EPOCHS3" --lr 5e-4 "${RESUME_FLAG[@]}" \
+    --out "$WORK/stage3.safetensors"
+  touch "$WORK/stage3.done"
+fi
+TRAIN4=(--allow-empty-labels --batch-size 8 --crop 192 --steps-per-epoch "$STEPS4" --seed 1)
+$PY -m ternaus_backend.cli train "${OAM_ARGS[@]}" "${EXTRA[@]}" "${TRAIN4[@]}" \
+  --init "$WORK/stage3.safetensors" --scaling auto --epochs "$EPOCHS4" --lr 1e-3 \
+  "${RESUME_FLAG[@]}" --out "$OUT"
 
 # Instance thresholds (body probability, minimum area) tuned on the Banepa training chips.
 ATTRIBUTION="Trained on imagery from OpenAerialMap / Humanitarian OpenStreetMap Team (CC BY 4.0), \

@@ -24,10 +24,13 @@ class BandScaling(BaseModel):
 
     ``percentile``: per band, values at the ``low``/``high`` percentiles of the whole input extent
     are mapped to 0/1 (low=0, high=100 is the authors' per-tile min-max for SpaceNet-2 RGB);
-    ``divide``: values are divided by ``divisor`` (the authors' MUL scaling is 2047).
+    ``divide``: values are divided by ``divisor`` (the authors' MUL scaling is 2047);
+    ``auto``: 8-bit rasters (already stretched for display) are divided by 255, others get the
+    ``low``/``high`` percentiles (a stretch of a flat scene, such as water or a mudflat, would
+    blow its noise up into texture that looks like roofs).
     """
 
-    method: Literal["percentile", "divide"] = "percentile"
+    method: Literal["percentile", "divide", "auto"] = "percentile"
     low: float = 0.0
     high: float = 100.0
     divisor: float = 255.0

@@ -2,7 +2,8 @@
 
 Each raster (RGB, multispectral) is first scaled to about [0, 1], either by per-band percentiles of
 the whole input extent (low=0, high=100 is the authors' per-tile min-max for SpaceNet-2 RGB, exact
-for one SpaceNet tile) or by a fixed divisor (the authors' MUL / 2047); then ``(x - mean) / std``.
+for one SpaceNet tile), by a fixed divisor (the authors' MUL / 2047), or ``auto``: / 255 for 8-bit
+rasters, percentiles otherwise; then ``(x - mean) / std``.
 Statistics are taken once per input, never per window, so windows join without seams.
 """
 
@@ -23,12 +24,14 @@ NO_VALID_PIXELS = (
 
 
 def _scale_terms(
-    scaling: BandScaling, values: np.ndarray, valid: np.ndarray
+    scaling: BandScaling, values: np.ndarray, valid: np.ndarray, dtype: str | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-band (low, span) so that scaled = (x - low) / span."""
+    """Per-band (low, span) so that scaled = (x - low) / span (``dtype``: the raster's)."""
     bands = values.shape[0]
     if scaling.method == "divide":
         return np.zeros(bands), np.full(bands, float(scaling.divisor))
+    if scaling.method == "auto" and dtype in ("uint8", "int8"):
+        return np.zeros(bands), np.full(bands, 255.0)
     pixels = values[:, valid]
     if pixels.shape[1] == 0:
         raise InputError(NO_VALID_PIXELS)
@@ -48,9 +51,15 @@ class Normalizer:
 
     @classmethod
     def from_statistics(
-        cls, normalization: Normalization, values: np.ndarray, valid: np.ndarray, rgb_bands: int = 3
+        cls,
+        normalization: Normalization,
+        values: np.ndarray,
+        valid: np.ndarray,
+        rgb_bands: int = 3,
+        dtypes: tuple[str | None, str | None] = (None, None),
     ) -> Normalizer:
-        """Build from sample ``values`` (C, h, w) and ``valid`` (h, w) of the whole input."""
+        """Build from sample ``values`` (C, h, w) and ``valid`` (h, w) of the whole input;
+        ``dtypes``: the RGB and multispectral rasters' data types (for ``auto`` scaling)."""
         channels = values.shape[0]
         if len(normalization.mean) != channels or len(normalization.std) != channels:
             raise InputError(
@@ -60,11 +69,11 @@ class Normalizer:
             )
         if not valid.any():  # all nodata, masked, NaN or infinite
             raise InputError(NO_VALID_PIXELS)
-        low_rgb, span_rgb = _scale_terms(normalization.rgb, values[:rgb_bands], valid)
+        low_rgb, span_rgb = _scale_terms(normalization.rgb, values[:rgb_bands], valid, dtypes[0])
         lows, spans, clips = [low_rgb], [span_rgb], [normalization.rgb.clip] * rgb_bands
         if channels > rgb_bands:
             ms_scaling = normalization.ms or BandScaling(method="percentile", low=0, high=100)
-            low_ms, span_ms = _scale_terms(ms_scaling, values[rgb_bands:], valid)
+            low_ms, span_ms = _scale_terms(ms_scaling, values[rgb_bands:], valid, dtypes[1])
             lows.append(low_ms)
             spans.append(span_ms)
             clips += [ms_scaling.clip] * (channels - rgb_bands)
@@ -87,7 +96,7 @@ class Normalizer:
     def fit(cls, normalization: Normalization, inputs: RasterInputs) -> Normalizer:
         """Statistics from the whole input extent (decimated when large)."""
         values, valid = inputs.read_overview()
-        return cls.from_statistics(normalization, values=values, valid=valid)
+        return cls.from_statistics(normalization, values, valid, dtypes=inputs.dtypes)
 
     def __call__(self, raw: np.ndarray) -> np.ndarray:
         """Normalise raw values (C, h, w) or (N, C, h, w) to float32 (a new array)."""

@@ -564,6 +564,11 @@ class RasterInputs:
         return 3 + self.ms_band_count
 
     @property
+    def dtypes(self) -> tuple[str, str | None]:
+        """Data types of the RGB raster and of the multispectral one (None without it)."""
+        return self._rgb.dtypes[0], self._ms.dtypes[0] if self._ms is not None else None
+
+    @property
     def resampled(self) -> bool:
         """Whether the grid is a resampled one (not the raster's own pixels)."""
         return self.scale is not None

@@ -110,6 +110,13 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
         "resampled to it (default: the init model's with --init, else the median pixel size "
         "of the rasters)",
     )
+    p.add_argument(
+        "--scaling",
+        choices=("auto", "percentile", "divide"),
+        help="how raw pixel values are scaled before the network: auto (8-bit rasters / 255, "
+        "others by their 1-99 %% percentiles), percentile, or divide (by 255 for RGB); default: "
+        "the init model's, auto for a new model",
+    )
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--steps-per-epoch", type=int, default=100)
     p.add_argument("--batch-size", type=int, default=8)
@@ -195,6 +202,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             init=args.init,
             encoder=args.encoder,
             resolution_m=args.resolution_m,
+            scaling=args.scaling,
             epochs=args.epochs,
             steps_per_epoch=args.steps_per_epoch,
             batch_size=args.batch_size,

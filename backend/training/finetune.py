@@ -33,6 +33,7 @@ __all__ = [
     "DEFAULT_ENCODER",
     "scratch_metadata",
     "adapt_normalization",
+    "with_scaling",
     "adapt_first_conv",
     "adapt_bands",
     "build_model",
@@ -47,11 +48,12 @@ _MS_MEAN, _MS_STD = 0.5, 0.25
 def scratch_metadata(
     encoder: str, band_names: Sequence[str], num_filters: int, resolution_m: float
 ) -> ModelMetadata:
-    """Metadata of a new model: robust 1-99 % stretch per band, ImageNet mean/std for RGB."""
+    """Metadata of a new model: 8-bit rasters / 255, others a robust 1-99 % stretch per band;
+    ImageNet mean/std for RGB."""
     extra = len(band_names) - 3
     norm = Normalization(
-        rgb=BandScaling(method="percentile", low=1.0, high=99.0),
-        ms=BandScaling(method="percentile", low=1.0, high=99.0) if extra > 0 else None,
+        rgb=BandScaling(method="auto", low=1.0, high=99.0),
+        ms=BandScaling(method="auto", low=1.0, high=99.0) if extra > 0 else None,
         mean=list(IMAGENET_MEAN) + [_MS_MEAN] * extra,
         std=list(IMAGENET_STD) + [_MS_STD] * extra,
     )
@@ -64,6 +66,16 @@ def scratch_metadata(
         normalization=norm,
         resolution_m=resolution_m,
     )
+
+
+def with_scaling(norm: Normalization, method: str) -> Normalization:
+    """``norm`` with the scaling ``method`` for RGB and multispectral bands (``divide``: the RGB
+    bands by 255, multispectral ones by their model's divisor)."""
+    rgb = norm.rgb.model_copy(update={"method": method})
+    if method == "divide":
+        rgb.divisor = 255.0
+    ms = norm.ms.model_copy(update={"method": method}) if norm.ms is not None else None
+    return norm.model_copy(update={"rgb": rgb, "ms": ms})
 
 
 def _band_map(old: Sequence[str], new: Sequence[str]) -> list[int | None]:

@@ -48,7 +48,7 @@ from ternaus_backend.training.dataset import (
     native_resolution_m,
     prepare_sources,
 )
-from ternaus_backend.training.finetune import build_model
+from ternaus_backend.training.finetune import build_model, with_scaling
 from ternaus_backend.training.losses import BceJaccardLoss
 from ternaus_backend.training.validation import validate
 
@@ -76,6 +76,9 @@ class TrainConfig(BaseModel):
     #: Ground resolution (m) every source is read at and the model works at. Default: the init
     #: model's with --init (or the checkpoint's with --resume), else the median of the sources'.
     resolution_m: float | None = Field(None, gt=0)
+    #: How raw pixel values are scaled (``BandScaling.method``). Default: the init model's, or
+    #: ``auto`` for a new model (8-bit rasters / 255, others per-band percentiles).
+    scaling: Literal["auto", "percentile", "divide"] | None = None
     epochs: int = Field(10, ge=1)
     steps_per_epoch: int = Field(100, ge=1)
     batch_size: int = Field(8, ge=1)
@@ -355,6 +358,8 @@ def train(
             )
         if config.init is not None:
             init_provenance = dict(meta.provenance)
+        if config.scaling is not None:
+            meta.normalization = with_scaling(meta.normalization, config.scaling)
         if config.name:
             meta.name = config.name
     for note in notes:

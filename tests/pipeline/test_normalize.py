@@ -81,3 +81,34 @@ def test_statistics_do_not_depend_on_the_chosen_extent(tmp_path):
         assert part.grid.width == 10
     np.testing.assert_allclose(cropped.gain, full.gain)
     np.testing.assert_allclose(cropped.offset, full.offset)
+
+
+def _auto_normalization():
+    from ternaus_backend.models.metadata import BandScaling, Normalization
+
+    return Normalization(
+        rgb=BandScaling(method="auto", low=1.0, high=99.0), mean=[0] * 3, std=[1] * 3
+    )
+
+
+def test_auto_scaling_keeps_a_flat_8_bit_scene_flat(tmp_path):
+    # A mudflat: grey with a little sensor noise. A 1-99 % stretch would make the noise span
+    # the whole range (texture the network can take for roofs); 8-bit imagery is divided by 255.
+    rng = np.random.default_rng(1)
+    flat = (120 + rng.integers(-3, 4, size=(3, 64, 64))).astype(np.uint8)
+    rgb = write_raster(tmp_path / "flat.tif", flat)
+    with RasterInputs.open(rgb) as inputs:
+        x = Normalizer.fit(_auto_normalization(), inputs)(inputs.read(Window(0, 0, 64, 64)))
+    np.testing.assert_allclose(x, flat / 255.0, atol=1e-6)
+    assert float(x.max() - x.min()) < 0.03
+
+
+def test_auto_scaling_stretches_rasters_that_are_not_8_bit(tmp_path):
+    rng = np.random.default_rng(2)
+    data = rng.integers(200, 1800, size=(3, 64, 64)).astype(np.uint16)
+    rgb = write_raster(tmp_path / "uint16.tif", data)
+    with RasterInputs.open(rgb) as inputs:
+        x = Normalizer.fit(_auto_normalization(), inputs)(inputs.read(Window(0, 0, 64, 64)))
+    for c in range(3):
+        lo, hi = np.percentile(data[c], [1, 99])
+        np.testing.assert_allclose(x[c], (data[c] - lo) / (hi - lo), atol=1e-5)

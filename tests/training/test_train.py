@@ -103,6 +103,23 @@ def test_training_reads_at_the_asked_or_the_init_models_resolution(tmp_path: Pat
         )
 
 
+def test_scaling_is_auto_for_a_new_model_and_can_be_changed_when_fine_tuning(
+    tmp_path: Path,
+) -> None:
+    scene = make_scene(tmp_path / "s", seed=6, size_px=160, resolution_m=0.5, with_ms=False)
+    sources = [TrainingSource(rgb=scene.rgb, labels=scene.labels)]
+    quick = dict(TINY, steps_per_epoch=1, batch_size=2, epochs=1)
+    new = tmp_path / "new.safetensors"
+    train(TrainConfig(sources=sources, out=new, **quick))
+    assert load_model(new).metadata.normalization.rgb.method == "auto"
+    tuned = tmp_path / "tuned.safetensors"
+    train(TrainConfig(sources=sources, out=tuned, init=new, scaling="percentile", **quick))
+    assert load_model(tuned).metadata.normalization.rgb.method == "percentile"
+    kept = tmp_path / "kept.safetensors"
+    train(TrainConfig(sources=sources, out=kept, init=tuned, **quick))
+    assert load_model(kept).metadata.normalization.rgb.method == "percentile"
+
+
 def test_fine_tuning_an_11_band_model_on_rgb(scene, tmp_path: Path) -> None:
     torch.manual_seed(0)
     net = create_model("resnet_light", in_channels=11)
