@@ -92,15 +92,24 @@ if [ ! -f "$WORK/stage3.done" ]; then
   touch "$WORK/stage3.done"
 fi
 TRAIN4=(--allow-empty-labels --batch-size 8 --crop 192 --steps-per-epoch "$STEPS4" --seed 1)
-$PY -m ternaus_backend.cli train "${OAM_ARGS[@]}" "${EXTRA[@]}" "${TRAIN4[@]}" \
-  --init "$WORK/stage3.safetensors" --scaling auto --epochs "$EPOCHS4" --lr 1e-3 \
-  "${RESUME_FLAG[@]}" --out "$OUT"
+if [ ! -f "$WORK/stage4.done" ]; then
+  $PY -m ternaus_backend.cli train "${OAM_ARGS[@]}" "${EXTRA[@]}" "${TRAIN4[@]}" \
+    --init "$WORK/stage3.safetensors" --scaling auto --epochs "$EPOCHS4" --lr 1e-3 \
+    "${RESUME_FLAG[@]}" --out "$WORK/stage4.safetensors"
+  touch "$WORK/stage4.done"
+fi
+cp "$WORK/stage4.safetensors" "$OUT"
 
-# Instance thresholds (body probability, minimum area) tuned on the Banepa training chips.
+# Instance thresholds (body probability, minimum area) tuned on the Banepa training chips and the
+# Rio training tiles img50..55 (drone and satellite scenes both count).
 ATTRIBUTION="Trained on imagery from OpenAerialMap / Humanitarian OpenStreetMap Team (CC BY 4.0), \
 building footprints (c) OpenStreetMap contributors (ODbL 1.0), and SpaceNet-1 Rio imagery \
 (CC BY-SA 4.0, SpaceNet on AWS)"
-$PY scripts/tune_thresholds.py --model "$OUT" --rgb "$D/banepa_train.tif" \
-  --labels "$D/banepa_train_labels.geojson" --body 0.4 0.5 0.6 0.7 0.8 \
+TUNE=(--rgb "$D/banepa_train.tif" --labels "$D/banepa_train_labels.geojson")
+for n in 50 51 52 53 54 55; do
+  TUNE+=(--rgb "$RIO/images/3band_$RIO_ID$n.tif"
+         --labels "$RIO/derived_polygons/$RIO_ID${n}_mask_components.geojson")
+done
+$PY scripts/tune_thresholds.py --model "$OUT" "${TUNE[@]}" --body 0.4 0.5 0.6 0.7 0.8 \
   --min-area 40 80 160 240 320 --provenance "attribution=$ATTRIBUTION" \
   --provenance "held_out=resources/training/*_val.geojson; Banepa chips x=386694,386695; Rio img56,57,61,62"
