@@ -281,7 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--precision",
         choices=["auto", "float32", "bfloat16", "float16"],
-        help="network precision (default auto: float32 on a CPU, bf16 or fp16 on a GPU)",
+        help="network precision (default auto: bf16 on a CPU with native bf16 units, else "
+        "float32; bf16 or fp16 on a GPU)",
     )
     p.add_argument("--compile", action="store_true", help="torch.compile the network (GPU runs)")
     p.add_argument("--simplify", type=float, default=1.0, help="simplification tolerance in px")

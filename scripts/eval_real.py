@@ -375,6 +375,7 @@ def evaluate(
     work: Path,
     device: str | None,
     native_resolution: bool = False,
+    precision: str | None = None,
 ) -> Counts:
     """Extract with ``model`` over the area and score the result."""
     out = work / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', area.name)}.gpkg"
@@ -384,7 +385,9 @@ def evaluate(
         out,
         model=model,
         bbox=area.region.bounds,
-        options=ExtractOptions(tta=tta, device=device, native_resolution=native_resolution),
+        options=ExtractOptions(
+            tta=tta, device=device, native_resolution=native_resolution, precision=precision
+        ),
     )
     seconds = time.perf_counter() - started
     predicted, props = read_polygons_with_properties(result.path) if result.count else ([], [])
@@ -495,6 +498,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=DATA, help="the shared data folder")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the figures here")
     parser.add_argument("--device", help="cpu or cuda (default: CUDA when present)")
+    parser.add_argument(
+        "--precision",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        help="network precision of every run (default auto, as ternaus predict)",
+    )
     parser.add_argument("--work", type=Path, help="keep the predicted GeoPackages here")
     args = parser.parse_args(argv)
     models = dict(args.model or [("default", DEFAULT_MODEL)])
@@ -527,7 +535,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             folder.mkdir(exist_ok=True)
             for area in areas:
                 counts = evaluate(
-                    area, model, variant == "tta", folder, args.device, variant == "native"
+                    area,
+                    model,
+                    variant == "tta",
+                    folder,
+                    args.device,
+                    variant == "native",
+                    args.precision,
                 )
                 results.setdefault(area.name, {})[column] = counts
                 print(

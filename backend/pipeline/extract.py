@@ -80,7 +80,8 @@ class ExtractOptions:
     body_threshold: float | None = None
     #: Instances smaller than this many pixels are dropped (None: the model's minimum).
     min_area_px: int | None = None
-    #: Network precision: auto (float32 on a CPU, bf16/fp16 on a GPU), float32, bfloat16, float16.
+    #: Network precision: auto (bf16 on a CPU with native bf16 units, else float32; bf16/fp16 on a
+    #: GPU), float32, bfloat16, float16.
     precision: str | None = None
     #: Wrap the network in torch.compile (also TERNAUS_COMPILE=1); worth it for long GPU runs.
     compile: bool | None = None

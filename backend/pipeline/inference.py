@@ -147,9 +147,11 @@ def run_network(
     device: torch.device,
     plan: DevicePlan | None = None,
 ) -> np.ndarray:
-    """Logits (n, classes, h, w) float32. ``plan`` sets precision and layout (default: as
-    :func:`~.engine.plan_device` chooses for ``device``: float32 on a CPU, mixed on CUDA)."""
-    plan = plan or plan_device(device, "", 32, batch_size=1)
+    """Logits (n, classes, h, w) float32. ``plan`` sets precision and layout (default: float32
+    on a CPU, as a network not prepared by :func:`~.engine.inference_network` needs; mixed on
+    CUDA)."""
+    cpu_default = "float32" if device.type == "cpu" else None
+    plan = plan or plan_device(device, "", 32, batch_size=1, precision=cpu_default)
     x = torch.from_numpy(images).to(plan.device, non_blocking=plan.pin_memory)
     if plan.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)

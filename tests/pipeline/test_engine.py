@@ -14,6 +14,7 @@ from ternaus_backend.pipeline.engine import (
     CPU_MAX_TILE_PX,
     REDUCED_PRECISION_ATOL,
     InferenceABN,
+    cpu_has_native_bf16,
     inference_network,
     plan_device,
     reused_heap,
@@ -23,11 +24,19 @@ from ternaus_backend.pipeline.inference import run_network
 CPU = torch.device("cpu")
 
 
-def test_cpu_plan_is_float32_batch_one_and_large_tiles():
+def test_cpu_plan_is_batch_one_and_large_tiles_in_bf16_only_where_the_cpu_has_it(monkeypatch):
     plan = plan_device(CPU, "resnet_light", 512)
-    assert (plan.precision, plan.batch_size, plan.max_tile_px) == ("float32", 1, CPU_MAX_TILE_PX)
+    expected = "bfloat16" if cpu_has_native_bf16() else "float32"
+    assert (plan.precision, plan.batch_size, plan.max_tile_px) == (expected, 1, CPU_MAX_TILE_PX)
     assert not plan.pin_memory and not plan.channels_last
     assert plan_device(CPU, "wrn38", 512, batch_size=3).batch_size == 3
+    assert plan_device(CPU, "wrn38", 512, precision="float32").precision == "float32"
+    # A CPU without bf16 units emulates bf16 (slower than float32): auto keeps float32 there.
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert plan_device(CPU, "resnet_light", 512).precision == "float32"
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert plan_device(CPU, "resnet_light", 512).precision == "bfloat16"
 
 
 @pytest.mark.parametrize("precision", ["float16", "half", "int8"])
