@@ -30,7 +30,7 @@ def _scale_terms(
     bands = values.shape[0]
     if scaling.method == "divide":
         return np.zeros(bands), np.full(bands, float(scaling.divisor))
-    if scaling.method == "auto" and dtype in ("uint8", "int8"):
+    if scaling.method == "auto" and dtype == "uint8":
         return np.zeros(bands), np.full(bands, 255.0)
     pixels = values[:, valid]
     if pixels.shape[1] == 0:

@@ -112,10 +112,10 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--scaling",
-        choices=("auto", "percentile", "divide"),
+        choices=("auto", "percentile"),
         help="how raw pixel values are scaled before the network: auto (8-bit rasters / 255, "
-        "others by their 1-99 %% percentiles), percentile, or divide (by 255 for RGB); default: "
-        "the init model's, auto for a new model",
+        "others by their percentiles) or percentile (every raster by its own percentiles); "
+        "default: the init model's, auto for a new model",
     )
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--steps-per-epoch", type=int, default=100)

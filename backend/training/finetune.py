@@ -69,11 +69,8 @@ def scratch_metadata(
 
 
 def with_scaling(norm: Normalization, method: str) -> Normalization:
-    """``norm`` with the scaling ``method`` for RGB and multispectral bands (``divide``: the RGB
-    bands by 255, multispectral ones by their model's divisor)."""
+    """``norm`` with the scaling ``method`` (auto or percentile) for RGB and multispectral bands."""
     rgb = norm.rgb.model_copy(update={"method": method})
-    if method == "divide":
-        rgb.divisor = 255.0
     ms = norm.ms.model_copy(update={"method": method}) if norm.ms is not None else None
     return norm.model_copy(update={"rgb": rgb, "ms": ms})
 

@@ -78,7 +78,7 @@ class TrainConfig(BaseModel):
     resolution_m: float | None = Field(None, gt=0)
     #: How raw pixel values are scaled (``BandScaling.method``). Default: the init model's, or
     #: ``auto`` for a new model (8-bit rasters / 255, others per-band percentiles).
-    scaling: Literal["auto", "percentile", "divide"] | None = None
+    scaling: Literal["auto", "percentile"] | None = None
     epochs: int = Field(10, ge=1)
     steps_per_epoch: int = Field(100, ge=1)
     batch_size: int = Field(8, ge=1)
