@@ -1,4 +1,5 @@
-"""Changing a network's number of input bands for fine-tuning (11-band weights -> RGB imagery)."""
+"""Adapting trained weights to another network for fine-tuning: another number of input bands
+(11-band weights -> RGB imagery), or a deeper encoder grown from a shallower one."""
 
 from __future__ import annotations
 
@@ -96,3 +97,35 @@ def adapt_first_layer(target, new_in_channels, mode="zeros"):
     key = _first_conv_key(state)
     state[key] = adapt_weight(state[key], new_in_channels, mode)
     return state
+
+
+def grow_deeper(target: nn.Module, source_state: StateDict) -> list[str]:
+    """Load ``source_state`` into ``target``, a network with extra residual blocks, so that it
+    computes exactly what the source network did; returns the names of the new blocks.
+
+    Every tensor of the source must exist in ``target`` with the same shape. A new block is a
+    pre-activation residual block with an identity shortcut; its last convolution starts at zero,
+    so it adds nothing until fine-tuning trains it (its gradients are not zero).
+    """
+    state = target.state_dict()
+    wrong = [
+        key
+        for key, value in source_state.items()
+        if key not in state or state[key].shape != value.shape
+    ]
+    if wrong:
+        raise ModelError(
+            "the init model's weights do not fit the deeper network: " + ", ".join(wrong[:5]),
+            details="a deeper encoder grows from its shallower version (resnet_light -> "
+            "resnet_light_deep) with the same bands and decoder width",
+        )
+    new_keys = [key for key in state if key not in source_state]
+    new_blocks = sorted({key.rsplit(".convs.", 1)[0] for key in new_keys if ".convs." in key})
+    others = [k for k in new_keys if not any(k.startswith(b + ".") for b in new_blocks)]
+    if others:
+        raise ModelError(f"the deeper network has new tensors outside residual blocks: {others}")
+    target.load_state_dict(source_state, strict=False)
+    with torch.no_grad():
+        for block in new_blocks:
+            target.get_submodule(block).convs.conv2.weight.zero_()
+    return new_blocks

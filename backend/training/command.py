@@ -99,8 +99,8 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--encoder",
-        help="encoder of a new model (default resnet_light; with --init "
-        "the init model's encoder is used)",
+        help="encoder of a new model (default resnet_light; with --init the init model's "
+        "encoder is used, or resnet_light_deep grown from a resnet_light init model)",
     )
     p.add_argument(
         "--resolution-m",
@@ -152,7 +152,8 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--no-amp",
         dest="amp",
         action="store_false",
-        help="train in float32 on CUDA too (mixed precision is the CUDA default)",
+        help="train in float32 (the default is mixed precision: float16 on CUDA, bf16 on a CPU "
+        "with native bf16 units)",
     )
     p.add_argument("--num-workers", type=int, default=0, help="data loading worker processes")
     p.add_argument("--resume", action="store_true", help="continue from OUT.ckpt.pt")

@@ -177,6 +177,32 @@ def adapt_bands(model: nn.Module, old_bands: Sequence[str], new_bands: Sequence[
     )
 
 
+#: encoder -> the shallower encoder it can grow from (function-preserving, see ``grow_deeper``)
+GROWS_FROM = {"resnet_light_deep": "resnet_light"}
+
+
+def _grown(model: nn.Module, meta: ModelMetadata, encoder: str) -> tuple[nn.Module, str]:
+    """The ``encoder`` network grown from ``model`` (same output), and a note saying so."""
+    from ternaus_backend.models.registry import create_model
+
+    if GROWS_FROM.get(encoder) != meta.encoder:
+        raise InputError(
+            f"--encoder {encoder} does not match the init model's encoder {meta.encoder}; leave "
+            "out --encoder when fine-tuning (the encoder comes from the init model), or grow "
+            + ", ".join(f"{small} into {deep}" for deep, small in GROWS_FROM.items())
+            + "."
+        )
+    from ternaus_backend.models.adapt import grow_deeper
+
+    deeper = create_model(encoder, meta.in_channels, meta.num_classes, meta.num_filters)
+    new_blocks = grow_deeper(deeper, model.state_dict())
+    deeper.metadata = model.metadata
+    return deeper, (
+        f"grew {meta.encoder} into {encoder}: {len(new_blocks)} new residual blocks "
+        "(starting as identities)"
+    )
+
+
 def build_model(
     band_names: Sequence[str],
     resolution_m: float | None,
@@ -203,12 +229,12 @@ def build_model(
 
     model = load_model(init, device="cpu")
     meta: ModelMetadata = model.metadata.model_copy(deep=True)
-    if encoder is not None and encoder != meta.encoder:
-        raise InputError(
-            f"--encoder {encoder} does not match the init model's encoder {meta.encoder}; leave "
-            "out --encoder when fine-tuning (the encoder comes from the init model)."
-        )
     notes.append(f"fine-tuning {Path(init).name} ({meta.encoder}, {meta.in_channels} bands)")
+    if encoder is not None and encoder != meta.encoder:
+        model, note = _grown(model, meta, encoder)
+        meta.name = meta.name.replace(meta.encoder, encoder)
+        meta.encoder = encoder
+        notes.append(note)
     if list(meta.band_names) != list(band_names):
         if len(band_names) < 3:
             raise InputError("Training rasters need at least the 3 RGB bands.")

@@ -11,8 +11,11 @@ its first validation saves its unvalidated weights to ``config.out`` only when t
 exist yet, else beside it (:func:`unvalidated_path`), so an earlier model (``--init X --out X``
 included) stays intact. A resumable checkpoint (model, optimizer, scheduler, scaler, epoch, best
 score, RNG state) is written to ``<out>.ckpt.pt`` after every epoch. Files are replaced
-atomically, so an interrupted run never leaves a broken model. On CUDA the forward pass runs under
-``torch.autocast`` (float16) with a ``GradScaler``; on the CPU in float32.
+atomically, so an interrupted run never leaves a broken model. Mixed precision (``amp``, the
+default): on CUDA the forward pass runs under ``torch.autocast`` (float16) with a ``GradScaler``;
+on a CPU with native bf16 units (AVX512-BF16, AMX) under bf16 autocast, about 2x faster; elsewhere,
+and with ``amp=False``, in float32. On a CPU, In-Place ABN is swapped for the pure version (faster
+there, and it runs under autocast); the saved weights are the same either way.
 """
 
 from __future__ import annotations
@@ -35,8 +38,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ternaus_backend.errors import CancelledError, InputError, TernausError
+from ternaus_backend.models.abn import to_pure_abn
 from ternaus_backend.models.metadata import ModelMetadata
 from ternaus_backend.outputs import check_output
+from ternaus_backend.pipeline.engine import cpu_has_native_bf16
 from ternaus_backend.progress import CancelToken, ProgressCallback, ProgressEvent, no_progress
 from ternaus_backend.training import distributed as ddp
 from ternaus_backend.training.dataset import (
@@ -94,7 +99,7 @@ class TrainConfig(BaseModel):
     seed: int = 0
     device: str = "auto"
     num_workers: int = Field(0, ge=0)
-    amp: bool = True  # mixed precision, used on CUDA only
+    amp: bool = True  # mixed precision: float16 on CUDA, bf16 on a CPU with native bf16
     resume: bool = False
     #: Replace an existing ``out`` (otherwise refused; a resumed run continues its own ``out``).
     overwrite: bool = False
@@ -143,6 +148,18 @@ class TrainResult:
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
     crops_per_s: float = 0.0
+
+
+def training_autocast_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
+    """The autocast type of the training forward pass: float16 on CUDA, bf16 on a CPU with native
+    bf16 units (emulated bf16 would be slower than float32), ``None`` (float32) otherwise."""
+    if not amp:
+        return None
+    if device.type == "cuda":
+        return torch.float16
+    if device.type == "cpu" and cpu_has_native_bf16():
+        return torch.bfloat16
+    return None
 
 
 def checkpoint_path(out: Path) -> Path:
@@ -387,6 +404,8 @@ def train(
     if resampled and ckpt is None:
         notes.append(f"resampled to {meta.resolution_m} m: {', '.join(resampled)}")
     model.metadata = meta
+    if device.type == "cpu":
+        to_pure_abn(model)
     model.to(device).train()
     net = ddp.wrap(model, ranks, device)  # what the steps run; ``model`` is validated and saved
 
@@ -412,8 +431,10 @@ def train(
     )
     total_steps = config.epochs * config.steps_per_epoch
     schedule = WarmupCosine(int(config.warmup_fraction * total_steps), total_steps)
-    use_amp = device.type == "cuda" and config.amp
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    autocast_dtype = training_autocast_dtype(device, config.amp)
+    if autocast_dtype is not None:
+        log.info("mixed precision: %s autocast on %s", autocast_dtype, device.type)
+    scaler = torch.amp.GradScaler("cuda", enabled=autocast_dtype == torch.float16)
 
     start_epoch, best, history = 0, None, []
     if ckpt is None:
@@ -445,7 +466,9 @@ def train(
                 image = batch["image"].to(device, non_blocking=True)
                 target = batch["target"].to(device, non_blocking=True)
                 weight = batch["weight"].to(device, non_blocking=True)
-                with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                with torch.autocast(
+                    device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None
+                ):
                     logits = net(image)
                 loss = loss_fn(logits, target, weight)
                 loss_value = ddp.mean(loss, ranks)  # the global batch's loss, on every rank

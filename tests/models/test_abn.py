@@ -99,3 +99,31 @@ def test_inplace_abn_matches_abn_in_training_on_cpu() -> None:
         (inplace.bias.grad, pure.bias.grad),
     ):
         torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+
+
+@needs_inplace_abn
+def test_to_pure_abn_keeps_the_weights_and_the_output(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ternaus_backend.models.registry import create_model
+
+    monkeypatch.delenv("TERNAUS_PURE_ABN", raising=False)
+    torch.manual_seed(0)
+    model = create_model("resnet_light", in_channels=3).eval()
+    for module in model.modules():
+        if isinstance(module, abn_module.InPlaceABN):
+            _signed(module, seed=module.num_features)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        want = model(x.clone())
+
+    replaced = abn_module.to_pure_abn(model)
+
+    assert replaced > 0
+    assert not any(isinstance(m, abn_module.InPlaceABN) for m in model.modules())
+    after = model.state_dict()
+    assert list(after) == list(before)
+    for key, value in before.items():
+        torch.testing.assert_close(after[key], value)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), want, atol=1e-4, rtol=1e-4)
+    assert abn_module.to_pure_abn(model) == 0  # nothing left to replace

@@ -35,3 +35,37 @@ def test_mean_mode_keeps_the_response_to_equal_bands() -> None:
     widened = state["conv1.conv1.weight"]
     assert widened.shape == (16, 5, 3, 3)
     torch.testing.assert_close(widened.sum(1), weight.sum(1))
+
+
+def test_growing_resnet_light_deeper_keeps_the_function(random_bn) -> None:
+    from ternaus_backend.models.adapt import grow_deeper
+
+    torch.manual_seed(0)
+    shallow = random_bn(create_model("resnet_light", in_channels=3)).eval()
+    deep = create_model("resnet_light_deep", in_channels=3).eval()
+    new_blocks = grow_deeper(deep, shallow.state_dict())
+
+    assert new_blocks == ["conv4.block3", "conv4.block4", "conv5.block2", "conv5.block3"]
+    assert sum(p.numel() for p in deep.parameters()) > 1.5 * sum(
+        p.numel() for p in shallow.parameters()
+    )
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(deep(x), shallow(x), atol=1e-5, rtol=1e-5)
+    # The new blocks learn: their last convolution gets a gradient.
+    deep.train()
+    deep(x).square().mean().backward()
+    assert deep.conv5.block3.convs.conv2.weight.grad.abs().sum() > 0
+
+
+def test_growing_refuses_weights_of_another_shape() -> None:
+    import pytest
+
+    from ternaus_backend.errors import ModelError
+    from ternaus_backend.models.adapt import grow_deeper
+
+    with torch.device("meta"):
+        eleven_bands = create_model("resnet_light", in_channels=11).state_dict()
+    deep = create_model("resnet_light_deep", in_channels=3)
+    with pytest.raises(ModelError, match="conv1.conv1.weight"):
+        grow_deeper(deep, eleven_bands)

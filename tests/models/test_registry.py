@@ -13,7 +13,7 @@ from ternaus_backend.models.ternausnetv2 import TernausNetV2
 
 
 def test_encoders_registered() -> None:
-    assert {"wrn38", "resnet_light"} <= set(ENCODERS)
+    assert {"wrn38", "resnet_light", "resnet_light_deep"} <= set(ENCODERS)
 
 
 def test_unknown_encoder_lists_the_options() -> None:

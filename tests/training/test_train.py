@@ -14,6 +14,7 @@ from ternaus_backend.models import create_model, load_model, save_model, spacene
 from ternaus_backend.pipeline.extract import extract
 from ternaus_backend.progress import CancelToken, ProgressEvent
 from ternaus_backend.synthetic import make_scene
+from ternaus_backend.training import loop as loop_module
 from ternaus_backend.training.command import add_train_parser, run_train
 from ternaus_backend.training.dataset import TrainingSource
 from ternaus_backend.training.finetune import build_model, first_conv
@@ -22,6 +23,7 @@ from ternaus_backend.training.loop import (
     WarmupCosine,
     checkpoint_path,
     train,
+    training_autocast_dtype,
     unvalidated_path,
 )
 
@@ -85,6 +87,33 @@ def test_training_lowers_the_loss_and_the_model_extracts(scene, tmp_path: Path) 
     assert extracted.path.exists()
 
 
+def test_autocast_type_follows_the_device_and_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(loop_module, "cpu_has_native_bf16", lambda: True)
+    assert training_autocast_dtype(cpu, amp=True) == torch.bfloat16
+    assert training_autocast_dtype(cpu, amp=False) is None
+    assert training_autocast_dtype(torch.device("cuda"), amp=True) == torch.float16
+    monkeypatch.setattr(loop_module, "cpu_has_native_bf16", lambda: False)
+    assert training_autocast_dtype(cpu, amp=True) is None  # emulated bf16 is slower
+
+
+def test_bf16_training_on_a_cpu_lowers_the_loss_and_saves_the_usual_weights(
+    scene, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(loop_module, "cpu_has_native_bf16", lambda: True)
+    out = tmp_path / "bf16.safetensors"
+    rec = Recorder()
+    with caplog.at_level("INFO", logger=loop_module.log.name):
+        train(_config(scene, out, epochs=2, steps_per_epoch=8), progress=rec)
+    assert "bfloat16 autocast on cpu" in caplog.text
+    losses = [e.info["loss"] for e in rec.steps()]
+    assert np.mean(losses[-3:]) < np.mean(losses[:3])
+    model = load_model(out)  # the pure ABN's weights load into the usual network
+    reference = create_model("resnet_light", in_channels=3)
+    assert list(model.state_dict()) == list(reference.state_dict())
+    assert all(v.dtype == torch.float32 for v in model.state_dict().values())
+
+
 def test_training_reads_at_the_asked_or_the_init_models_resolution(tmp_path: Path) -> None:
     fine = make_scene(tmp_path / "fine", seed=5, size_px=192, resolution_m=0.25, with_ms=False)
     sources = [TrainingSource(rgb=fine.rgb, labels=fine.labels)]
@@ -118,6 +147,31 @@ def test_scaling_is_auto_for_a_new_model_and_can_be_changed_when_fine_tuning(
     kept = tmp_path / "kept.safetensors"
     train(TrainConfig(sources=sources, out=kept, init=tuned, **quick))
     assert load_model(kept).metadata.normalization.rgb.method == "percentile"
+
+
+def test_fine_tuning_grows_resnet_light_into_resnet_light_deep(scene, tmp_path: Path) -> None:
+    small = tmp_path / "small.safetensors"
+    quick = dict(TINY, steps_per_epoch=1, batch_size=2, epochs=1)
+    sources = [TrainingSource(rgb=scene.rgb, labels=scene.labels)]
+    train(TrainConfig(sources=sources, out=small, **quick))
+    deep = tmp_path / "deep.safetensors"
+    result = train(
+        TrainConfig(sources=sources, out=deep, init=small, encoder="resnet_light_deep", **quick)
+    )
+    assert any("grew resnet_light into resnet_light_deep" in note for note in result.notes)
+    model = load_model(deep)
+    assert model.metadata.encoder == model.encoder_name == "resnet_light_deep"
+    assert len(model.conv5) == 3
+    with pytest.raises(InputError, match="grow resnet_light into resnet_light_deep"):
+        train(
+            TrainConfig(
+                sources=sources,
+                out=tmp_path / "w.safetensors",
+                init=small,
+                encoder="wrn38",
+                **quick,
+            )
+        )
 
 
 def test_fine_tuning_an_11_band_model_on_rgb(scene, tmp_path: Path) -> None:
