@@ -344,10 +344,57 @@ def train(
         create_folder=True,
     )
     ckpt_path = checkpoint_path(out)
-    band_names = _band_names(config.sources)
-
     ckpt = _load_checkpoint(ckpt_path) if config.resume else None
-    init_provenance: dict[str, str] | None = None
+    model, meta, notes, init_provenance = _network(config, ckpt, ckpt_path, out)
+    sources = _read_sources(config, meta, progress, cancel)
+    resampled = [s.name for s in sources if s.resampled]
+    if resampled and ckpt is None:
+        notes.append(f"resampled to {meta.resolution_m} m: {', '.join(resampled)}")
+    model.metadata = meta
+    if device.type == "cpu":
+        to_pure_abn(model)  # faster on a CPU, and it runs under bf16 autocast
+    model.to(device).train()
+
+    dataset = CropDataset(
+        sources,
+        config.crop_px,
+        config.steps_per_epoch * config.batch_size,
+        seed=config.seed,
+        positive_fraction=config.positive_fraction,
+    )
+    loader = DataLoader(
+        dataset,
+        batch_size=ddp.rank_batch(config.batch_size, ranks),
+        sampler=ddp.sampler(dataset, ranks),
+        shuffle=False,
+        drop_last=True,
+        num_workers=config.num_workers,
+        pin_memory=device.type == "cuda",
+    )
+    steps = _Steps.create(config, model, device, ckpt)
+    run = _Run(
+        config, model, meta, sources, notes, init_provenance, out, ckpt_path, progress, started
+    )
+    if ckpt is not None:
+        _set_rng_state(ckpt["rng"])
+        run.best, run.history = ckpt.get("best"), list(ckpt["history"])
+        run.epochs_done = int(ckpt["epoch"])
+    epochs = _Epochs(
+        config, run, steps, ddp.wrap(model, ranks, device), dataset, loader, ranks, device
+    )
+    try:
+        epochs.train_all(progress, cancel)
+    except CancelledError as exc:
+        raise _cancelled(run, out, epochs.crops_per_s) from exc
+    return run.result("completed", epochs.crops_per_s)
+
+
+def _network(
+    config: TrainConfig, ckpt: dict[str, Any] | None, ckpt_path: Path, out: Path
+) -> tuple[nn.Module, ModelMetadata, list[str], dict[str, str] | None]:
+    """The network to train, its metadata, notes and the init model's provenance: from the
+    checkpoint when resuming, else new or from ``config.init``."""
+    band_names = _band_names(config.sources)
     if ckpt is not None:
         from ternaus_backend.models.registry import create_model_from_metadata
 
@@ -373,17 +420,22 @@ def train(
                 f"ground resolution {meta.resolution_m} m (the median pixel size of the "
                 "training rasters)"
             )
-        if config.init is not None:
-            init_provenance = dict(meta.provenance)
+        init_provenance = dict(meta.provenance) if config.init is not None else None
         if config.scaling is not None:
             meta.normalization = with_scaling(meta.normalization, config.scaling)
         if config.name:
             meta.name = config.name
     for note in notes:
         log.info(note)
+    return model, meta, notes, init_provenance
 
+
+def _read_sources(
+    config: TrainConfig, meta: ModelMetadata, progress: ProgressCallback, cancel: CancelToken
+) -> list[PreparedSource]:
+    """The training rasters read at the model's resolution, with targets and areas."""
     try:
-        sources = prepare_sources(
+        return prepare_sources(
             config.sources,
             meta.normalization,
             val_fraction=config.val_fraction,
@@ -400,185 +452,220 @@ def train(
             "Training was cancelled while reading the training data; nothing was written "
             "(earlier models and checkpoints are unchanged)."
         ) from exc
-    resampled = [s.name for s in sources if s.resampled]
-    if resampled and ckpt is None:
-        notes.append(f"resampled to {meta.resolution_m} m: {', '.join(resampled)}")
-    model.metadata = meta
-    if device.type == "cpu":
-        to_pure_abn(model)
-    model.to(device).train()
-    net = ddp.wrap(model, ranks, device)  # what the steps run; ``model`` is validated and saved
 
-    dataset = CropDataset(
-        sources,
-        config.crop_px,
-        config.steps_per_epoch * config.batch_size,
-        seed=config.seed,
-        positive_fraction=config.positive_fraction,
-    )
-    loader = DataLoader(
-        dataset,
-        batch_size=ddp.rank_batch(config.batch_size, ranks),
-        sampler=ddp.sampler(dataset, ranks),
-        shuffle=False,
-        drop_last=True,
-        num_workers=config.num_workers,
-        pin_memory=device.type == "cuda",
-    )
-    loss_fn = BceJaccardLoss(config.jaccard_weight)
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
-    )
-    total_steps = config.epochs * config.steps_per_epoch
-    schedule = WarmupCosine(int(config.warmup_fraction * total_steps), total_steps)
-    autocast_dtype = training_autocast_dtype(device, config.amp)
-    if autocast_dtype is not None:
-        log.info("mixed precision: %s autocast on %s", autocast_dtype, device.type)
-    scaler = torch.amp.GradScaler("cuda", enabled=autocast_dtype == torch.float16)
 
-    start_epoch, best, history = 0, None, []
-    if ckpt is None:
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    else:
-        optimizer.load_state_dict(ckpt["optimizer"])  # holds each group's initial_lr
-        scheduler = _resumed_scheduler(optimizer, schedule, int(ckpt["scheduler"]["last_epoch"]))
-        if ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        _set_rng_state(ckpt["rng"])
-        start_epoch, best, history = int(ckpt["epoch"]), ckpt.get("best"), list(ckpt["history"])
+@dataclass
+class _Steps:
+    """One optimiser step: loss, AdamW, warm-up/cosine schedule, gradient scaler, autocast."""
 
-    run = _Run(
-        config, model, meta, sources, notes, init_provenance, out, ckpt_path, progress, started
-    )
-    run.best, run.history, run.epochs_done = best, history, start_epoch
-    step_seconds: list[float] = []
-    val_seconds = 0.0
-    crops_per_s = 0.0
-    last_f1 = history[-1].get("val_f1") if history else None
-    try:
-        for epoch in range(start_epoch, config.epochs):
-            dataset.set_epoch(epoch)
-            model.train()
-            epoch_loss, epoch_start = 0.0, time.perf_counter()
-            tick = time.perf_counter()
-            for step, batch in enumerate(loader):
-                cancel.raise_if_cancelled()
-                image = batch["image"].to(device, non_blocking=True)
-                target = batch["target"].to(device, non_blocking=True)
-                weight = batch["weight"].to(device, non_blocking=True)
-                with torch.autocast(
-                    device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None
-                ):
-                    logits = net(image)
-                loss = loss_fn(logits, target, weight)
-                loss_value = ddp.mean(loss, ranks)  # the global batch's loss, on every rank
-                if not math.isfinite(loss_value):
-                    raise TernausError(
-                        "Training diverged (the loss is not finite); lower the learning rate "
-                        "(--lr) and train again.",
-                        details=f"epoch {epoch + 1}, step {step + 1}",
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                epoch_loss += loss_value
-                now = time.perf_counter()
-                step_seconds.append(now - tick)
-                tick = now
-                recent = step_seconds[-20:]
-                per_step = sum(recent) / len(recent)
-                crops_per_s = config.batch_size / per_step if per_step > 0 else 0.0
-                done = epoch * config.steps_per_epoch + step + 1
-                eta = per_step * (total_steps - done) + val_seconds * (config.epochs - epoch)
-                progress(
-                    ProgressEvent(
-                        "train",
-                        done,
-                        total_steps,
-                        {
-                            "phase": "step",
-                            "epoch": epoch + 1,
-                            "epochs": config.epochs,
-                            "step": step + 1,
-                            "steps": config.steps_per_epoch,
-                            "loss": epoch_loss / (step + 1),
-                            "lr": scheduler.get_last_lr()[0],
-                            "crops_per_s": crops_per_s,
-                            "eta_s": eta,
-                            "val_f1": last_f1,
-                        },
-                    )
-                )
-            train_seconds = time.perf_counter() - epoch_start
-            cancel.raise_if_cancelled()
-            if ranks.main:
-                t0 = time.perf_counter()
-                stats = validate(
-                    model, sources, meta, loss_fn, device, config.crop_px, config.batch_size, cancel
-                )
-                val_seconds = time.perf_counter() - t0
-                epoch_stats = EpochStats(
-                    epoch=epoch + 1,
-                    train_loss=epoch_loss / config.steps_per_epoch,
-                    val_loss=stats["val_loss"],
-                    val_iou=stats["val_iou"],
-                    val_f1=stats["val_f1"],
-                    val_tp=stats["val_tp"],
-                    val_fp=stats["val_fp"],
-                    val_fn=stats["val_fn"],
-                    seconds=train_seconds + val_seconds,
-                    crops_per_s=config.steps_per_epoch * config.batch_size / train_seconds,
-                )
-                last_f1 = epoch_stats.val_f1
-                run.end_epoch(epoch_stats)
-                run.save_checkpoint(optimizer, scheduler, scaler)
-                done = (epoch + 1) * config.steps_per_epoch
-                progress(
-                    ProgressEvent(
-                        "train",
-                        done,
-                        total_steps,
-                        {
-                            "phase": "validated",
-                            "epoch": epoch + 1,
-                            "epochs": config.epochs,
-                            "loss": epoch_stats.train_loss,
-                            "val_loss": epoch_stats.val_loss,
-                            "val_iou": epoch_stats.val_iou,
-                            "val_f1": epoch_stats.val_f1,
-                            "best": epoch_stats.best,
-                            "crops_per_s": epoch_stats.crops_per_s,
-                            "eta_s": (
-                                _mean_step(step_seconds) * (total_steps - done)
-                                + val_seconds * (config.epochs - epoch - 1)
-                            ),
-                        },
-                    )
-                )
-            ddp.barrier(ranks)
-    except CancelledError as exc:
-        result = run.cancelled(crops_per_s)
-        if run.unvalidated_saved is not None:
-            kept = f"; {out} was left unchanged" if run.unvalidated_saved != out else ""
-            message = (
-                "Training was cancelled before the first epoch finished; the current, unvalidated "
-                f"weights were saved to {run.unvalidated_saved}{kept}. No epoch finished, so "
-                "there is no checkpoint to resume from: train again to continue."
-            )
+    loss_fn: BceJaccardLoss
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    autocast_dtype: torch.dtype | None
+
+    @classmethod
+    def create(
+        cls, config: TrainConfig, model: nn.Module, device: torch.device, ckpt: dict | None
+    ) -> _Steps:
+        """Fresh, or restored from the checkpoint (the schedule is this run's, see
+        :func:`_resumed_scheduler`)."""
+        autocast_dtype = training_autocast_dtype(device, config.amp)
+        if autocast_dtype is not None:
+            log.info("mixed precision: %s autocast on %s", autocast_dtype, device.type)
+        scaler = torch.amp.GradScaler("cuda", enabled=autocast_dtype == torch.float16)
+        optimizer = torch.optim.AdamW(
+            model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        )
+        total_steps = config.epochs * config.steps_per_epoch
+        schedule = WarmupCosine(int(config.warmup_fraction * total_steps), total_steps)
+        if ckpt is None:
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         else:
-            where = f"kept in {result.model_path}" if result.model_path else "not saved"
-            message = (
-                f"Training was cancelled after {result.epochs_completed} epoch(s); the best model "
-                f"so far is {where}. Resume with --resume."
+            optimizer.load_state_dict(ckpt["optimizer"])  # holds each group's initial_lr
+            last = int(ckpt["scheduler"]["last_epoch"])
+            scheduler = _resumed_scheduler(optimizer, schedule, last)
+            if ckpt.get("scaler"):
+                scaler.load_state_dict(ckpt["scaler"])
+        loss_fn = BceJaccardLoss(config.jaccard_weight)
+        return cls(loss_fn, optimizer, scheduler, scaler, autocast_dtype)
+
+    def take(
+        self,
+        net: nn.Module,
+        model: nn.Module,
+        batch: dict[str, torch.Tensor],
+        device: torch.device,
+        ranks: ddp.Ranks,
+        where: str,
+    ) -> float:
+        """One step on ``batch``; returns the global batch's loss (the same on every rank)."""
+        image = batch["image"].to(device, non_blocking=True)
+        target = batch["target"].to(device, non_blocking=True)
+        weight = batch["weight"].to(device, non_blocking=True)
+        dtype = self.autocast_dtype
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            logits = net(image)
+        loss = self.loss_fn(logits, target, weight)
+        loss_value = ddp.mean(loss, ranks)
+        if not math.isfinite(loss_value):
+            raise TernausError(
+                "Training diverged (the loss is not finite); lower the learning rate (--lr) and "
+                "train again.",
+                details=where,
             )
-        error = CancelledError(message, details="; ".join(result.notes))
-        error.result = result  # type: ignore[attr-defined]
-        raise error from exc
-    return run.result("completed", crops_per_s)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return loss_value
+
+
+class _Epochs:
+    """The epochs of a run: training steps with progress, then validation and a checkpoint."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        run: _Run,
+        steps: _Steps,
+        net: nn.Module,
+        dataset: CropDataset,
+        loader: DataLoader,
+        ranks: ddp.Ranks,
+        device: torch.device,
+    ) -> None:
+        self.config, self.run, self.steps, self.net = config, run, steps, net
+        self.dataset, self.loader, self.ranks, self.device = dataset, loader, ranks, device
+        self.total_steps = config.epochs * config.steps_per_epoch
+        self.step_seconds: list[float] = []
+        self.val_seconds = 0.0
+        self.crops_per_s = 0.0
+        history = run.history
+        self.last_f1 = history[-1].get("val_f1") if history else None
+
+    def train_all(self, progress: ProgressCallback, cancel: CancelToken) -> None:
+        """The epochs left, from the checkpoint's (or the first)."""
+        for epoch in range(self.run.epochs_done, self.config.epochs):
+            self.dataset.set_epoch(epoch)
+            train_loss, train_seconds = self._train(epoch, progress, cancel)
+            cancel.raise_if_cancelled()
+            if self.ranks.main:
+                self._validate(epoch, train_loss, train_seconds, progress, cancel)
+            ddp.barrier(self.ranks)
+
+    def _train(
+        self, epoch: int, progress: ProgressCallback, cancel: CancelToken
+    ) -> tuple[float, float]:
+        """One epoch of steps; returns the mean loss and the seconds it took."""
+        config, model = self.config, self.run.model
+        model.train()
+        epoch_loss, epoch_start = 0.0, time.perf_counter()
+        tick = epoch_start
+        for step, batch in enumerate(self.loader):
+            cancel.raise_if_cancelled()
+            where = f"epoch {epoch + 1}, step {step + 1}"
+            epoch_loss += self.steps.take(self.net, model, batch, self.device, self.ranks, where)
+            now = time.perf_counter()
+            self.step_seconds.append(now - tick)
+            tick = now
+            per_step = _mean_step(self.step_seconds)
+            self.crops_per_s = config.batch_size / per_step if per_step > 0 else 0.0
+            done = epoch * config.steps_per_epoch + step + 1
+            eta = per_step * (self.total_steps - done) + self.val_seconds * (config.epochs - epoch)
+            info = {
+                "phase": "step",
+                "epoch": epoch + 1,
+                "epochs": config.epochs,
+                "step": step + 1,
+                "steps": config.steps_per_epoch,
+                "loss": epoch_loss / (step + 1),
+                "lr": self.steps.scheduler.get_last_lr()[0],
+                "crops_per_s": self.crops_per_s,
+                "eta_s": eta,
+                "val_f1": self.last_f1,
+            }
+            progress(ProgressEvent("train", done, self.total_steps, info))
+        return epoch_loss / config.steps_per_epoch, time.perf_counter() - epoch_start
+
+    def _validate(
+        self,
+        epoch: int,
+        train_loss: float,
+        train_seconds: float,
+        progress: ProgressCallback,
+        cancel: CancelToken,
+    ) -> None:
+        """Validation, the best model and the checkpoint after an epoch (rank 0)."""
+        config, run = self.config, self.run
+        t0 = time.perf_counter()
+        stats = validate(
+            run.model,
+            run.sources,
+            run.meta,
+            self.steps.loss_fn,
+            self.device,
+            config.crop_px,
+            config.batch_size,
+            cancel,
+        )
+        self.val_seconds = time.perf_counter() - t0
+        epoch_stats = EpochStats(
+            epoch=epoch + 1,
+            train_loss=train_loss,
+            val_loss=stats["val_loss"],
+            val_iou=stats["val_iou"],
+            val_f1=stats["val_f1"],
+            val_tp=stats["val_tp"],
+            val_fp=stats["val_fp"],
+            val_fn=stats["val_fn"],
+            seconds=train_seconds + self.val_seconds,
+            crops_per_s=config.steps_per_epoch * config.batch_size / train_seconds,
+        )
+        self.last_f1 = epoch_stats.val_f1
+        run.end_epoch(epoch_stats)
+        run.save_checkpoint(self.steps.optimizer, self.steps.scheduler, self.steps.scaler)
+        done = (epoch + 1) * config.steps_per_epoch
+        eta = _mean_step(self.step_seconds) * (self.total_steps - done) + self.val_seconds * (
+            config.epochs - epoch - 1
+        )
+        info = {
+            "phase": "validated",
+            "epoch": epoch + 1,
+            "epochs": config.epochs,
+            "loss": epoch_stats.train_loss,
+            "val_loss": epoch_stats.val_loss,
+            "val_iou": epoch_stats.val_iou,
+            "val_f1": epoch_stats.val_f1,
+            "best": epoch_stats.best,
+            "crops_per_s": epoch_stats.crops_per_s,
+            "eta_s": eta,
+        }
+        progress(ProgressEvent("train", done, self.total_steps, info))
+
+
+def _cancelled(run: _Run, out: Path, crops_per_s: float) -> CancelledError:
+    """The error a cancelled run raises, carrying its :class:`TrainResult` (``.result``)."""
+    result = run.cancelled(crops_per_s)
+    if run.unvalidated_saved is not None:
+        kept = f"; {out} was left unchanged" if run.unvalidated_saved != out else ""
+        message = (
+            "Training was cancelled before the first epoch finished; the current, unvalidated "
+            f"weights were saved to {run.unvalidated_saved}{kept}. No epoch finished, so "
+            "there is no checkpoint to resume from: train again to continue."
+        )
+    else:
+        where = f"kept in {result.model_path}" if result.model_path else "not saved"
+        message = (
+            f"Training was cancelled after {result.epochs_completed} epoch(s); the best model "
+            f"so far is {where}. Resume with --resume."
+        )
+    error = CancelledError(message, details="; ".join(result.notes))
+    error.result = result  # type: ignore[attr-defined]
+    return error
 
 
 def _check_resume_resolution(config: TrainConfig, meta: ModelMetadata, ckpt_path: Path) -> None:
