@@ -76,6 +76,7 @@ RIO_ID = "013022223130_Public_img"
 RIO_HELD_OUT = (56, 57, 61, 62)
 RIO_EMPTY_HELD_OUT = (61, 62)
 RIO_EMPTY_TRAINED = (58, 59, 60)
+RIO_TRAINED = (50, 51, 52, 53, 54, 55)
 #: Share of the Banepa chips (whole columns, easternmost first) kept for validation.
 BANEPA_VAL_SHARE = 0.25
 #: Polygons smaller than this after clipping to an area are ignored (square metres).
@@ -327,6 +328,39 @@ def rio_areas(data: Path = DATA) -> list[Area]:
         areas.append(
             Area(f"rio:img{number}", raster, truth, box(*bounds), crs, building_free=not truth)
         )
+    return areas
+
+
+def training_areas(work: Path, data: Path = DATA, val_dir: Path = VAL_AREAS) -> list[Area]:
+    """Where the default model was trained, for tuning its thresholds (never the held-out
+    areas): each OAM mosaic's AOI minus its validation area, the Banepa training chips, and the
+    Rio tiles img50-55 with buildings."""
+    areas = []
+    folder = data / "hotosm_oam"
+    for name in OAM_AREAS:
+        raster, truth = folder / f"{name}_rgb.tif", folder / f"{name}_buildings.geojson"
+        if not raster.exists():
+            continue
+        with rasterio.open(raster) as ds:
+            crs, bounds = ds.crs, ds.bounds
+        aoi = shapely.union_all(read_polygons(folder / f"{name}_aoi.geojson", dst_crs=crs))
+        val = shapely.union_all(read_polygons(val_dir / f"{name}_val.geojson", dst_crs=crs))
+        region = aoi.intersection(box(*bounds)).difference(val)
+        truth_polys = read_polygons(truth, dst_crs=crs)
+        areas.append(Area(f"oam-train:{name}", raster, truth_polys, region, crs))
+    chips = banepa_train_chips(folder / "banepa_chips")
+    if chips:
+        raster, region = write_chip_mosaic(chips, work / "banepa_train_mosaic.tif")
+        truth_polys = read_polygons(folder / "banepa_buildings.geojson", dst_crs="EPSG:3857")
+        areas.append(Area("banepa_chips:train", raster, truth_polys, region, "EPSG:3857"))
+    rio = data / "spacenet1_rio"
+    for number in RIO_TRAINED if rio.exists() else ():
+        raster = rio / "images" / f"3band_{RIO_ID}{number}.tif"
+        truth_path = rio / "derived_polygons" / f"{RIO_ID}{number}_mask_components.geojson"
+        with rasterio.open(raster) as ds:
+            crs, bounds = ds.crs, ds.bounds
+        truth_polys = read_polygons(truth_path, dst_crs=crs)
+        areas.append(Area(f"rio-train:img{number}", raster, truth_polys, box(*bounds), crs))
     return areas
 
 

@@ -70,3 +70,24 @@ def test_the_table_puts_models_side_by_side():
     assert "| Rio | pixel IoU | 0.500 | n/a |" in table
     assert "|  | building F1 | 0.750 | n/a |" in table
     assert "| Rio empty | false positives | 2 | n/a |" in table
+
+
+def test_training_areas_never_touch_the_held_out_areas(tmp_path):
+    import shapely
+
+    from scripts.eval_real import DATA, RIO_HELD_OUT, oam_areas, training_areas
+
+    if not (DATA / "hotosm_oam").exists():
+        pytest.skip("shared OAM data not present")
+    areas = training_areas(tmp_path)
+    names = [a.name for a in areas]
+    assert sum(n.startswith("oam-train:") for n in names) == 4
+    assert "banepa_chips:train" in names
+    assert not {f"rio-train:img{n}" for n in RIO_HELD_OUT} & set(names)
+    held_out = {a.name.split(":")[1]: a.region for a in oam_areas()}
+    for area in areas:
+        if area.name.startswith("oam-train:"):
+            region = held_out[area.name.split(":")[1]]
+            assert area.region.area > 0.5 * region.area  # the rest of the AOI ...
+            assert area.region.intersection(region).area < 1e-6 * region.area  # ... never val
+            assert shapely.is_valid(area.region)

@@ -47,11 +47,24 @@ class Normalization(BaseModel):
 
 
 class Thresholds(BaseModel):
-    """Turning the two probability maps into building instances."""
+    """Turning the two probability maps into building instances.
+
+    A building is seeded where the body probability is above ``body`` and the touching-border
+    probability below ``border``; it then extends over the connected pixels whose body
+    probability is above ``extent`` (``None``: ``body``), split between seeds by a watershed.
+    A lower ``extent`` keeps the confident seeds of a high ``body`` threshold (no false
+    buildings from faint blobs) while outlines reach the roof edges, where the network is less
+    sure.
+    """
 
     body: float = 0.5
     border: float = 0.5
     min_area_px: int = 20
+    extent: float | None = None
+
+    def extent_level(self) -> float:
+        """The body probability above which a seeded building extends (at most ``body``)."""
+        return self.body if self.extent is None else min(self.extent, self.body)
 
 
 class ModelMetadata(BaseModel):

@@ -1,10 +1,11 @@
 """Building instances from the stitched probability maps, in blocks with a halo.
 
-Per block: mask = body > t_body; seeds = mask and border < t_border (4-connected components);
-watershed of the mask from the seeds (8-connectivity) restricted to the mask; instances smaller
-than ``min_area_px`` dropped (the authors' rule). Blocks are read with a halo; an instance belongs
-to the block whose core holds the top-left corner of its bounding box, and is emitted only from
-there, so a building on a block seam is one instance. Instances must fit in the halo to be whole;
+Per block: seeds = body > t_body and border < t_border (4-connected components); mask = body >
+t_extent (t_extent <= t_body, by default equal); watershed of the mask from the seeds
+(8-connectivity) restricted to the mask, parts of the mask without a seed dropped; instances with
+fewer than ``min_area_px`` pixels above t_body dropped (the authors' rule when t_extent = t_body).
+Blocks are read with a halo; an instance belongs to the block whose core holds the top-left corner
+of its bounding box, and is emitted only from there, so a building on a block seam is one instance. Instances must fit in the halo to be whole;
 larger ones are emitted clipped (and counted in ``clipped``).
 """
 
@@ -30,8 +31,10 @@ def label_instances(body: np.ndarray, border: np.ndarray, thresholds: Thresholds
     with one seed is that seed's instance and a part with none is dropped, exactly as the watershed
     would decide, so the watershed runs on the crowded parts alone.
     """
-    mask = body > _level(thresholds.body, body.dtype)
-    seeds = mask & (border < _level(thresholds.border, border.dtype))
+    confident = body > _level(thresholds.body, body.dtype)
+    seeds = confident & (border < _level(thresholds.border, border.dtype))
+    extent = thresholds.extent_level()
+    mask = confident if extent >= thresholds.body else body > _level(extent, body.dtype)
     markers, _ = ndimage.label(seeds)  # 4-connected, numbered in raster order
     parts, count = ndimage.label(mask, structure=np.ones((3, 3), bool))
     if count == 0:
@@ -47,7 +50,9 @@ def label_instances(body: np.ndarray, border: np.ndarray, thresholds: Thresholds
     if crowded.any():
         _split_in_one_box(labels, markers, crowded)
     if thresholds.min_area_px > 1 and labels.max() > 0:
-        sizes = np.bincount(labels.ravel())
+        # Which buildings exist is decided by their confident pixels; the extent only widens them.
+        sizes = np.bincount(labels[confident] if mask is not confident else labels.ravel())
+        sizes = np.pad(sizes, (0, max(0, int(labels.max()) + 1 - sizes.size)))
         small = sizes < thresholds.min_area_px
         small[0] = False
         labels[small[labels]] = 0

@@ -11,11 +11,12 @@ from ternaus_backend.pipeline.instances import label_instances
 
 
 def reference_labels(body, border, t: Thresholds) -> np.ndarray:
-    """The authors' rule written out plainly: watershed of the whole mask from all seeds."""
-    mask = body > t.body
-    markers = label(mask & (border < t.border), connectivity=1)
+    """The authors' rule written out plainly: watershed of the whole mask from all seeds (the
+    mask at the extent threshold, which is the body threshold unless set lower)."""
+    mask = body > t.extent_level()
+    markers = label((body > t.body) & (border < t.border), connectivity=1)
     labels = watershed(mask.astype(np.uint8), markers, mask=mask, connectivity=2)
-    sizes = np.bincount(labels.ravel())
+    sizes = np.bincount(labels[body > t.body], minlength=labels.max() + 1)  # confident pixels
     small = sizes < t.min_area_px
     small[0] = False
     labels[small[labels]] = 0
@@ -41,12 +42,15 @@ def test_fast_path_gives_the_same_labels_as_the_plain_watershed():
     body = (body - body.min()) / (body.max() - body.min())
     border = ndimage.gaussian_filter(rng.random((200, 240)), 2)
     border = (border - border.min()) / (border.max() - border.min())
-    t = Thresholds(body=0.5, border=0.55, min_area_px=20)
-    ours, ref = label_instances(body, border, t), reference_labels(body, border, t)
-    assert ref.max() > 10
-    # Same partition (ids may be numbered alike, but compare as partitions to be safe).
-    pairs = set(zip(ours.ravel().tolist(), ref.ravel().tolist(), strict=True))
-    assert len(pairs) == len(np.unique(ours)) == len(np.unique(ref))
+    for t in (
+        Thresholds(body=0.5, border=0.55, min_area_px=20),
+        Thresholds(body=0.6, border=0.55, min_area_px=20, extent=0.4),
+    ):
+        ours, ref = label_instances(body, border, t), reference_labels(body, border, t)
+        assert ref.max() > 10
+        # Same partition (ids may be numbered alike, but compare as partitions to be safe).
+        pairs = set(zip(ours.ravel().tolist(), ref.ravel().tolist(), strict=True))
+        assert len(pairs) == len(np.unique(ours)) == len(np.unique(ref))
 
 
 def test_seedless_and_small_parts_are_dropped():
@@ -69,3 +73,27 @@ def test_thresholds_on_the_stored_bytes_equal_thresholds_on_probabilities():
             body_bytes.astype(np.float32) / 255.0, border_bytes.astype(np.float32) / 255.0, t
         )
         np.testing.assert_array_equal(from_bytes, from_floats)
+
+
+def test_a_lower_extent_reaches_the_roof_edge_and_keeps_faint_blobs_out():
+    body = np.zeros((40, 80))
+    body[5:35, 5:35] = 0.6  # a roof whose edge the network is less sure of ...
+    body[10:30, 10:30] = 0.9  # ... around a confident core
+    body[5:35, 45:75] = 0.6  # a faint blob without a confident core
+    border = np.zeros_like(body)
+    core_only = label_instances(body, border, Thresholds(body=0.8, min_area_px=20))
+    to_edge = label_instances(body, border, Thresholds(body=0.8, min_area_px=20, extent=0.5))
+    assert core_only.max() == to_edge.max() == 1  # one building; the faint blob is no building
+    assert (core_only > 0).sum() == 20 * 20
+    assert (to_edge > 0).sum() == 30 * 30
+    assert not to_edge[:, 40:].any()
+    # Whether a building exists is decided by its confident pixels: a 20 x 20 core passes a
+    # minimum of 400 px, whatever the extent, and fails 401 with or without the wider outline.
+    for extent in (None, 0.5):
+        kept = Thresholds(body=0.8, min_area_px=400, extent=extent)
+        dropped = Thresholds(body=0.8, min_area_px=401, extent=extent)
+        assert label_instances(body, border, kept).max() == 1
+        assert label_instances(body, border, dropped).max() == 0
+    # An extent above the body threshold changes nothing.
+    high = label_instances(body, border, Thresholds(body=0.8, min_area_px=20, extent=0.95))
+    np.testing.assert_array_equal(high, core_only)
