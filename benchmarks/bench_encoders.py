@@ -35,6 +35,7 @@ def main() -> None:
         "wrn38": ("wrn38", None),
         "resnet_light": ("resnet_light", None),
         "resnet_light nf=8": ("resnet_light", 8),
+        "resnet_light_deep": ("resnet_light_deep", None),
     }
     models = {
         name: create_model(encoder, in_channels=11, num_filters=nf).eval()
