@@ -48,7 +48,7 @@ def label_instances(body: np.ndarray, border: np.ndarray, thresholds: Thresholds
     labels = part_seed[parts]
     crowded = (seeds_per_part > 1)[parts]  # a bool gather, not an int64 one
     if crowded.any():
-        _split_in_one_box(labels, markers, crowded)
+        _split_in_one_box(labels, markers, crowded, border)
     if thresholds.min_area_px > 1 and labels.max() > 0:
         # Which buildings exist is decided by their confident pixels; the extent only widens them.
         sizes = np.bincount(labels[confident] if mask is not confident else labels.ravel())
@@ -59,13 +59,16 @@ def label_instances(body: np.ndarray, border: np.ndarray, thresholds: Thresholds
     return labels.astype(np.int32, copy=False)
 
 
-def _split_in_one_box(labels: np.ndarray, markers: np.ndarray, crowded: np.ndarray) -> None:
-    """Watershed of the ``crowded`` pixels from their seeds (8-connected), written into
-    ``labels``, over the bounding box of ``crowded`` only."""
+def _split_in_one_box(
+    labels: np.ndarray, markers: np.ndarray, crowded: np.ndarray, border: np.ndarray
+) -> None:
+    """Watershed of the ``crowded`` pixels from their seeds (8-connected) over the
+    touching-border probability, written into ``labels``, over the bounding box of ``crowded``
+    only: neighbours meet on the ridge of the border map, where the network drew the wall."""
     rows, cols = np.nonzero(crowded)
     box = np.s_[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
     region = crowded[box]
-    split = watershed(region.astype(np.uint8), markers[box], mask=region, connectivity=2)
+    split = watershed(border[box], markers[box], mask=region, connectivity=2)
     labels[box][region] = split[region]
 
 

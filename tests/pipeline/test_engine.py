@@ -39,6 +39,12 @@ def test_cpu_plan_is_batch_one_and_large_tiles_in_bf16_only_where_the_cpu_has_it
     assert plan_device(CPU, "resnet_light", 512).precision == "bfloat16"
 
 
+def test_an_encoder_that_sees_further_gets_a_wider_seam_guard_and_the_same_step():
+    light, deep = plan_device(CPU, "resnet_light", 512), plan_device(CPU, "resnet_light_deep", 512)
+    assert (light.seam_guard_px, deep.seam_guard_px) == (128, 256)
+    assert deep.max_tile_px - deep.seam_guard_px == light.max_tile_px - light.seam_guard_px
+
+
 @pytest.mark.parametrize("precision", ["float16", "half", "int8"])
 def test_precisions_a_cpu_cannot_run_are_refused(precision):
     with pytest.raises(InputError, match="float32|precision"):
