@@ -55,7 +55,7 @@ def test_default_model_on_a_held_out_oam_validation_area(tmp_path):
     bounds = shapely.union_all(read_polygons(area)).bounds
     result = extract(rgb, tmp_path / "out.gpkg", bbox=bounds, bbox_crs="EPSG:4326")
     evaluation = evaluate_layers(result.path, OAM / "kampala_buildings.geojson", area_path=area)
-    # eval_real.py (clipping to the area) measures F1 0.51 here; stage 5 0.47, the first default 0.16.
+    # eval_real.py (clipping to the area) measures F1 0.51 here (stage 5: 0.47, first default 0.16).
     assert evaluation.scores.f1 > 0.25, evaluation.scores.to_dict()
 
 

@@ -2,11 +2,12 @@
 
 Per block: seeds = body > t_body and border < t_border (4-connected components); mask = body >
 t_extent (t_extent <= t_body, by default equal); watershed of the mask from the seeds
-(8-connectivity) restricted to the mask, parts of the mask without a seed dropped; instances with
-fewer than ``min_area_px`` pixels above t_body dropped (the authors' rule when t_extent = t_body).
-Blocks are read with a halo; an instance belongs to the block whose core holds the top-left corner
-of its bounding box, and is emitted only from there, so a building on a block seam is one instance. Instances must fit in the halo to be whole;
-larger ones are emitted clipped (and counted in ``clipped``).
+(8-connectivity) over the touching-border probability, restricted to the mask, parts of the mask
+without a seed dropped; instances with fewer than ``min_area_px`` pixels above t_body dropped (the
+authors' rule when t_extent = t_body). Blocks are read with a halo; an instance belongs to the
+block whose core holds the top-left corner of its bounding box, and is emitted only from there, so
+a building on a block seam is one instance. Instances must fit in the halo to be whole; larger
+ones are emitted clipped (and counted in ``clipped``).
 """
 
 from __future__ import annotations

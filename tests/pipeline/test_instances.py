@@ -11,11 +11,11 @@ from ternaus_backend.pipeline.instances import label_instances
 
 
 def reference_labels(body, border, t: Thresholds) -> np.ndarray:
-    """The authors' rule written out plainly: watershed of the whole mask from all seeds (the
-    mask at the extent threshold, which is the body threshold unless set lower)."""
+    """The rule written out plainly: watershed of the whole mask from all seeds over the border
+    probability (the mask at the extent threshold, the body threshold unless set lower)."""
     mask = body > t.extent_level()
     markers = label((body > t.body) & (border < t.border), connectivity=1)
-    labels = watershed(mask.astype(np.uint8), markers, mask=mask, connectivity=2)
+    labels = watershed(border, markers, mask=mask, connectivity=2)  # over the border map
     sizes = np.bincount(labels[body > t.body], minlength=labels.max() + 1)  # confident pixels
     small = sizes < t.min_area_px
     small[0] = False
@@ -97,3 +97,17 @@ def test_a_lower_extent_reaches_the_roof_edge_and_keeps_faint_blobs_out():
     # An extent above the body threshold changes nothing.
     high = label_instances(body, border, Thresholds(body=0.8, min_area_px=20, extent=0.95))
     np.testing.assert_array_equal(high, core_only)
+
+
+def test_touching_buildings_meet_on_the_ridge_of_the_border_map():
+    """The split follows the wall the network drew, not the midpoint between the seeds."""
+    body = np.full((20, 60), 0.9)
+    border = np.zeros_like(body)
+    # Seeds: columns 0-9 and 50-59. Between them a wide, unsure border band whose ridge (the
+    # wall) is at column 40, ten columns east of the midpoint between the seeds.
+    border[:, 10:41] = np.linspace(0.5, 0.9, 31)
+    border[:, 40:50] = np.linspace(0.9, 0.55, 10)
+    labels = label_instances(body, border, Thresholds(body=0.5, border=0.5, min_area_px=1))
+    assert labels.max() == 2
+    left, right = labels[10, 0], labels[10, 59]
+    assert (labels[:, :39] == left).all() and (labels[:, 42:] == right).all()
