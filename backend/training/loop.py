@@ -546,6 +546,9 @@ class _Epochs:
         self.crops_per_s = 0.0
         history = run.history
         self.last_f1 = history[-1].get("val_f1") if history else None
+        #: The last validated epoch's report, repeated in every step's report: a client that
+        #: polls only the latest report still sees every epoch it did not miss entirely.
+        self.last_validated: dict[str, Any] | None = None
 
     def train_all(self, progress: ProgressCallback, cancel: CancelToken) -> None:
         """The epochs left, from the checkpoint's (or the first)."""
@@ -587,6 +590,7 @@ class _Epochs:
                 "crops_per_s": self.crops_per_s,
                 "eta_s": eta,
                 "val_f1": self.last_f1,
+                "last_validated": self.last_validated,
             }
             progress(ProgressEvent("train", done, self.total_steps, info))
         return epoch_loss / config.steps_per_epoch, time.perf_counter() - epoch_start
@@ -644,6 +648,7 @@ class _Epochs:
             "crops_per_s": epoch_stats.crops_per_s,
             "eta_s": eta,
         }
+        self.last_validated = info
         progress(ProgressEvent("train", done, self.total_steps, info))
 
 

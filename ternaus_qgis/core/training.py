@@ -158,7 +158,9 @@ def run_training(
     curve: list[EpochPoint] = []
 
     def watch(polled: dict) -> None:
-        epoch = (polled.get("progress") or {}).get("info") or {}
+        info = (polled.get("progress") or {}).get("info") or {}
+        # A step's report repeats the last validated epoch: quick epochs are drawn live too.
+        epoch = info if info.get("phase") == "validated" else info.get("last_validated") or {}
         if epoch.get("phase") != "validated":
             return
         if curve and curve[-1].epoch == epoch.get("epoch"):

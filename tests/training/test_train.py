@@ -71,6 +71,10 @@ def test_training_lowers_the_loss_and_the_model_extracts(scene, tmp_path: Path) 
     assert {"epoch", "step", "loss", "eta_s", "crops_per_s"} <= set(info)
     validated = [e.info for e in rec.events if e.info.get("phase") == "validated"]
     assert len(validated) == 2 and all("val_f1" in v and "val_iou" in v for v in validated)
+    # Steps of epoch 2 repeat epoch 1's validation, for clients that poll the latest report.
+    second = [e.info for e in rec.steps() if e.info["epoch"] == 2]
+    assert second and all(s["last_validated"]["epoch"] == 1 for s in second)
+    assert rec.steps()[0].info["last_validated"] is None
     for v in validated:  # a real F1 through the extraction pipeline, never skipped
         assert isinstance(v["val_f1"], float) and 0.0 <= v["val_f1"] <= 1.0
     assert checkpoint_path(out).exists()
