@@ -119,6 +119,18 @@ def make_abn(channels: int) -> nn.Module:
     return ABN(channels)
 
 
+def activated_norms(model: nn.Module) -> list[tuple[nn.Module, str, nn.Module]]:
+    """(parent, attribute, module) of every activated batch norm (ABN or In-Place ABN) in
+    ``model``: what to swap for another form."""
+    kinds = (ABN,) if InPlaceABN is None else (ABN, InPlaceABN)
+    return [
+        (parent, name, child)
+        for parent in model.modules()
+        for name, child in parent.named_children()
+        if isinstance(child, kinds)
+    ]
+
+
 def to_pure_abn(model: nn.Module) -> int:
     """Replace every In-Place ABN of ``model`` by :class:`ABN` sharing its parameters and running
     statistics (the ``state_dict`` keys stay the same); returns how many were replaced.
@@ -126,18 +138,16 @@ def to_pure_abn(model: nn.Module) -> int:
     Training on a CPU uses it: the pure version is faster there and runs under bf16 autocast,
     which the compiled kernel does not support.
     """
-    if InPlaceABN is None:
-        return 0
     replaced = 0
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, InPlaceABN):
-                pure = ABN(child.num_features, child.eps, child.momentum, child.activation_param)
-                pure.weight, pure.bias = child.weight, child.bias
-                pure.running_mean, pure.running_var = child.running_mean, child.running_var
-                pure.train(child.training)
-                setattr(parent, name, pure)
-                replaced += 1
+    for parent, name, child in activated_norms(model):
+        if not is_inplace(child):
+            continue
+        pure = ABN(child.num_features, child.eps, child.momentum, child.activation_param)
+        pure.weight, pure.bias = child.weight, child.bias
+        pure.running_mean, pure.running_var = child.running_mean, child.running_var
+        pure.train(child.training)
+        setattr(parent, name, pure)
+        replaced += 1
     return replaced
 
 

@@ -36,7 +36,6 @@ RESNET_LIGHT = LightEncoderSpec(channels=(16, 32, 64, 128, 256), blocks=(1, 1, 2
 #: context and capacity where the pixels are few (6.0 M parameters, ~1.2x the time of
 #: ``resnet_light``, still over 10x faster than WiderResNet-38).
 RESNET_LIGHT_DEEP = LightEncoderSpec(channels=(16, 32, 64, 128, 256), blocks=(1, 1, 4, 3))
-LIGHT_SPECS = {"resnet_light": RESNET_LIGHT, "resnet_light_deep": RESNET_LIGHT_DEEP}
 
 
 def light_stages(
@@ -76,7 +75,6 @@ class LightTernausNet(TwoHeadUNet):
         encoder_name: str = "resnet_light",
         spec: LightEncoderSpec = RESNET_LIGHT,
     ) -> None:
-        spec = LIGHT_SPECS.get(encoder_name, spec)
         stages, channels = light_stages(in_channels, spec)
         num_filters = spec.num_filters if num_filters is None else num_filters
         super().__init__(encoder_name, stages, channels, in_channels, num_filters, num_classes)

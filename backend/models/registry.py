@@ -12,7 +12,7 @@ from torch import nn
 
 from ..errors import ModelError
 from .decoder import TwoHeadUNet
-from .light import LightTernausNet
+from .light import RESNET_LIGHT_DEEP, LightTernausNet
 from .metadata import MS_BANDS, RGB_BANDS, ModelMetadata, Normalization, spacenet2_metadata
 from .ternausnetv2 import TernausNetV2
 
@@ -39,7 +39,7 @@ ENCODERS: dict[str, EncoderEntry] = {
     ),
     "resnet_light_deep": EncoderEntry(
         build=lambda in_ch, classes, nf: LightTernausNet(
-            classes, nf, in_ch, encoder_name="resnet_light_deep"
+            classes, nf, in_ch, encoder_name="resnet_light_deep", spec=RESNET_LIGHT_DEEP
         ),
         default_num_filters=16,
         description="resnet_light with 4 more residual blocks at 1/8 and 1/16 resolution (6.0 M "

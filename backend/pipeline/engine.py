@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ternaus_backend.errors import InputError
-from ternaus_backend.models.abn import InPlaceABN
+from ternaus_backend.models.abn import activated_norms
 
 Precision = Literal["float32", "bfloat16", "float16"]
 PRECISIONS: tuple[str, ...] = ("auto", "float32", "bfloat16", "float16")
@@ -159,19 +159,6 @@ class InferenceABN(nn.Module):
             return F.leaky_relu(y, self.slope, inplace=True)
 
 
-def _abn_modules(model: nn.Module) -> list[tuple[nn.Module, str, nn.Module]]:
-    """(parent, attribute, module) of every activated batch norm of ``model``."""
-    from ternaus_backend.models.abn import ABN
-
-    kinds = (ABN,) if InPlaceABN is None else (ABN, InPlaceABN)
-    found = []
-    for parent in model.modules():
-        for name, child in parent.named_children():
-            if isinstance(child, kinds):
-                found.append((parent, name, child))
-    return found
-
-
 #: glibc mallopt parameters: keep freed blocks in the heap instead of returning them to the kernel.
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
 _DEFAULT_MMAP_MAX, _DEFAULT_TRIM_THRESHOLD = 65536, 128 * 1024
@@ -209,7 +196,7 @@ def inference_network(model: nn.Module, plan: DevicePlan) -> Iterator[nn.Module]
     """``model`` ready for ``plan`` for the duration: activated batch norms swapped for
     :class:`InferenceABN` (restored on exit; parameters shared, nothing copied), channels-last
     on CUDA, ``torch.compile`` on request, freed memory reused (:func:`reused_heap`) on a CPU."""
-    swapped = _abn_modules(model)
+    swapped = activated_norms(model)
     for parent, name, module in swapped:
         setattr(parent, name, InferenceABN(module).to(plan.device))
     try:

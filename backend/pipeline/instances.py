@@ -52,8 +52,8 @@ def label_instances(body: np.ndarray, border: np.ndarray, thresholds: Thresholds
         _split_in_one_box(labels, markers, crowded, border)
     if thresholds.min_area_px > 1 and labels.max() > 0:
         # Which buildings exist is decided by their confident pixels; the extent only widens them.
-        sizes = np.bincount(labels[confident] if mask is not confident else labels.ravel())
-        sizes = np.pad(sizes, (0, max(0, int(labels.max()) + 1 - sizes.size)))
+        counted = labels[confident] if mask is not confident else labels.ravel()
+        sizes = np.bincount(counted, minlength=int(labels.max()) + 1)
         small = sizes < thresholds.min_area_px
         small[0] = False
         labels[small[labels]] = 0

@@ -183,6 +183,7 @@ GROWS_FROM = {"resnet_light_deep": "resnet_light"}
 
 def _grown(model: nn.Module, meta: ModelMetadata, encoder: str) -> tuple[nn.Module, str]:
     """The ``encoder`` network grown from ``model`` (same output), and a note saying so."""
+    from ternaus_backend.models.adapt import grow_deeper
     from ternaus_backend.models.registry import create_model
 
     if GROWS_FROM.get(encoder) != meta.encoder:
@@ -192,8 +193,6 @@ def _grown(model: nn.Module, meta: ModelMetadata, encoder: str) -> tuple[nn.Modu
             + ", ".join(f"{small} into {deep}" for deep, small in GROWS_FROM.items())
             + "."
         )
-    from ternaus_backend.models.adapt import grow_deeper
-
     deeper = create_model(encoder, meta.in_channels, meta.num_classes, meta.num_filters)
     new_blocks = grow_deeper(deeper, model.state_dict())
     deeper.metadata = model.metadata
