@@ -6,12 +6,18 @@ a row when a job is submitted, when it starts and when it ends (progress stays i
 file is ``<work folder>/jobs.sqlite3`` in WAL mode; one connection serves every thread, behind a
 lock. Rows are plain dicts whose keys are the job's fields; JSON columns come back decoded and
 timestamps as timezone-aware datetimes.
+
+The table is not the only record: each job folder holds ``job.json``, the job's row as JSON
+(:func:`row_to_json`), so a lost table (damaged, unreadable, deleted) can be rebuilt from the
+folders. A table deleted or replaced while the server runs is noticed at the next write:
+the store opens a new one and re-inserts the rows its ``on_recreated`` callback returns.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -26,6 +32,10 @@ log = logging.getLogger(__name__)
 #: The table's file name inside the work folder.
 STORE_FILE = "jobs.sqlite3"
 SCHEMA_VERSION = 1
+#: The per-job record in each job folder (the job's row as JSON), to rebuild a lost table.
+JOB_FILE = "job.json"
+#: Left in a job folder while it is being deleted: such a folder is garbage, even without a row.
+DELETED_MARK = "job.deleted"
 
 JSON_COLUMNS = ("request", "estimate", "progress", "result", "error")
 TIME_COLUMNS = ("created", "started", "finished")
@@ -102,30 +112,119 @@ def _decode(row: sqlite3.Row) -> dict[str, Any]:
     return out
 
 
+def row_to_json(row: Mapping[str, Any]) -> str:
+    """A job's row as the JSON text of its ``job.json`` (times in ISO 8601, paths as text)."""
+    out: dict[str, Any] = {}
+    for column in COLUMNS:
+        value = row.get(column)
+        if value is not None and column in TIME_COLUMNS:
+            value = value.isoformat()
+        elif value is not None and column in ("work_dir", "result_file"):
+            value = str(value)
+        elif column == "cancel_requested":
+            value = bool(value)
+        out[column] = value
+    return json.dumps(out, allow_nan=False, indent=1)
+
+
+def row_from_json(text: str) -> dict[str, Any]:
+    """The row a ``job.json`` holds; ValueError (or KeyError, TypeError) when it is not one."""
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    row: dict[str, Any] = {}
+    for column in COLUMNS:
+        value = data.get(column)
+        if column in ("id", "kind", "status", "work_dir", "created") and not value:
+            raise ValueError(f"no {column}")
+        if value is not None and column in TIME_COLUMNS:
+            value = datetime.fromisoformat(value)
+        row[column] = value
+    if row["request"] is None:
+        row["request"] = {}
+    return row
+
+
 class JobStore:
     """The jobs table in ``path`` (created when missing); thread-safe.
 
-    A file that is not a readable job table (damaged, or from a newer backend) is moved aside
-    to ``<name>.unreadable-<n>`` and a new one started; ``recovered`` then says so, and the
-    caller should not treat job folders without a row as orphans.
+    A file that is not a readable job table (damaged, read-only, or from a newer backend) is
+    moved aside to ``<name>.unreadable-<n>`` and a new one started; ``recovered`` then says so
+    (the caller rebuilds the rows from the job folders). A table deleted or replaced while the
+    store is open is noticed before the next access: a new one is opened and filled with the
+    rows ``on_recreated()`` returns (the caller's jobs in memory); it is called with whatever
+    lock the caller holds around that access, and must not take it again.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(
+        self,
+        path: Path,
+        on_recreated: Callable[[], Iterable[Mapping[str, Any]]] | None = None,
+    ) -> None:
         self.path = Path(path)
+        self.on_recreated = on_recreated
         self._lock = threading.Lock()
         self.recovered = False
+        self.recreated = 0  # how many times the table vanished under the store
+        self._db = self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
+        """Opens the table, moving an unreadable one aside; remembers which file it is."""
         try:
-            self._db = self._open()
+            db = self._open()
         except sqlite3.DatabaseError as error:
             if not self.path.exists():
                 raise self._error(error) from error
-            aside = self._move_aside()
-            log.warning("the job table %s was unreadable (%s); moved it to %s", path, error, aside)
+            try:
+                aside = self._move_aside()
+            except OSError as move_error:
+                raise self._error(move_error) from error
+            log.warning(
+                "the job table %s was unreadable (%s); moved it to %s and started a new one "
+                "(its rows are rebuilt from the job folders)",
+                self.path,
+                error,
+                aside,
+            )
             self.recovered = True
             try:
-                self._db = self._open()
+                db = self._open()
             except sqlite3.Error as again:
                 raise self._error(again) from again
+        self._identity = self._file_identity()
+        return db
+
+    def _file_identity(self) -> tuple[int, int] | None:
+        try:
+            info = os.stat(self.path)
+        except OSError:
+            return None
+        return (info.st_dev, info.st_ino)
+
+    def _check_file(self) -> None:
+        """Under the lock: a table deleted or replaced since it was opened is opened anew and
+        refilled with the rows ``on_recreated`` returns."""
+        identity = self._file_identity()
+        if identity is not None and identity == self._identity:
+            return
+        log.warning(
+            "the job table %s was %s while the backend ran; starting a new one with the jobs "
+            "the backend holds",
+            self.path,
+            "deleted" if identity is None else "replaced",
+        )
+        try:
+            self._db.close()
+        except sqlite3.Error:
+            pass
+        self._db = self._connect()
+        self.recreated += 1
+        rows = list(self.on_recreated()) if self.on_recreated is not None else []
+        marks = ", ".join("?" for _ in COLUMNS)
+        self._db.executemany(
+            f"INSERT OR IGNORE INTO jobs ({', '.join(COLUMNS)}) VALUES ({marks})",
+            [[_encode(c, r.get(c)) for c in COLUMNS] for r in rows],
+        )
 
     def _error(self, error: Exception) -> JobTableError:
         return JobTableError(
@@ -170,6 +269,7 @@ class JobStore:
         values = [_encode(c, row.get(c)) for c in COLUMNS]
         marks = ", ".join("?" for _ in COLUMNS)
         with self._lock:
+            self._check_file()
             self._db.execute(f"INSERT INTO jobs ({', '.join(COLUMNS)}) VALUES ({marks})", values)
 
     def update(self, job_id: str, **fields: Any) -> None:
@@ -180,11 +280,13 @@ class JobStore:
         sets = ", ".join(f"{c} = ?" for c in fields)
         values = [_encode(c, v) for c, v in fields.items()]
         with self._lock:
+            self._check_file()
             self._db.execute(f"UPDATE jobs SET {sets} WHERE id = ?", [*values, job_id])
 
     def delete(self, job_ids: Iterable[str]) -> None:
         """Removes the rows of ``job_ids``."""
         with self._lock:
+            self._check_file()
             self._db.executemany("DELETE FROM jobs WHERE id = ?", [(i,) for i in job_ids])
 
     def interrupt_unfinished(
@@ -193,6 +295,7 @@ class JobStore:
         """Every queued or running job becomes ``interrupted``, finished at ``when``, with the
         error ``error_for(its old status)``; returns their ids."""
         with self._lock:
+            self._check_file()
             rows = self._db.execute(
                 "SELECT id, status FROM jobs WHERE status IN ('queued', 'running') ORDER BY seq"
             ).fetchall()
@@ -210,12 +313,14 @@ class JobStore:
     def all(self) -> list[dict[str, Any]]:
         """Every job, in submission order."""
         with self._lock:
+            self._check_file()
             rows = self._db.execute(f"SELECT {', '.join(COLUMNS)} FROM jobs ORDER BY seq")
             return [_decode(r) for r in rows.fetchall()]
 
     def get(self, job_id: str) -> dict[str, Any] | None:
         """One job's row, or None."""
         with self._lock:
+            self._check_file()
             row = self._db.execute(
                 f"SELECT {', '.join(COLUMNS)} FROM jobs WHERE id = ?", (job_id,)
             ).fetchone()

@@ -35,7 +35,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ternaus_backend.api.errors import ConflictError, NotFoundError, TooManyJobsError
-from ternaus_backend.api.job_store import STORE_FILE, JobStore, JobTableError
+from ternaus_backend.api.job_store import (
+    DELETED_MARK,
+    JOB_FILE,
+    STORE_FILE,
+    JobStore,
+    JobTableError,
+    row_from_json,
+    row_to_json,
+)
+from ternaus_backend.api.work_lock import WorkFolderLock
 from ternaus_backend.errors import CancelledError, InputError, TernausError
 from ternaus_backend.progress import CancelToken, ProgressCallback, ProgressEvent
 
@@ -225,7 +234,9 @@ class JobManager:
     ``max_queued`` of them (None: no limit).
 
     The jobs of earlier runs on the same ``work_dir`` are read back from its job table; finished
-    jobs are kept ``retention_days`` after they finished (0: for ever).
+    jobs are kept ``retention_days`` after they finished (0: for ever). The manager holds the
+    work folder's lock until ``shutdown``: a second manager (another backend) on the same folder
+    gets :class:`~.work_lock.WorkFolderBusyError`.
     """
 
     def __init__(
@@ -246,12 +257,18 @@ class JobManager:
                 "writable folder.",
                 details=str(error),
             ) from error
-        self._executor = ThreadPoolExecutor(max_workers, thread_name_prefix="ternaus-job")
+        self._folder_lock = WorkFolderLock(self.work_dir)
+        self._folder_lock.acquire()  # one backend per work folder, for the manager's life
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
         self._closed = False
-        self._store = JobStore(self.work_dir / STORE_FILE)
-        self._recover()
+        try:
+            self._store = JobStore(self.work_dir / STORE_FILE, on_recreated=self._rows_in_memory)
+            self._recover()
+        except BaseException:
+            self._folder_lock.release()
+            raise
+        self._executor = ThreadPoolExecutor(max_workers, thread_name_prefix="ternaus-job")
 
     # ------------------------------------------------------------------ submitting and reading
 
@@ -284,7 +301,7 @@ class JobManager:
                 work_dir=job_dir,
                 estimate=plain(estimate) if estimate is not None else None,
             )
-            try:  # the row first: a job folder without a row is an orphan, removed at startup
+            try:  # the row first, then the folder with its job.json
                 self._store.insert(job.row())
             except sqlite3.Error as error:
                 raise JobTableError(
@@ -294,8 +311,10 @@ class JobManager:
                 ) from error
             try:
                 job_dir.mkdir(parents=True, exist_ok=False)
+                self._write_record(job, job.row(), strict=True)
             except OSError:
                 self._store.delete([job_id])
+                shutil.rmtree(job_dir, ignore_errors=True)
                 raise
             self._jobs[job_id] = job
             job.future = self._executor.submit(self._run, job, function)
@@ -354,6 +373,7 @@ class JobManager:
                     f"(POST /v1/jobs/{job_id}/cancel) and delete it once it has stopped."
                 )
             del self._jobs[job_id]
+            self._mark_deleted(job.work_dir)
             self._forget([job_id])
         self._remove_folder(job.work_dir)
 
@@ -380,6 +400,11 @@ class JobManager:
         self._executor.shutdown(wait=wait, cancel_futures=True)
         if wait:
             self._store.close()
+            self._release_work_folder()
+
+    def _release_work_folder(self) -> None:
+        """Lets another backend use the work folder (at the end of ``shutdown``)."""
+        self._folder_lock.release()
 
     # ------------------------------------------------------------------ keeping the work folder
 
@@ -397,6 +422,7 @@ class JobManager:
             ]
             for job in old:
                 del self._jobs[job.id]
+                self._mark_deleted(job.work_dir)
             self._forget([job.id for job in old])
         for job in old:
             self._remove_folder(job.work_dir)
@@ -405,9 +431,11 @@ class JobManager:
         return [job.id for job in old]
 
     def _recover(self) -> None:
-        """At startup: the jobs of earlier runs read back (unfinished ones interrupted), old
-        ones removed, job folders without a row removed."""
+        """At startup: the jobs of earlier runs read back (unfinished ones interrupted), rows
+        missing from the table rebuilt from the folders' ``job.json``, old jobs removed, folders
+        of deleted jobs removed, other job-named folders kept."""
         now = _now()
+        self._rebuild_rows()
         interrupted = self._store.interrupt_unfinished(
             lambda was: interrupted_error(was, now, restarted=True), now
         )
@@ -420,15 +448,99 @@ class JobManager:
                 log.warning("skipping the unreadable job row %s: %s", row.get("id"), error)
                 continue
             self._jobs[job.id] = job
+            if job.work_dir.is_dir() and not (job.work_dir / JOB_FILE).is_file():
+                self._write_record(job, job.row())  # folders of older backends get one too
         self.clean(now)
-        if self._store.recovered:
-            log.warning("the job table was started anew: job folders without a row are kept")
-            return
-        for folder in sorted(self.work_dir.iterdir()):
-            if JOB_ID.match(folder.name) and folder.is_dir() and not folder.is_symlink():
-                if folder.name not in self._jobs:
-                    log.warning("removing the job folder %s: no job of the table owns it", folder)
-                    self._remove_folder(folder)
+
+    def _job_folders(self) -> list[Path]:
+        try:
+            entries = sorted(self.work_dir.iterdir())
+        except OSError:
+            return []
+        return [
+            folder
+            for folder in entries
+            if JOB_ID.match(folder.name) and folder.is_dir() and not folder.is_symlink()
+        ]
+
+    def _rebuild_rows(self) -> None:
+        """Every job folder without a row: a deleted job's folder is removed, one with a
+        readable ``job.json`` gets its row back, any other is kept (and logged)."""
+        known = {row["id"] for row in self._store.all()}
+        rebuilt: list[dict[str, Any]] = []
+        for folder in self._job_folders():
+            if folder.name in known:
+                continue
+            if (folder / DELETED_MARK).exists():
+                log.info("removing the folder %s of a deleted job", folder)
+                self._remove_folder(folder)
+                continue
+            try:
+                row = row_from_json((folder / JOB_FILE).read_text(encoding="utf-8"))
+                if row["id"] != folder.name:
+                    raise ValueError(f"job.json names job {row['id']}")
+                JobStatus(row["status"])
+            except FileNotFoundError:
+                log.warning(
+                    "keeping the folder %s: no job of the table owns it and it has no %s; "
+                    "remove it by hand if nothing in it is needed",
+                    folder,
+                    JOB_FILE,
+                )
+                continue
+            except (OSError, KeyError, ValueError, TypeError) as error:
+                log.warning(
+                    "keeping the folder %s: its %s cannot be read (%s); remove it by hand if "
+                    "nothing in it is needed",
+                    folder,
+                    JOB_FILE,
+                    error,
+                )
+                continue
+            rebuilt.append(row)
+        rebuilt.sort(key=lambda r: r["created"])
+        for row in rebuilt:
+            try:
+                self._store.insert(row)
+            except sqlite3.Error as error:
+                log.warning("cannot restore job %s to the job table: %s", row["id"], error)
+        if rebuilt:
+            log.warning(
+                "restored %d job(s) from their folders' %s: %s",
+                len(rebuilt),
+                JOB_FILE,
+                ", ".join(r["id"] for r in rebuilt),
+            )
+
+    def _rows_in_memory(self) -> list[dict[str, Any]]:
+        """The rows of the jobs held in memory (to refill a table deleted under the server);
+        called by the store with the manager's lock held, or during startup."""
+        return [job.row() for job in list(self._jobs.values())]
+
+    def _write_record(self, job: Job, row: Mapping[str, Any], strict: bool = False) -> None:
+        """Writes the job's ``job.json`` (its row); a failure is logged (raised when
+        ``strict``)."""
+        record = job.work_dir / JOB_FILE
+        temporary = record.with_name(JOB_FILE + ".tmp")
+        try:
+            temporary.write_text(row_to_json(row), encoding="utf-8")
+            temporary.replace(record)
+        except OSError:
+            try:
+                temporary.unlink(missing_ok=True)
+            except OSError:
+                pass
+            if strict:
+                raise
+            log.exception("cannot write %s of job %s", record, job.id)
+
+    def _mark_deleted(self, folder: Path) -> None:
+        """Marks a job folder as garbage before its row goes (a crash in between must not
+        bring the job back from its ``job.json``)."""
+        try:
+            (folder / DELETED_MARK).touch()
+        except OSError:
+            pass
 
     def _remove_folder(self, folder: Path) -> None:
         """Removes a job's folder; only ever a job-id-named folder right in the work folder."""
@@ -441,10 +553,11 @@ class JobManager:
         """Writes the job's row (``fields`` override its values); a failure is logged, the job
         goes on in memory."""
         row = {**job.row(), **fields}
+        self._write_record(job, row)
         del row["id"]
         try:
             self._store.update(job.id, **row)
-        except sqlite3.Error:
+        except (sqlite3.Error, JobTableError):
             log.exception("cannot write job %s to the job table %s", job.id, self._store.path)
 
     def _forget(self, job_ids: list[str]) -> None:
@@ -452,7 +565,7 @@ class JobManager:
             return
         try:
             self._store.delete(job_ids)
-        except sqlite3.Error:
+        except (sqlite3.Error, JobTableError):
             log.exception("cannot remove jobs %s from the job table", job_ids)
 
     # ------------------------------------------------------------------ running

@@ -178,6 +178,7 @@ def test_jobs_of_a_dead_server_are_interrupted(tmp_path):
         assert time.monotonic() < deadline
         time.sleep(0.01)
     # no shutdown: as if the process had been killed; a new server opens the same folder
+    dying._release_work_folder()  # the operating system drops a killed process's lock
     restarted = JobManager(tmp_path, max_workers=1)
     try:
         jobs = {j["id"]: j for j in restarted.list_jobs(status="interrupted")}
@@ -261,13 +262,19 @@ def test_old_jobs_are_removed_at_startup_and_at_submission(tmp_path):
     restarted.shutdown()
 
 
-def test_orphaned_job_folders_go_at_startup_other_folders_stay(tmp_path):
+def test_only_folders_of_deleted_jobs_go_at_startup_unknown_ones_stay(tmp_path, caplog):
+    """Issue 18, item 1: a job folder goes only when the server knows it is garbage (its job was
+    deleted: the folder carries job.deleted); a job-named folder it knows nothing about stays."""
     manager = JobManager(tmp_path)
     kept = wait(manager, manager.submit("predict", {}, lambda ctx: JobOutcome({}))["id"])["id"]
     manager.shutdown()
-    orphan = tmp_path / "0123456789ab"  # a job folder whose row was never written
-    (orphan / "tmp").mkdir(parents=True)
-    (orphan / "tmp" / "part.bin").write_bytes(b"x")
+    unknown = tmp_path / "0123456789ab"  # neither a row nor a job.json: kept, logged
+    (unknown / "tmp").mkdir(parents=True)
+    (unknown / "tmp" / "part.bin").write_bytes(b"x")
+    deleted = tmp_path / "abcdefabcdef"  # a crash while deleting: marked, row gone
+    deleted.mkdir()
+    (deleted / "job.deleted").touch()
+    (deleted / "buildings.gpkg").write_bytes(b"old")
     uploads = tmp_path / "uploads" / ("f" * 32)
     uploads.mkdir(parents=True)
     (uploads / "upload.json").write_text("{}")
@@ -278,22 +285,105 @@ def test_orphaned_job_folders_go_at_startup_other_folders_stay(tmp_path):
 
     restarted = JobManager(tmp_path)
     restarted.shutdown()
-    assert not orphan.exists()
+    assert (unknown / "tmp" / "part.bin").is_file() and not deleted.exists()
+    assert f"keeping the folder {unknown}" in caplog.text
     assert (tmp_path / kept).is_dir() and (uploads / "upload.json").is_file()
     assert all(folder.is_dir() for folder in others)
     assert (tmp_path / "ba9876543210").is_file()
+    assert [j["id"] for j in JobManager(tmp_path).list_jobs()] == [kept]
 
 
-def test_orphans_are_kept_when_the_table_had_to_be_started_anew(tmp_path):
+def _job_with_model(ctx):
+    out = ctx.work_dir / "model.safetensors"
+    out.write_bytes(b"trained weights")
+    return JobOutcome({"model": out, "val_f1": 0.5}, file=out)
+
+
+def test_a_damaged_table_is_rebuilt_from_the_job_folders_and_stays_rebuilt(tmp_path):
+    """Issue 18, item 1: the table is damaged; the restart rebuilds the jobs from their
+    job.json, and the start after that (a sound, new table) deletes nothing."""
     manager = JobManager(tmp_path)
-    job_id = wait(manager, manager.submit("predict", {}, lambda ctx: JobOutcome({}))["id"])["id"]
+    trained = wait(manager, manager.submit("train", {"epochs": 2}, _job_with_model)["id"])
+    failed = wait(
+        manager, manager.submit("predict", {}, lambda ctx: 1 / 0)["id"]
+    )  # a failed job too
     manager.shutdown()
     for suffix in ("", "-wal", "-shm"):
         (tmp_path / f"{STORE_FILE}{suffix}").unlink(missing_ok=True)
     (tmp_path / STORE_FILE).write_bytes(b"garbage" * 1000)
+
+    for _ in range(3):  # the first start rebuilds, the later ones keep
+        restarted = JobManager(tmp_path)
+        try:
+            jobs = restarted.list_jobs()
+            assert jobs == [trained, failed]
+            snapshot, path = restarted.result_file(trained["id"])
+            assert snapshot["has_file"] and path.read_bytes() == b"trained weights"
+        finally:
+            restarted.shutdown()
+    assert (tmp_path / f"{STORE_FILE}.unreadable-1").is_file()
+
+
+def test_a_table_deleted_under_a_running_server_is_recreated(tmp_path):
+    """Issue 18, item 1: the table is deleted while jobs run; the next write notices, starts a
+    new table and puts back every job the server holds, and a restart keeps them all."""
+    gate = threading.Event()
+
+    def blocks(ctx):
+        gate.wait(10)
+        return _job_with_model(ctx)
+
+    manager = JobManager(tmp_path)
+    try:
+        done = wait(manager, manager.submit("train", {}, _job_with_model)["id"])
+        running = manager.submit("train", {}, blocks)["id"]
+        while manager.get(running)["status"] != "running":
+            time.sleep(0.01)
+        for suffix in ("", "-wal", "-shm"):
+            (tmp_path / f"{STORE_FILE}{suffix}").unlink(missing_ok=True)
+        gate.set()
+        finished = wait(manager, running)
+        assert finished["status"] == "succeeded"
+        assert manager._store.recreated == 1
+        rows = JobStore(tmp_path / STORE_FILE).all()  # a second connection sees the new file
+        assert [(r["id"], r["status"]) for r in rows] == [
+            (done["id"], "succeeded"),
+            (running, "succeeded"),
+        ]
+    finally:
+        gate.set()
+        manager.shutdown()
     restarted = JobManager(tmp_path)
-    assert restarted.list_jobs() == [] and (tmp_path / job_id).is_dir()
-    restarted.shutdown()
+    try:
+        assert restarted.list_jobs() == [done, finished]
+    finally:
+        restarted.shutdown()
+
+
+def test_a_table_deleted_before_a_crash_is_rebuilt_from_the_folders(tmp_path):
+    """The table goes while the server runs and the server dies before writing again: the
+    next start rebuilds every job from the folders (the running one as interrupted)."""
+    gate = threading.Event()
+    dying = JobManager(tmp_path)
+    try:
+        done = wait(dying, dying.submit("train", {}, _job_with_model)["id"])
+        running = dying.submit("train", {}, lambda ctx: gate.wait(10) and JobOutcome({}))["id"]
+        while dying.get(running)["status"] != "running":
+            time.sleep(0.01)
+        for suffix in ("", "-wal", "-shm"):
+            (tmp_path / f"{STORE_FILE}{suffix}").unlink(missing_ok=True)
+        dying._release_work_folder()  # as if the process had been killed
+        restarted = JobManager(tmp_path)
+        try:
+            jobs = {j["id"]: j for j in restarted.list_jobs()}
+            assert jobs[done["id"]] == done
+            assert jobs[running]["status"] == "interrupted"
+            assert (tmp_path / done["id"] / "model.safetensors").is_file()
+        finally:
+            restarted.shutdown()
+    finally:
+        gate.set()
+        dying.shutdown()
 
 
 def test_old_uploads_go_unless_an_unfinished_job_names_them(tmp_path):
