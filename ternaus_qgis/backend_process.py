@@ -34,12 +34,13 @@ from pathlib import Path
 from typing import Any
 
 from . import settings
-from .client import BackendClient
+from .client import BackendClient, plain_http_warning
 from .core import installer
 from .exceptions import (
     BackendMissingError,
     BackendStartError,
     BackendUnreachableError,
+    BackendVersionError,
     CancelledByUser,
 )
 
@@ -111,6 +112,8 @@ class BackendInfo:
     url: str
     local: bool
     health: dict[str, Any] = field(default_factory=dict)
+    #: Warnings not shown yet for this URL (e.g. a token over plain http): the dock shows them.
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def device_text(self) -> str:
@@ -222,6 +225,9 @@ class LocalBackend:
                     health = client.health(timeout_s=2)
                 except BackendUnreachableError:
                     pass
+                except BackendVersionError:
+                    self.stop()  # a backend of another API: never used, not left running
+                    raise
                 else:
                     report(f"Backend ready at {self._url}")
                     return client, BackendInfo(self._url, True, health)
@@ -273,8 +279,13 @@ class BackendConnection:
         """A client of a backend that answers ``/v1/health`` (starting the local one if needed)."""
         if settings.get("backend/mode") == "remote":
             url = settings.get("backend/url")
-            client = BackendClient(url, settings.get("backend/token") or None)
-            return client, BackendInfo(url, False, client.health(timeout_s=10))
+            token = settings.get("backend/token") or None
+            client = BackendClient(url, token)
+            info = BackendInfo(url, False, client.health(timeout_s=10))
+            warning = unshown_warning(plain_http_warning(url, token), url)
+            if warning:
+                info.warnings.append(warning)
+            return client, info
         return self.local.client(report, cancelled)
 
     def describe_death(self) -> str | None:
@@ -288,6 +299,25 @@ class BackendConnection:
 
     def stop(self) -> None:
         self.local.stop()
+
+
+_warned: set[tuple[str, str]] = set()
+_warned_lock = threading.Lock()
+
+
+def unshown_warning(text: str | None, url: str) -> str | None:
+    """``text`` the first time it is given for ``url`` (then also in QGIS's log, tab Ternaus),
+    None afterwards: each warning is shown once per URL and QGIS session."""
+    if not text:
+        return None
+    with _warned_lock:
+        if (url, text) in _warned:
+            return None
+        _warned.add((url, text))
+    from qgis.core import Qgis, QgsMessageLog
+
+    QgsMessageLog.logMessage(text, "Ternaus", Qgis.Warning)
+    return text
 
 
 _connection: BackendConnection | None = None

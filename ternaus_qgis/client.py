@@ -3,28 +3,45 @@
 Blocking calls (standard library ``urllib``) meant for worker threads: ``QgsTask.run()`` and
 Processing algorithms, never the GUI thread. Errors become :mod:`.exceptions` with the backend's
 own JSON message, so the user reads what the backend says to do.
+
+The token goes only to the backend URL: redirects are never followed (the user is told where the
+URL redirects to, so the setting can be corrected), and the ``Authorization`` header is not
+carried over by urllib either (an "unredirected" header). Tokens are printable ASCII without
+spaces, as HTTP headers carry them (:func:`token_problem`). ``GET /v1/health`` must name an API
+of this plugin's major version (:data:`API_VERSION`). A body that is not JSON (a proxy's error
+page, another web server at that URL) is reported with its status, type and first characters.
 """
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
+import re
 import shutil
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .exceptions import (
+    BackendAnswerError,
     BackendAuthError,
     BackendRequestError,
     BackendUnreachableError,
+    BackendVersionError,
     CancelledByUser,
+    TokenError,
 )
 
 API = "/v1"
+#: The API this plugin speaks (``api_version`` of ``GET /v1/health``); another major is refused.
+API_VERSION = "v1"
+#: Characters of a body that is not JSON shown in the error message.
+NOT_JSON_PREVIEW_CHARS = 200
 #: Attempts per upload chunk before the upload fails (a chunk, not the file, is sent again).
 CHUNK_ATTEMPTS = 4
 
@@ -37,14 +54,29 @@ class BackendClient:
         if self.base_url.endswith(API):
             self.base_url = self.base_url[: -len(API)]
         self.token = token or None
+        problem = token_problem(self.token)
+        if problem:
+            raise TokenError(problem, details=f"backend {self.base_url}")
         self.timeout_s = timeout_s
         # Proxies never apply to our backend: a loopback backend behind a proxy would not answer.
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        # Redirects are refused (the token must not follow them to another address).
+        self._opener = urllib.request.build_opener(
+            urllib.request.ProxyHandler({}), _RefuseRedirects(self.base_url)
+        )
 
     # ------------------------------------------------------------------------- endpoints
     def health(self, timeout_s: float | None = None) -> dict[str, Any]:
-        """``GET /v1/health``: version, device, default model."""
-        return self._call("GET", "/health", timeout_s=timeout_s)
+        """``GET /v1/health``: version, device, default model; ``BackendVersionError`` when the
+        backend speaks another major API version than :data:`API_VERSION`."""
+        health = self._call("GET", "/health", timeout_s=timeout_s)
+        if not isinstance(health, dict):
+            raise BackendAnswerError(
+                f"The server at {self.base_url} is not a Ternaus backend (its /v1/health answer is "
+                "not what the backend sends); check the backend URL in Settings.",
+                details=repr(health)[:2000],
+            )
+        check_api_version(health, self.base_url)
+        return health
 
     def models(self) -> list[dict[str, Any]]:
         """``GET /v1/models``: the default model and the models in the backend's models folder."""
@@ -138,7 +170,8 @@ class BackendClient:
         if data is not None:
             request.add_header("Content-Type", "application/json")
         if self.token:
-            request.add_header("Authorization", f"Bearer {self.token}")
+            # Unredirected: even a redirect handler that follows would not carry the token on.
+            request.add_unredirected_header("Authorization", f"Bearer {self.token}")
         return request
 
     def _call(
@@ -147,13 +180,25 @@ class BackendClient:
         request = self._request(method, path, body)
         with self._open(request, timeout_s) as response:
             raw = response.read()
-        return json.loads(raw.decode("utf-8")) if raw else None
+            status = response.status
+            content_type = response.headers.get("Content-Type", "")
+        if not raw:
+            return None
+        try:
+            return json.loads(raw.decode("utf-8"))
+        except ValueError:  # UnicodeDecodeError included
+            raise BackendAnswerError(
+                not_json_message(self.base_url, status, content_type, raw),
+                details=f"{method} {request.full_url}: HTTP {status}, {content_type}\n"
+                + raw[:2000].decode("utf-8", "replace"),
+                status=status,
+            ) from None
 
     def _open(self, request: urllib.request.Request, timeout_s: float | None):
         try:
             return self._opener.open(request, timeout=timeout_s or self.timeout_s)
         except urllib.error.HTTPError as error:
-            raise _http_error(error, request.full_url) from None
+            raise _http_error(error, request.full_url, self.base_url) from None
         except (TimeoutError, urllib.error.URLError, ConnectionError, OSError) as error:
             reason = getattr(error, "reason", error)
             raise BackendUnreachableError(
@@ -171,18 +216,130 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _http_error(error: urllib.error.HTTPError, url: str) -> Exception:
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    """Refuses every redirect with a message naming where it pointed (the token stays here)."""
+
+    def __init__(self, base_url: str) -> None:
+        super().__init__()
+        self.base_url = base_url
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        fp.close()
+        raise BackendAnswerError(
+            f"The backend at {self.base_url} answered with a redirect to {newurl}; check the "
+            "backend URL in Settings (if the backend really is there, enter that URL). The "
+            "plugin does not follow redirects, so the token is never sent on to another address.",
+            details=f"{req.get_method()} {req.full_url}: HTTP {code} {msg} -> {newurl}",
+            status=code,
+        )
+
+
+def not_json_message(base_url: str, status: int, content_type: str, body: bytes) -> str:
+    """What to tell the user when the server at ``base_url`` answered with something not JSON."""
+    text = re.sub(r"\s+", " ", body.decode("utf-8", "replace")).strip()
+    preview = text[:NOT_JSON_PREVIEW_CHARS]
+    return (
+        f"The backend at {base_url} answered with something that is not JSON (HTTP {status}, "
+        f"{content_type or 'no content type'}, starting with: {preview!r}); check the backend URL "
+        "in Settings (a proxy or another web server may be answering there)."
+    )
+
+
+def api_major(version: str) -> int | None:
+    """The major number of an API version: ``"v1"``, ``"v1.2"``, ``"1.0"`` -> 1; else None."""
+    match = re.fullmatch(r"[vV]?(\d+)(?:\.\d+)*", version.strip())
+    return int(match.group(1)) if match else None
+
+
+def check_api_version(health: dict[str, Any], base_url: str) -> None:
+    """``BackendVersionError`` unless ``health["api_version"]`` has :data:`API_VERSION`'s major."""
+    given = health.get("api_version")
+    ours = api_major(API_VERSION)
+    theirs = api_major(str(given)) if given is not None else None
+    if theirs == ours:
+        return
+    backend = f"ternaus {health.get('version', '?')}"
+    if given is None:
+        said = f"does not say which API version it speaks ({backend}, or not a Ternaus backend)"
+    else:
+        said = f"speaks API {given} ({backend})"
+    if theirs is not None and ours is not None and theirs > ours:
+        todo = "Update the plugin (Plugins > Manage and Install Plugins) to one for API " + str(
+            given
+        )
+    else:
+        todo = (
+            f"Update the backend to one for API {API_VERSION} (Install backend… in the Ternaus "
+            "dock, or upgrade ternaus on the backend's machine)"
+        )
+    raise BackendVersionError(
+        f"The backend at {base_url} {said}; this plugin speaks API {API_VERSION}. {todo}, or "
+        "update the plugin or the backend so that both speak the same major version.",
+        details=json.dumps(health)[:2000],
+    )
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (``127.x.x.x``, ``::1``)."""
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def plain_http_warning(url: str, token: str | None) -> str | None:
+    """A warning when ``token`` would travel unencrypted: plain ``http`` to a host that is not
+    this machine (None otherwise)."""
+    parts = urllib.parse.urlsplit(url.strip())
+    if not token or parts.scheme.lower() != "http" or is_loopback_host(parts.hostname or ""):
+        return None
+    return (
+        f"The backend URL {url} is plain http to another machine: the token (and your data) "
+        "travel unencrypted and can be read on the network. Use an https URL, or an SSH tunnel "
+        "(ssh -L 8765:127.0.0.1:8765 <that machine>, then the URL http://127.0.0.1:8765)."
+    )
+
+
+def token_problem(token: str | None) -> str | None:
+    """Why ``token`` cannot be used (None when it can): HTTP headers carry ASCII, and the
+    backend compares the header's bytes, so a token is printable ASCII without spaces."""
+    if not token:
+        return None
+    bad = sorted({c for c in token if not "!" <= c <= "~"})
+    if not bad:
+        return None
+    shown = ", ".join("space" if c == " " else repr(c) for c in bad[:5])
+    return (
+        f"The token contains characters an HTTP header cannot carry ({shown}). Use a token of "
+        'ASCII letters, digits and punctuation without spaces (e.g. from: python3 -c "import '
+        'secrets; print(secrets.token_urlsafe(32))"), and start the backend with the same token.'
+    )
+
+
+def _http_error(error: urllib.error.HTTPError, url: str, base_url: str) -> Exception:
     """The plugin error for an HTTP error answer, with the backend's JSON message."""
     try:
-        body = error.read().decode("utf-8", "replace")
+        raw = error.read()
     except OSError:
-        body = ""
+        raw = b""
+    body = raw.decode("utf-8", "replace")
     message, details = _error_text(body)
     if error.code == 401:
         return BackendAuthError(
             "The Ternaus backend refused the token: set the right token in the plugin's "
             "settings (or let the plugin start its own backend).",
             details=message or body,
+        )
+    if not message and body.strip() and not _is_json(body):
+        return BackendAnswerError(
+            not_json_message(
+                base_url, error.code, (error.headers or {}).get("Content-Type", ""), raw
+            ),
+            details=f"HTTP {error.code} from {url}: {body[:2000]}",
+            status=error.code,
         )
     if not message:
         message = f"The backend answered HTTP {error.code} ({error.reason})."
@@ -191,6 +348,14 @@ def _http_error(error: urllib.error.HTTPError, url: str) -> Exception:
         details=details or f"HTTP {error.code} from {url}: {body[:2000]}",
         status=error.code,
     )
+
+
+def _is_json(body: str) -> bool:
+    try:
+        json.loads(body)
+    except ValueError:
+        return False
+    return True
 
 
 def _error_text(body: str) -> tuple[str, str | None]:

@@ -59,6 +59,8 @@ def run_evaluation(
     started = time.monotonic()
     progress.report(0.0, "Connecting to the backend")
     client, info = backend.client(lambda text: progress.report(0.0, text), progress.cancelled)
+    for warning in info.warnings:  # shown once per URL: here when no dock showed it
+        progress.log(warning)
     request.out_path.parent.mkdir(parents=True, exist_ok=True)
     body: dict[str, Any] = {
         "pred": backend_path(client, info, request.result_path, "the result layer", progress),

@@ -114,6 +114,8 @@ def run_extraction(
     started = time.monotonic()
     progress.report(0.0, "Connecting to the backend")
     client, info = backend.client(lambda text: progress.report(0.0, text), progress.cancelled)
+    for warning in info.warnings:  # shown once per URL: here when no dock showed it
+        progress.log(warning)
     _check_cancel(progress)
     paths = []
     for raster in (request.rgb, request.ms):

@@ -122,6 +122,8 @@ def run_training(
     started = time.monotonic()
     progress.report(0.0, "Connecting to the backend")
     client, info = backend.client(lambda text: progress.report(0.0, text), progress.cancelled)
+    for warning in info.warnings:  # shown once per URL: here when no dock showed it
+        progress.log(warning)
     rgb = with_render_resolution(request.rgb, client.models(), request.init_model)
     rgb_path = materialize(
         rgb,

@@ -43,7 +43,7 @@ from ..tasks.extract_task import ExtractTask
 from ..tasks.install_task import InstallBackendTask
 from ..tasks.train_task import TrainTask
 from .dock import TernausDockWidget
-from .messages import push_error, push_success
+from .messages import push_error, push_success, push_warning
 
 REPLACE, ADD = "replace", "add"
 
@@ -122,6 +122,8 @@ class DockController(QObject):
             f"ready ({where}): {status.info.device_text}, ternaus {health.get('version', '?')}"
         )
         self.dock.set_models(choices_from_infos(status.models))
+        for warning in status.info.warnings:  # once per URL (e.g. a token over plain http)
+            push_warning(self.bar, warning)
         for problem in status.problems:
             push_error(self.bar, LayerError(f"A model file cannot be used: {problem}"))
 

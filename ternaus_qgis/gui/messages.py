@@ -48,6 +48,11 @@ def push_error(bar, error: TernausPluginError, log_path: Path | None = None) -> 
     bar.pushWidget(widget, Qgis.Critical, 0)
 
 
+def push_warning(bar, text: str) -> None:
+    """A warning on the message bar that stays until closed (already in the log)."""
+    bar.pushMessage(TITLE, text, Qgis.Warning, 0)
+
+
 def push_success(bar, text: str, log_path: Path | None = None) -> None:
     log(text)
     if log_path is None:

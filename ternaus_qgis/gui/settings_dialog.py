@@ -1,6 +1,13 @@
-"""SettingsDialog: how the plugin reaches its backend, and where results are kept."""
+"""SettingsDialog: how the plugin reaches its backend, and where results are kept.
+
+A remote URL + token is checked as it is typed: a token an HTTP header cannot carry (non-ASCII,
+spaces) is refused on OK; a token that would travel over plain http to another machine is shown
+as a warning, and saving such a URL asks first.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from qgis.gui import QgsFileWidget, QgsPasswordLineEdit
 from qgis.PyQt.QtWidgets import (
@@ -11,12 +18,26 @@ from qgis.PyQt.QtWidgets import (
     QFormLayout,
     QLabel,
     QLineEdit,
+    QMessageBox,
     QPushButton,
     QRadioButton,
     QVBoxLayout,
 )
 
 from .. import settings
+from ..client import plain_http_warning, token_problem
+
+
+def ask_save_plain_http(parent, warning: str) -> bool:
+    """Asks whether to save a URL over which the token travels unencrypted."""
+    answer = QMessageBox.warning(
+        parent,
+        "Ternaus",
+        f"{warning}\n\nSave this URL anyway?",
+        QMessageBox.Save | QMessageBox.Cancel,
+        QMessageBox.Cancel,
+    )
+    return answer == QMessageBox.Save
 
 
 class SettingsDialog(QDialog):
@@ -53,6 +74,12 @@ class SettingsDialog(QDialog):
         form.addRow(self.remote_radio)
         form.addRow("URL", self.url_edit)
         form.addRow("Token", self.token_edit)
+        self.security_label = QLabel(self)
+        self.security_label.setObjectName("ternausSecurityLabel")
+        self.security_label.setWordWrap(True)
+        self.security_label.setStyleSheet("color: #b35900;")
+        self.security_label.hide()
+        form.addRow("", self.security_label)
         form.addRow("", self.same_machine_check)
         form.addRow("Results folder", self.folder_edit)
         layout.addLayout(form)
@@ -74,7 +101,11 @@ class SettingsDialog(QDialog):
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         layout.addWidget(buttons)
+        #: Asked on OK when the token would travel over plain http; tests replace it.
+        self.confirm_plain_http: Callable[[object, str], bool] = ask_save_plain_http
         self.local_radio.toggled.connect(self._update_enabled)
+        self.url_edit.textChanged.connect(self._update_security)
+        self.token_edit.textChanged.connect(self._update_security)
         self._load()
 
     def _load(self) -> None:
@@ -94,16 +125,38 @@ class SettingsDialog(QDialog):
         self.url_edit.setEnabled(not local)
         self.token_edit.setEnabled(not local)
         self.same_machine_check.setEnabled(not local)
+        self._update_security()
+
+    def security_problem(self) -> tuple[str | None, str | None]:
+        """``(refusal, warning)`` for the remote URL and token as typed (both None in local mode):
+        a token that cannot be sent, a token that would travel unencrypted."""
+        if self.local_radio.isChecked():
+            return None, None
+        token = self.token_edit.text().strip()
+        return token_problem(token), plain_http_warning(self.url_edit.text().strip(), token)
+
+    def _update_security(self) -> None:
+        refusal, warning = self.security_problem()
+        text = refusal or warning or ""
+        self.security_label.setText(text)
+        self.security_label.setVisible(bool(text))
 
     def _request_install(self) -> None:
         self.install_requested = True
         self.reject()
 
     def accept(self) -> None:
+        refusal, warning = self.security_problem()
+        if refusal:  # stays open: the label says what to change
+            self._update_security()
+            self.token_edit.setFocus()
+            return
+        if warning and not self.confirm_plain_http(self, warning):
+            return
         settings.set("backend/mode", "local" if self.local_radio.isChecked() else "remote")
         settings.set("backend/command", self.command_edit.filePath())
         settings.set("backend/url", self.url_edit.text().strip())
-        settings.set("backend/token", self.token_edit.text())
+        settings.set("backend/token", self.token_edit.text().strip())
         settings.set("backend/same_machine", self.same_machine_check.isChecked())
         settings.set("output/folder", self.folder_edit.filePath())
         super().accept()
