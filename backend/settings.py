@@ -3,6 +3,7 @@
 ``TERNAUS_HOST``, ``TERNAUS_PORT``, ``TERNAUS_TOKEN``, ``TERNAUS_WORK_DIR``,
 ``TERNAUS_DEFAULT_MODEL``, ``TERNAUS_MODELS_DIR``, ``TERNAUS_MAX_WORKERS``,
 ``TERNAUS_MAX_QUEUED_JOBS``, ``TERNAUS_JOB_RETENTION_DAYS``, ``TERNAUS_MAX_REQUEST_BYTES``,
+``TERNAUS_MAX_OPEN_UPLOADS``,
 ``TERNAUS_ALLOWED_DIRS`` (folders separated by ``os.pathsep``: ``:``, on Windows ``;``) and
 ``TERNAUS_ALLOW_NETWORK_FILES``; empty variables count as unset.
 """
@@ -72,6 +73,12 @@ class Settings(BaseSettings):
     )
     max_request_bytes: int = Field(
         64 * 2**20, ge=1024, description="largest request body accepted; larger ones get 413"
+    )
+    max_open_uploads: int = Field(
+        16,
+        ge=1,
+        description="uploads that may be unfinished (not completed) at once; more are refused "
+        "(429) until some are completed or deleted",
     )
     allowed_dirs: Annotated[list[Path] | None, NoDecode] = Field(
         None,

@@ -117,6 +117,8 @@ class AllowedFolders:
         #: the other allowed folders, without the system folders inside them
         self.allowed = [resolved(p) for p in allowed]
         self.system = system_folders()
+        #: the uploads' folder: inputs inside it must be finished uploads (None: no check)
+        self.uploads_root: Path | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AllowedFolders:
@@ -127,7 +129,9 @@ class AllowedFolders:
         if settings.default_model is not None:
             own.append(Path(settings.default_model).expanduser().absolute().parent)
         allowed = settings.allowed_dirs
-        return cls(own, default_allowed_dirs() if allowed is None else allowed)
+        folders = cls(own, default_allowed_dirs() if allowed is None else allowed)
+        folders.uploads_root = resolved(settings.work_dir / "uploads")
+        return folders
 
     def folders(self) -> list[Path]:
         """Every allowed folder, for messages."""

@@ -6,7 +6,9 @@ that says what to do next and optional ``details`` for logs.
 
 from __future__ import annotations
 
+import errno
 import logging
+import sqlite3
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -40,6 +42,18 @@ class ConflictError(TernausError):
     """The request does not fit the job's current state (e.g. a result before it is ready)."""
 
     http_status = 409
+
+
+class TooManyUploadsError(TernausError):
+    """Too many uploads are unfinished."""
+
+    http_status = 429
+
+
+class InsufficientStorageError(TernausError):
+    """The disk has no room for what the request asks to store."""
+
+    http_status = 507
 
 
 class GoneError(TernausError):
@@ -94,6 +108,33 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, message, None, getattr(exc, "headers", None))
 
 
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says the disk (or the user's quota) is full."""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+    if isinstance(exc, sqlite3.Error):
+        return getattr(exc, "sqlite_errorcode", None) == 13 or "disk is full" in str(exc)
+    return False
+
+
+def disk_full_error(exc: BaseException, where: str | None = None) -> InsufficientStorageError:
+    """The 507 error of a full disk, naming the file or folder when known."""
+    place = where or getattr(exc, "filename", None) or "the backend's work folder"
+    return InsufficientStorageError(
+        f"The disk holding {place} is full; free space there (or delete old jobs and uploads: "
+        "DELETE /v1/jobs/{id}, DELETE /v1/uploads/{id}), then send the request again.",
+        details=f"{type(exc).__name__}: {exc}",
+    )
+
+
+async def _os_error(request: Request, exc: Exception) -> JSONResponse:
+    if is_disk_full(exc):
+        log.warning("disk full in %s %s: %s", request.method, request.url.path, exc)
+        error = disk_full_error(exc)
+        return error_response(error.http_status, error.message, error.details)
+    return await _unexpected_error(request, exc)
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unexpected error in %s %s", request.method, request.url.path)
     return error_response(
@@ -108,4 +149,6 @@ def add_exception_handlers(app: FastAPI) -> None:
     app.add_exception_handler(TernausError, _ternaus_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(OSError, _os_error)
+    app.add_exception_handler(sqlite3.Error, _os_error)
     app.add_exception_handler(Exception, _unexpected_error)

@@ -34,7 +34,13 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Literal
 
-from ternaus_backend.api.errors import ConflictError, NotFoundError, TooManyJobsError
+from ternaus_backend.api.errors import (
+    ConflictError,
+    NotFoundError,
+    TooManyJobsError,
+    disk_full_error,
+    is_disk_full,
+)
 from ternaus_backend.api.job_store import (
     DELETED_MARK,
     JOB_FILE,
@@ -304,6 +310,8 @@ class JobManager:
             try:  # the row first, then the folder with its job.json
                 self._store.insert(job.row())
             except sqlite3.Error as error:
+                if is_disk_full(error):
+                    raise disk_full_error(error, str(self._store.path)) from error
                 raise JobTableError(
                     f"Cannot record the job in {self._store.path}: free space in the work folder "
                     "or set TERNAUS_WORK_DIR to a writable folder, then submit again.",
@@ -338,6 +346,16 @@ class JobManager:
         """The requests of the queued and running jobs, as JSON text (to keep their inputs)."""
         with self._lock:
             return json.dumps([j.request for j in self._jobs.values() if not j.status.finished])
+
+    def unfinished_jobs_naming(self, text: str) -> list[str]:
+        """The queued and running jobs whose request mentions ``text`` (an upload's id), as
+        ``job <id> (<status>)``."""
+        with self._lock:
+            return [
+                f"job {job.id} ({job.status.value})"
+                for job in self._jobs.values()
+                if not job.status.finished and text in json.dumps(job.request)
+            ]
 
     def result_file(self, job_id: str) -> tuple[dict, Path | None]:
         """The job's snapshot and its downloadable file (None when it has none)."""
@@ -612,6 +630,15 @@ class JobManager:
         except TernausError as exc:
             self._end(job, JobStatus.failed, error={"message": exc.message, "details": exc.details})
         except Exception as exc:  # a bug or an unforeseen input: the server must survive it
+            if is_disk_full(exc):
+                full = disk_full_error(exc)
+                log.warning("job %s (%s): %s", job.id, job.kind, full.details)
+                self._end(
+                    job,
+                    JobStatus.failed,
+                    error={"message": full.message, "details": traceback.format_exc()},
+                )
+                return
             log.exception("job %s (%s) failed unexpectedly", job.id, job.kind)
             self._end(
                 job,

@@ -69,6 +69,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.work_dir / "uploads",
         settings.job_retention_days,
         in_use=job_manager.unfinished_requests,
+        users=job_manager.unfinished_jobs_naming,
+        max_open=settings.max_open_uploads,
     )
     app.state.uploads.clean()
     app.state.folders = AllowedFolders.from_settings(settings)

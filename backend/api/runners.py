@@ -14,6 +14,7 @@ from typing import Any
 from ternaus_backend.api.allowed_folders import AllowedFolders
 from ternaus_backend.api.jobs import JobContext, JobFunction, JobOutcome
 from ternaus_backend.api.schemas import EvaluateRequest, PredictRequest, TrainRequest
+from ternaus_backend.api.uploads import check_upload_input
 from ternaus_backend.device import pick_device
 from ternaus_backend.errors import CancelledError, InputError, ModelError
 from ternaus_backend.network_files import check_local_file
@@ -39,6 +40,8 @@ def existing_file(path: Path, role: str, folders: AllowedFolders) -> Path:
     InputError when it reaches the network, is missing or is not a file."""
     check_local_file(path, role)
     full = folders.check(path, role)
+    if folders.uploads_root is not None:  # an unfinished upload, an upload's record: 403
+        check_upload_input(full, folders.uploads_root, role)
     try:
         exists, is_file = full.exists(), full.is_file()
     except OSError as error:  # e.g. a name too long for the file system
@@ -295,6 +298,7 @@ def train_job(request: TrainRequest, folders: AllowedFolders) -> JobFunction:
             name: existing_file(getattr(source, name), role, folders)
             for name, role in (
                 ("ms", "multispectral raster"),
+                ("labels", "labels file"),
                 ("aoi", "training area"),
                 ("val_aoi", "validation area"),
             )
@@ -304,7 +308,6 @@ def train_job(request: TrainRequest, folders: AllowedFolders) -> JobFunction:
             source.model_copy(
                 update={
                     "rgb": existing_file(source.rgb, "RGB raster", folders),
-                    "labels": existing_file(source.labels, "labels file", folders),
                     **optional,
                 }
             )
