@@ -210,3 +210,64 @@ def test_a_whole_world_bbox_works_and_a_nan_one_is_refused(tmp_path, capsys, rgb
     for bbox in ("nan,0,1,1", "-inf,-inf,inf,inf", "1,1,0,0"):
         code, _, err = predict(capsys, rgb, light_model, tmp_path / "n.gpkg", f"--bbox={bbox}")
         assert_user_error(code, err, "XMIN,YMIN,XMAX,YMAX")
+
+
+# -- issue 18, item 6: model metadata out of range --------------------------------------------
+
+
+def _with_metadata(source, destination, change):
+    """A copy of the model file ``source`` whose header metadata ``change(dict)`` edits (as a
+    hand-edited or foreign file would be), written without validation."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(source), framework="pt") as handle:
+        header = dict(handle.metadata())
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    meta = json.loads(header["ternaus_metadata"])
+    change(meta)
+    header["ternaus_metadata"] = json.dumps(meta)
+    save_file(tensors, str(destination), metadata=header)
+    return destination
+
+
+BAD_METADATA = {
+    "body threshold above 1": (lambda m: m["thresholds"].update(body=1.5), "thresholds.body"),
+    "negative border": (lambda m: m["thresholds"].update(border=-0.1), "thresholds.border"),
+    "negative extent": (lambda m: m["thresholds"].update(extent=-1), "thresholds.extent"),
+    "negative min area": (
+        lambda m: m["thresholds"].update(min_area_px=-5),
+        "thresholds.min_area_px",
+    ),
+    "std 0": (lambda m: m["normalization"].update(std=[0.2, 0.0, 0.2]), "normalization.std"),
+    "negative std": (
+        lambda m: m["normalization"].update(std=[0.2, -1.0, 0.2]),
+        "normalization.std",
+    ),
+    "resolution 0": (lambda m: m.update(resolution_m=0), "resolution_m"),
+    "negative resolution": (lambda m: m.update(resolution_m=-0.3), "resolution_m"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_METADATA))
+def test_model_metadata_out_of_range_is_refused(tmp_path, capsys, rgb, light_model, case):
+    change, field = BAD_METADATA[case]
+    bad = _with_metadata(light_model, tmp_path / "bad.safetensors", change)
+    out = tmp_path / "out.gpkg"
+    code, _, err = predict(capsys, rgb, bad, out)
+    assert_user_error(code, err, f"The metadata in {bad} is invalid ({field}:")
+    assert not out.exists()
+    code, _, err = run(capsys, "info", str(bad))
+    assert_user_error(code, err, field)
+
+
+def test_train_init_refuses_a_model_with_bad_metadata(tmp_path, capsys, rgb, labels, light_model):
+    """``ternaus train --init`` loads through the same check: bad values are not copied into
+    the new model."""
+    bad = _with_metadata(
+        light_model, tmp_path / "bad.safetensors", lambda m: m["thresholds"].update(body=-0.5)
+    )
+    out = tmp_path / "tuned.safetensors"
+    code, _, err = run(capsys, *_train_args(rgb, labels, out, "--init", str(bad)))
+    assert_user_error(code, err, f"The metadata in {bad} is invalid (thresholds.body:")
+    assert not out.exists()

@@ -8,9 +8,10 @@ tile size and the thresholds that turn probabilities into buildings.
 from __future__ import annotations
 
 import json
+import math
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -31,10 +32,16 @@ class BandScaling(BaseModel):
     """
 
     method: Literal["percentile", "divide", "auto"] = "percentile"
-    low: float = 0.0
-    high: float = 100.0
-    divisor: float = 255.0
+    low: float = Field(0.0, ge=0, le=100)
+    high: float = Field(100.0, ge=0, le=100)
+    divisor: float = Field(255.0, gt=0)
     clip: bool = False
+
+    @model_validator(mode="after")
+    def _low_below_high(self) -> BandScaling:
+        if self.low >= self.high:
+            raise ValueError(f"the low percentile {self.low} must be below the high {self.high}")
+        return self
 
 
 class Normalization(BaseModel):
@@ -44,6 +51,21 @@ class Normalization(BaseModel):
     ms: BandScaling | None = None
     mean: list[float] = Field(default_factory=lambda: list(IMAGENET_MEAN))
     std: list[float] = Field(default_factory=lambda: list(IMAGENET_STD))
+
+    @field_validator("mean")
+    @classmethod
+    def _finite_mean(cls, value: list[float]) -> list[float]:
+        if not all(math.isfinite(v) for v in value):
+            raise ValueError(f"every mean must be a finite number, got {value}")
+        return value
+
+    @field_validator("std")
+    @classmethod
+    def _positive_std(cls, value: list[float]) -> list[float]:
+        bad = [v for v in value if not (math.isfinite(v) and v > 0)]
+        if bad:
+            raise ValueError(f"every std must be above 0 (it divides the values), got {value}")
+        return value
 
 
 class Thresholds(BaseModel):
@@ -57,10 +79,10 @@ class Thresholds(BaseModel):
     sure.
     """
 
-    body: float = 0.5
-    border: float = 0.5
-    min_area_px: int = 20
-    extent: float | None = None
+    body: float = Field(0.5, ge=0, le=1)
+    border: float = Field(0.5, ge=0, le=1)
+    min_area_px: int = Field(20, ge=0)
+    extent: float | None = Field(None, ge=0, le=1)
 
     def extent_level(self) -> float:
         """The body probability above which a seeded building extends (at most ``body``)."""
@@ -74,15 +96,15 @@ class ModelMetadata(BaseModel):
     name: str = "ternausnetv2"
     architecture: Literal["ternausnetv2"] = "ternausnetv2"
     encoder: str = "wrn38"
-    in_channels: int = 11
-    num_classes: int = 2
-    num_filters: int = 32
+    in_channels: int = Field(11, ge=1)
+    num_classes: int = Field(2, ge=1)
+    num_filters: int = Field(32, ge=1)
     band_names: list[str] = Field(default_factory=lambda: list(RGB_BANDS + MS_BANDS))
     class_names: list[str] = Field(default_factory=lambda: ["building", "touching_border"])
     normalization: Normalization = Field(default_factory=Normalization)
-    resolution_m: float = 0.3
-    tile_size_px: int = 512
-    overlap_px: int = 64
+    resolution_m: float = Field(0.3, gt=0, allow_inf_nan=False)
+    tile_size_px: int = Field(512, ge=1)
+    overlap_px: int = Field(64, ge=0)
     thresholds: Thresholds = Field(default_factory=Thresholds)
     provenance: dict[str, str] = Field(default_factory=dict)
 
@@ -96,7 +118,25 @@ class ModelMetadata(BaseModel):
 
     @classmethod
     def from_header(cls, header: dict[str, str]) -> ModelMetadata:
+        """The metadata of a safetensors header; ValueError (a pydantic ValidationError for
+        values out of range) when it is not valid."""
         return cls.model_validate(json.loads(header["ternaus_metadata"]))
+
+
+def describe_problems(error: ValueError, limit: int = 3) -> str:
+    """The problems of a metadata ValidationError in one line (``field: problem (got value)``);
+    the error's text for other errors."""
+    if not isinstance(error, ValidationError):
+        return str(error).splitlines()[0]
+    problems = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in item.get("loc", ())) or "metadata"
+        message = str(item.get("msg", "invalid")).removeprefix("Value error, ")
+        got = item.get("input")
+        shown = "" if isinstance(got, (dict, list)) and "got" in message else f" (got {got!r})"
+        problems.append(f"{where}: {message}{shown}")
+    more = f" and {len(problems) - limit} more" if len(problems) > limit else ""
+    return "; ".join(problems[:limit]) + more
 
 
 def spacenet2_metadata(**overrides) -> ModelMetadata:

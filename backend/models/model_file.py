@@ -31,7 +31,7 @@ from torch import nn
 
 from ..device import pick_device
 from ..errors import InputError, ModelError
-from .metadata import ModelMetadata, spacenet2_metadata
+from .metadata import ModelMetadata, describe_problems, spacenet2_metadata
 from .registry import (
     ENCODERS,
     check_metadata_matches,
@@ -242,8 +242,8 @@ def read_model_file(
             metadata = ModelMetadata.from_header(header)
         except ValueError as error:  # JSON or validation error
             raise ModelError(
-                f"The metadata in {path} is invalid; re-save the model with ternaus train or "
-                "give another file.",
+                f"The metadata in {path} is invalid ({describe_problems(error)}); fix those "
+                "values, re-save the model with ternaus train, or give another file.",
                 details=str(error),
             ) from error
     if metadata is None:
@@ -375,7 +375,7 @@ def describe_model(path: str | os.PathLike) -> dict[str, Any]:
             try:
                 meta = ModelMetadata.from_header(header)
             except ValueError as error:
-                message = f"the metadata in {path} is invalid"
+                message = f"the metadata in {path} is invalid ({describe_problems(error)})"
                 raise ModelError(message, details=str(error)) from error
             file_format, source = "safetensors", "safetensors"
     if meta is None:
