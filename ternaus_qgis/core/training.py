@@ -3,6 +3,13 @@
 :class:`TrainingRequest` is collected on the GUI thread (the label and area layers are exported
 there); :func:`run_training` runs in a worker thread, reports each epoch (loss, validation F1) as
 it arrives, and returns the model file. Cancel keeps the best model so far.
+
+A job that ends failed or interrupted (the backend killed, out of memory) after a validated epoch
+has left its best model and a resumable checkpoint beside it: :func:`run_training` then raises
+:class:`~ternaus_qgis.exceptions.TrainingStoppedError`, with which the dock offers to use that
+model or to resume (the same job body again, with ``resume: true``). This needs the model to be
+written where the plugin can see it (a local backend, or one that shares this machine's disks):
+a remote backend keeps a failed job's files in its job folder and does not serve them.
 """
 
 from __future__ import annotations
@@ -15,8 +22,14 @@ from typing import Any
 
 from qgis.core import QgsCoordinateReferenceSystem, QgsRectangle
 
-from ..backend_process import BackendConnection
-from ..exceptions import CancelledByUser
+from ..backend_process import BackendConnection, BackendInfo
+from ..client import BackendClient
+from ..exceptions import (
+    BackendUnreachableError,
+    CancelledByUser,
+    JobFailedError,
+    TrainingStoppedError,
+)
 from .jobs import Progress, follow_job
 from .models import with_render_resolution
 from .raster_inputs import RasterInput, export_folder, materialize
@@ -72,6 +85,8 @@ class TrainingRequest:
     #: Where a web RGB layer is rendered (the training area's or the labels' extent).
     extent: QgsRectangle | None = None
     extent_crs: QgsCoordinateReferenceSystem | None = None
+    #: The body of a stopped job to resume from its checkpoint (nothing is exported again).
+    resume_payload: dict[str, Any] | None = None
 
 
 @dataclass
@@ -124,6 +139,73 @@ def run_training(
     client, info = backend.client(lambda text: progress.report(0.0, text), progress.cancelled)
     for warning in info.warnings:  # shown once per URL: here when no dock showed it
         progress.log(warning)
+    if request.resume_payload is not None:
+        body = {**request.resume_payload, "resume": True}
+        progress.log(f"Resuming the training of {request.name} from its checkpoint")
+    else:
+        body = _prepare(request, client, info, progress)
+    submitted = time.time()
+    job = client.submit_train(body)
+    curve: list[EpochPoint] = []
+
+    def watch(polled: dict) -> None:
+        info = (polled.get("progress") or {}).get("info") or {}
+        # A step's report repeats the last validated epoch: quick epochs are drawn live too.
+        epoch = info if info.get("phase") == "validated" else info.get("last_validated") or {}
+        if epoch.get("phase") != "validated":
+            return
+        if curve and curve[-1].epoch == epoch.get("epoch"):
+            return
+        point = EpochPoint.from_dict(epoch)
+        curve.append(point)
+        if on_epoch is not None:
+            on_epoch(point)
+
+    try:
+        job = follow_job(client, backend, job, progress, STAGE_TEXT, STAGE_SPAN, on_update=watch)
+        cancelled = False
+    except (JobFailedError, BackendUnreachableError) as error:
+        raise _stopped(error, request, body, curve, submitted, needs_upload(info)) from None
+    except CancelledByUser:
+        job = client.job(job["id"])
+        summary = job.get("result") or {}
+        kept = summary.get("model_path")
+        if not kept or (not needs_upload(info) and not Path(kept).is_file()):
+            raise CancelledByUser(
+                "Training cancelled before the first epoch ended; no model was kept."
+            ) from None
+        cancelled = True
+    summary = job.get("result") or {}
+    # Epochs shorter than a poll may have been missed live: the job's history has them all.
+    seen = {p.epoch for p in curve}
+    for row in summary.get("history") or []:
+        if row.get("epoch") in seen:
+            continue
+        point = EpochPoint.from_dict(row)
+        curve.append(point)
+        if on_epoch is not None:
+            on_epoch(point)
+    curve.sort(key=lambda p: p.epoch)
+    model_path = fetch_output(client, info, job, request.out_path)
+    return TrainingResult(
+        model_path=model_path or Path(summary.get("model_path") or request.out_path),
+        curve=curve,
+        summary=summary,
+        seconds=time.monotonic() - started,
+        cancelled=cancelled,
+    )
+
+
+def checkpoint_path(model_path: Path) -> Path:
+    """The backend's resumable checkpoint beside a model file: ``<model>.ckpt.pt`` (as
+    ``ternaus_backend.training.loop.checkpoint_path`` names it)."""
+    return model_path.with_name(model_path.name + ".ckpt.pt")
+
+
+def _prepare(
+    request: TrainingRequest, client: BackendClient, info: BackendInfo, progress: Progress
+) -> dict[str, Any]:
+    """Export (and upload) the inputs; the body of ``POST /v1/jobs/train``."""
     rgb = with_render_resolution(request.rgb, client.models(), request.init_model)
     rgb_path = materialize(
         rgb,
@@ -156,50 +238,39 @@ def run_training(
     }
     paths = {key: backend_path(client, info, path, key, progress) for key, path in files.items()}
     paths["init"] = paths["init"] or init
-    job = client.submit_train(build_payload(request, paths, needs_upload(info)))
-    curve: list[EpochPoint] = []
+    return build_payload(request, paths, needs_upload(info))
 
-    def watch(polled: dict) -> None:
-        info = (polled.get("progress") or {}).get("info") or {}
-        # A step's report repeats the last validated epoch: quick epochs are drawn live too.
-        epoch = info if info.get("phase") == "validated" else info.get("last_validated") or {}
-        if epoch.get("phase") != "validated":
-            return
-        if curve and curve[-1].epoch == epoch.get("epoch"):
-            return
-        point = EpochPoint.from_dict(epoch)
-        curve.append(point)
-        if on_epoch is not None:
-            on_epoch(point)
 
-    try:
-        job = follow_job(client, backend, job, progress, STAGE_TEXT, STAGE_SPAN, on_update=watch)
-        cancelled = False
-    except CancelledByUser:
-        job = client.job(job["id"])
-        summary = job.get("result") or {}
-        kept = summary.get("model_path")
-        if not kept or (not needs_upload(info) and not Path(kept).is_file()):
-            raise CancelledByUser(
-                "Training cancelled before the first epoch ended; no model was kept."
-            ) from None
-        cancelled = True
-    summary = job.get("result") or {}
-    # Epochs shorter than a poll may have been missed live: the job's history has them all.
-    seen = {p.epoch for p in curve}
-    for row in summary.get("history") or []:
-        if row.get("epoch") in seen:
-            continue
-        point = EpochPoint.from_dict(row)
-        curve.append(point)
-        if on_epoch is not None:
-            on_epoch(point)
-    curve.sort(key=lambda p: p.epoch)
-    model_path = fetch_output(client, info, job, request.out_path)
-    return TrainingResult(
-        model_path=model_path or Path(summary.get("model_path") or request.out_path),
-        curve=curve,
-        summary=summary,
-        seconds=time.monotonic() - started,
-        cancelled=cancelled,
+def _stopped(
+    error: JobFailedError | BackendUnreachableError,
+    request: TrainingRequest,
+    body: dict[str, Any],
+    curve: list[EpochPoint],
+    submitted: float,
+    remote: bool,
+) -> Exception:
+    """:class:`TrainingStoppedError` when the stopped job left a model and its checkpoint (written
+    by this job, not an earlier run of the same name), else ``error`` itself."""
+    model, checkpoint = request.out_path, checkpoint_path(request.out_path)
+    if remote or not (model.is_file() and checkpoint.is_file()):
+        return error
+    written = min(model.stat().st_mtime, checkpoint.stat().st_mtime)
+    if request.resume_payload is None and written < submitted - 1.0:
+        return error  # an earlier run's files, not this job's
+    best = [point for point in curve if point.best]
+    epoch = best[-1].epoch if best else None
+    f1 = best[-1].val_f1 if best else None
+    what = ""
+    if epoch is not None:
+        f1_text = "n/a" if f1 is None else f"{f1:.3f}"
+        what = f" (epoch {epoch}, validation F1 {f1_text})"
+    return TrainingStoppedError(
+        f"The training stopped early, but its best model so far{what} is saved in {model}: use "
+        f"it, or resume the training from its checkpoint. Why it stopped: {error.message}",
+        details=error.details,
+        model_path=model,
+        checkpoint_path=checkpoint,
+        resume_payload=body,
+        best_epoch=epoch,
+        best_f1=f1,
     )

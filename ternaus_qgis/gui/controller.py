@@ -7,6 +7,7 @@ layer when the task has finished.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable
 
@@ -36,6 +37,7 @@ from ..exceptions import (
     BackendUnreachableError,
     LayerError,
     TernausPluginError,
+    TrainingStoppedError,
 )
 from ..tasks.backend_task import BackendStatus, BackendStatusTask
 from ..tasks.evaluate_task import EvaluateTask
@@ -94,6 +96,8 @@ class DockController(QObject):
         dock.train_panel.train_requested.connect(self.train)
         dock.train_panel.cancel_requested.connect(self.cancel_training)
         self.train_task: TrainTask | None = None
+        #: The request of the latest training (resumed from when it stopped).
+        self.train_request: TrainingRequest | None = None
         self.last_training: TrainingResult | None = None
         #: Extra fields of the train request (e.g. crop_px, batch_size, lr).
         self.training_options: dict = {}
@@ -415,13 +419,17 @@ class DockController(QObject):
         """Export the labelled layers, start a TrainTask."""
         if self.train_task is not None:
             return
-        panel = self.dock.train_panel
         try:
             request = self.collect_training()
         except TernausPluginError as error:
             self.last_error = error
             push_error(self.bar, error)
             return
+        self._start_training(request)
+
+    def _start_training(self, request: TrainingRequest) -> None:
+        panel = self.dock.train_panel
+        self.train_request = request
         self.train_task = TrainTask(request, self.backend, self._train_done, self._train_failed)
         self.train_task.progressChanged.connect(self._on_train_progress)
         self.train_task.epoch_done.connect(self._on_epoch)
@@ -504,7 +512,29 @@ class DockController(QObject):
         self.last_error = error
         self.dock.train_panel.set_running(False)
         self.dock.train_panel.stage_label.setText(error.message)
-        push_error(self.bar, error)
+        actions = None
+        if isinstance(error, TrainingStoppedError):  # a model and its checkpoint were kept
+            actions = [
+                ("Use this model", "ternausUseStoppedModel", lambda: self.use_stopped_model(error)),
+                ("Resume training", "ternausResumeTraining", lambda: self.resume_training(error)),
+            ]
+        push_error(self.bar, error, actions=actions)
+
+    def use_stopped_model(self, stopped: TrainingStoppedError) -> None:
+        """Choose the best model of a stopped training for extraction (and list it)."""
+        path = str(stopped.model_path)
+        settings.set("dock/model", path)
+        text = f"Using {stopped.model_path.stem}, the best model of the stopped training: {path}"
+        self.dock.train_panel.stage_label.setText(text)
+        push_success(self.bar, text)
+        self.refresh_backend()  # the model appears in the lists, selected
+
+    def resume_training(self, stopped: TrainingStoppedError) -> None:
+        """Continue a stopped training from its checkpoint (the same job, ``resume: true``)."""
+        if self.train_task is not None or self.train_request is None:
+            return
+        request = dataclasses.replace(self.train_request, resume_payload=stopped.resume_payload)
+        self._start_training(request)
 
     def shutdown(self) -> None:
         """Cancel running work and forget its callbacks (plugin unload)."""

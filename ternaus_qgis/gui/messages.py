@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from qgis.core import Qgis
@@ -29,9 +30,15 @@ def add_open_log_button(widget, path: Path) -> None:
     widget.layout().addWidget(button)
 
 
-def push_error(bar, error: TernausPluginError, log_path: Path | None = None) -> None:
+def push_error(
+    bar,
+    error: TernausPluginError,
+    log_path: Path | None = None,
+    actions: list[tuple[str, str, Callable[[], None]]] | None = None,
+) -> None:
     """An error on the message bar (info level for a cancel), logged with its details; with an
-    "Open log" button when ``log_path`` is given."""
+    "Open log" button when ``log_path`` is given, and a button per ``(text, object name,
+    callback)`` of ``actions`` (a button closes the entry)."""
     if isinstance(error, CancelledByUser):
         bar.pushMessage(TITLE, error.message, Qgis.Info, 5)
         log(error.message)
@@ -45,7 +52,12 @@ def push_error(bar, error: TernausPluginError, log_path: Path | None = None) -> 
         widget.layout().addWidget(button)
     if log_path is not None:
         add_open_log_button(widget, log_path)
-    bar.pushWidget(widget, Qgis.Critical, 0)
+    for text, name, callback in actions or []:
+        button = QPushButton(text, widget)
+        button.setObjectName(name)
+        button.clicked.connect(lambda _checked=False, run=callback: (bar.popWidget(item), run()))
+        widget.layout().addWidget(button)
+    item = bar.pushWidget(widget, Qgis.Critical, 0)
 
 
 def push_warning(bar, text: str) -> None:

@@ -3,15 +3,18 @@ epochs drawn as they arrive, the new model in the model lists at once; Stop keep
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 import pytest
 from qgis.core import QgsProject, QgsVectorLayer
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtTest import QTest
+from qgis.PyQt.QtWidgets import QPushButton
 
 from ternaus_qgis import settings
-from ternaus_qgis.exceptions import LayerError
+from ternaus_qgis.exceptions import LayerError, TrainingStoppedError
 
 from .conftest import add_raster, wait_until
 
@@ -87,6 +90,56 @@ def test_stop_keeps_the_best_model_so_far(plugin, labelled):
     assert result is not None and result.cancelled, plugin.controller.last_error
     assert result.model_path.is_file() and len(result.curve) < 50
     assert "best kept" in panel.stage_label.text()
+
+
+def test_a_killed_training_offers_its_best_model_and_resumes(plugin, labelled, iface):
+    raster, labels = labelled
+    panel = plugin.dock.train_panel
+    panel.rgb_combo.setLayer(raster)
+    panel.labels_combo.setLayer(labels)
+    panel.epochs_spin.setValue(4)
+    panel.steps_spin.setValue(3)
+    panel.name_edit.setText("killed")
+    out = settings.models_folder() / "killed.safetensors"
+    checkpoint = out.with_name(out.name + ".ckpt.pt")
+    QTest.mouseClick(panel.train_button, Qt.LeftButton)
+    wait_until(
+        lambda: plugin.controller.train_task is None or checkpoint.is_file(),
+        300,
+        "the first checkpoint",
+    )
+    assert plugin.controller.train_task is not None, "the training ended before it was killed"
+    backend = plugin.controller.backend.local.process
+    os.kill(backend.pid, signal.SIGKILL)  # the backend dies mid-training
+    wait_until(lambda: plugin.controller.train_task is None, 60, "the training to stop")
+    error = plugin.controller.last_error
+    assert isinstance(error, TrainingStoppedError), error
+    assert error.model_path == out and out.is_file() and error.checkpoint_path == checkpoint
+    assert "best model so far" in error.message and str(out) in error.message
+    assert "resume" in error.message and "exit code" in error.message
+    items = [item for item in iface.bar.items() if "best model so far" in item.text()]
+    assert len(items) == 1
+    use = items[0].findChild(QPushButton, "ternausUseStoppedModel")
+    resume = items[0].findChild(QPushButton, "ternausResumeTraining")
+    assert use is not None and resume is not None
+    # "Use this model": chosen for extraction, listed once the (restarted) backend answers.
+    QTest.mouseClick(use, Qt.LeftButton)
+    assert settings.get("dock/model") == str(out)
+    wait_until(lambda: plugin.controller.status_task is None, 120, "the model list")
+    paths = [
+        plugin.dock.model_combo.itemData(i, Qt.UserRole)
+        for i in range(plugin.dock.model_combo.count())
+    ]
+    assert str(out) in paths
+    # "Resume training" (what its button calls): the same job continues from the checkpoint.
+    plugin.controller.resume_training(error)
+    assert plugin.controller.train_task is not None
+    wait_until(lambda: plugin.controller.train_task is None, 300, "the resumed training")
+    result = plugin.controller.last_training
+    assert result is not None, plugin.controller.last_error.message
+    assert result.model_path == out
+    assert any("resumed after epoch" in note for note in result.summary["notes"])
+    assert [p.epoch for p in result.curve] == [1, 2, 3, 4]
 
 
 def test_a_model_needs_a_name(plugin, labelled):
