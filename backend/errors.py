@@ -39,3 +39,9 @@ class CancelledError(TernausError):
     """The user cancelled a long job; whatever was finished is kept."""
 
     http_status = 409
+
+
+class DiskFullError(TernausError):
+    """A disk filled up while a file (a model, a checkpoint, a result) was being written."""
+
+    http_status = 507

@@ -11,10 +11,22 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 from ternaus_backend.errors import InputError
+
+#: What writers say when the disk fills up: the OS's words, safetensors' (os error 28) and
+#: torch.save's (a short write: "file write failed", "unexpected pos").
+_FULL_DISK_WORDS = (
+    "no space left",
+    "os error 28",
+    "disk quota",
+    "storagefull",
+    "file write failed",
+    "unexpected pos",
+)
 
 #: How the refusal of an existing output says to replace it (CLI flag and API field).
 OVERWRITE_HINT = 'pass --overwrite (HTTP API: "overwrite": true) to replace it'
@@ -88,3 +100,21 @@ def os_error(exc: OSError, path: str | Path | None = None) -> InputError:
     else:
         message = f"{where} cannot be read or written: {exc.strerror or exc}; check the path."
     return InputError(message, details=f"{type(exc).__name__}: {exc}")
+
+
+def looks_like_full_disk(error: BaseException, folder: Path, needed_bytes: int = 0) -> bool:
+    """Whether ``error``, raised while writing into ``folder``, means its disk is full: an
+    ENOSPC/EDQUOT OSError, a writer's message saying so, or less free space left in
+    ``folder`` than ``needed_bytes``."""
+    if isinstance(error, OSError) and error.errno in (
+        errno.ENOSPC,
+        getattr(errno, "EDQUOT", errno.ENOSPC),
+    ):
+        return True
+    text = str(error).lower()
+    if any(word in text for word in _FULL_DISK_WORDS):
+        return True
+    try:
+        return needed_bytes > 0 and shutil.disk_usage(folder).free < needed_bytes
+    except OSError:
+        return False

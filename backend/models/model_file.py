@@ -30,7 +30,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 from ..device import pick_device
-from ..errors import InputError, ModelError
+from ..errors import DiskFullError, InputError, ModelError
+from ..outputs import looks_like_full_disk
 from .metadata import ModelMetadata, describe_problems, spacenet2_metadata
 from .registry import (
     ENCODERS,
@@ -329,7 +330,21 @@ def save_model(model: nn.Module, metadata: ModelMetadata, path: str | os.PathLik
     try:
         save_file(tensors, temporary, metadata=header)
         os.replace(temporary, path)
-    except OSError as error:
+    except (OSError, SafetensorError, RuntimeError) as error:
+        needed = sum(t.numel() * t.element_size() for t in tensors.values())
+        if looks_like_full_disk(error, path.parent, needed):
+            kept = (
+                f"the best model so far is {path} (left as it was)"
+                if path.exists()
+                else f"no model was saved to {path}"
+            )
+            raise DiskFullError(
+                f"Cannot save the model to {path}: the disk is full: free space in "
+                f"{path.parent}; {kept}.",
+                details=f"{type(error).__name__}: {error}",
+            ) from error
+        if not isinstance(error, OSError):
+            raise
         raise InputError(f"cannot save the model to {path}", details=str(error)) from error
     finally:
         if os.path.exists(temporary):

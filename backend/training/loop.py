@@ -242,6 +242,47 @@ def _provenance(
     epochs_done: int,
     init_meta: dict[str, str] | None,
 ) -> dict[str, str]:
+    """The provenance of a trained model. A fine-tuned model's ancestry is ``lineage``: a JSON
+    list of at most 8 ancestors, nearest first, each a few short fields (name, date,
+    trained_by, init_model, datasets), made of the init model's own ``lineage`` (or, in older
+    files, its nested ``init_provenance``) plus the init model itself, so the header stays the
+    same size however many generations of fine-tuning there are."""
+    lineage_max, text_max = 8, 200
+    keys = ("name", "date", "trained_by", "init_model", "datasets")
+
+    def short(value: Any) -> str:
+        text = str(value)
+        return text if len(text) <= text_max else text[: text_max - 3] + "..."
+
+    def entry(meta: dict[str, Any], name: str) -> dict[str, str]:
+        return {
+            "name": short(name),
+            "date": short(meta.get("date", "unknown")),
+            "trained_by": short(meta.get("trained_by", "unknown")),
+            "init_model": short(meta.get("init_model", "unknown")),
+            "datasets": short(meta.get("datasets", "")),
+        }
+
+    def ancestors(meta: dict[str, Any]) -> list[dict[str, str]]:
+        try:
+            listed = json.loads(meta.get("lineage") or "[]")
+        except (TypeError, ValueError):
+            listed = []
+        if isinstance(listed, list) and listed:
+            return [{k: short(e[k]) for k in keys if k in e} for e in listed if isinstance(e, dict)]
+        found: list[dict[str, str]] = []  # an older file: init_provenance nested in each other
+        child, nested = meta, meta.get("init_provenance")
+        while nested and len(found) < lineage_max:
+            try:
+                parent = json.loads(nested)
+            except (TypeError, ValueError):
+                break
+            if not isinstance(parent, dict):
+                break
+            found.append(entry(parent, Path(str(child.get("init_model", "unknown"))).name))
+            child, nested = parent, parent.get("init_provenance")
+        return found
+
     prov = {
         "trained_by": "ternaus train",
         "date": _now(),
@@ -264,7 +305,9 @@ def _provenance(
             val_pixel_iou=f"{best['val_iou']:.4f}" if best.get("val_iou") is not None else "n/a",
         )
     if init_meta:
-        prov["init_provenance"] = json.dumps(init_meta)
+        name = Path(config.init).name if config.init else "unknown"
+        lineage = [entry(init_meta, name), *ancestors(init_meta)][:lineage_max]
+        prov["lineage"] = json.dumps(lineage)
     return prov
 
 
@@ -819,7 +862,25 @@ class _Run:
             "init_provenance": self.init_provenance,
             "config": self.config.model_dump_json(),
         }
-        _atomic_replace(lambda tmp: torch.save(state, tmp), self.ckpt_path)
+        try:
+            _atomic_replace(lambda tmp: torch.save(state, tmp), self.ckpt_path)
+        except (OSError, RuntimeError) as error:
+            from ternaus_backend.errors import DiskFullError
+            from ternaus_backend.outputs import looks_like_full_disk
+
+            weights = sum(t.numel() * t.element_size() for t in state["model"].values())
+            if not looks_like_full_disk(error, self.ckpt_path.parent, 3 * weights):
+                raise
+            best = (
+                f"the best model so far is {self.out}"
+                if self.out.exists()
+                else "no model has been saved yet"
+            )
+            raise DiskFullError(
+                f"Cannot save the training checkpoint {self.ckpt_path}: the disk is full: free "
+                f"space in {self.ckpt_path.parent}; {best}.",
+                details=f"{type(error).__name__}: {error}",
+            ) from error
 
     def cancelled(self, crops_per_s: float) -> TrainResult:
         """Before any validated epoch, save the current weights, never over an existing OUT."""
