@@ -177,16 +177,36 @@ def read_polygons_with_properties(
     """Read valid, non-empty Polygons and their feature properties (repeated per part).
 
     Invalid geometries are repaired, MultiPolygons and collections are exploded, and
-    non-polygonal parts (points, lines) are dropped.
+    non-polygonal parts (points, lines) are dropped. A layer of points or lines only (no
+    polygon at all) is refused with ``error_cls``: such labels are not building footprints.
     """
     data = read_features(path, dst_crs=dst_crs, layer=layer, error_cls=error_cls)
     polygons: list[Polygon] = []
     properties: list[dict[str, Any]] = []
+    kinds: set[str] = set()
     for geom, props in zip(data.geometries, data.properties, strict=True):
         parts = polygon_parts(geom)
         polygons.extend(parts)
         properties.extend(dict(props) for _ in parts)
+        if geom is not None and not geom.is_empty:
+            kinds.add(_SHAPE_KINDS.get(geom.geom_type, "polygons"))
+    if not polygons and kinds and "polygons" not in kinds:
+        held = "/".join(k for k in ("points", "lines") if k in kinds)
+        raise error_cls(
+            f"The label layer {Path(path).name} holds {held}, not polygons; draw building "
+            "footprints as polygons (in QGIS: a polygon layer, Add Polygon Feature)."
+        )
     return polygons, properties
+
+
+#: Geometry types that are not polygons, by what a user would call them.
+_SHAPE_KINDS = {
+    "Point": "points",
+    "MultiPoint": "points",
+    "LineString": "lines",
+    "MultiLineString": "lines",
+    "LinearRing": "lines",
+}
 
 
 def read_polygons(

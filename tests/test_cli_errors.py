@@ -271,3 +271,19 @@ def test_train_init_refuses_a_model_with_bad_metadata(tmp_path, capsys, rgb, lab
     code, _, err = run(capsys, *_train_args(rgb, labels, out, "--init", str(bad)))
     assert_user_error(code, err, f"The metadata in {bad} is invalid (thresholds.body:")
     assert not out.exists()
+
+
+def test_train_on_point_labels_says_they_are_not_polygons(tmp_path, capsys, rgb):
+    """Issue 18, item 12: point labels get "not polygons", not a CRS hint."""
+    from shapely.geometry import Point
+
+    points = tmp_path / "points.gpkg"
+    with fiona.open(
+        points, "w", driver="GPKG", crs="EPSG:32723",
+        schema={"geometry": "Point", "properties": {}},
+    ) as dst:  # fmt: skip
+        dst.write({"geometry": Point(500010, 7449990).__geo_interface__, "properties": {}})
+    out = tmp_path / "m.safetensors"
+    code, _, err = run(capsys, *_train_args(rgb, points, out))
+    assert_user_error(code, err, "holds points, not polygons; draw building footprints")
+    assert "CRS" not in err and not out.exists()

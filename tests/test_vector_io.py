@@ -166,3 +166,30 @@ def test_unknown_crs_raises_input_error(tmp_path: Path) -> None:
     path = write_polygons(tmp_path / "utm.gpkg", UTM_BUILDINGS, 32616)
     with pytest.raises(InputError, match="EPSG"):
         read_features(path, dst_crs="EPSG:not-a-code")
+
+
+@pytest.mark.parametrize(
+    ("geometries", "held"),
+    [
+        ([{"type": "Point", "coordinates": [1.0, 2.0]}], "points"),
+        ([{"type": "LineString", "coordinates": [[0.0, 0.0], [1.0, 1.0]]}], "lines"),
+        (
+            [
+                {"type": "MultiPoint", "coordinates": [[1.0, 2.0]]},
+                {"type": "LineString", "coordinates": [[0.0, 0.0], [1.0, 1.0]]},
+            ],
+            "points/lines",
+        ),
+    ],
+)
+def test_a_layer_of_points_or_lines_is_not_taken_for_footprints(tmp_path, geometries, held):
+    """Issue 18, item 12: the error says what the layer holds, not a CRS hint."""
+    path = tmp_path / "labels.geojson"
+    features = [{"type": "Feature", "geometry": g, "properties": {}} for g in geometries]
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    with pytest.raises(LabelError) as info:
+        read_polygons(path, error_cls=LabelError)
+    assert info.value.message.startswith(
+        f"The label layer labels.geojson holds {held}, not polygons; draw building footprints "
+        "as polygons"
+    )

@@ -11,7 +11,14 @@ import json
 import math
 from typing import Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -102,11 +109,22 @@ class ModelMetadata(BaseModel):
     band_names: list[str] = Field(default_factory=lambda: list(RGB_BANDS + MS_BANDS))
     class_names: list[str] = Field(default_factory=lambda: ["building", "touching_border"])
     normalization: Normalization = Field(default_factory=Normalization)
-    resolution_m: float = Field(0.3, gt=0, allow_inf_nan=False)
+    #: > 0 in every model file (checked when one is loaded; 0 marks "not known yet" while a
+    #: new model is being built)
+    resolution_m: float = Field(0.3, ge=0, allow_inf_nan=False)
     tile_size_px: int = Field(512, ge=1)
     overlap_px: int = Field(64, ge=0)
     thresholds: Thresholds = Field(default_factory=Thresholds)
     provenance: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _resolution_known_in_files(self, info: ValidationInfo) -> ModelMetadata:
+        if info.context and info.context.get("model_file") and self.resolution_m <= 0:
+            raise ValueError(
+                f"resolution_m: must be above 0 (the ground resolution in metres), got "
+                f"{self.resolution_m}"
+            )
+        return self
 
     @property
     def uses_multispectral(self) -> bool:
@@ -120,7 +138,9 @@ class ModelMetadata(BaseModel):
     def from_header(cls, header: dict[str, str]) -> ModelMetadata:
         """The metadata of a safetensors header; ValueError (a pydantic ValidationError for
         values out of range) when it is not valid."""
-        return cls.model_validate(json.loads(header["ternaus_metadata"]))
+        return cls.model_validate(
+            json.loads(header["ternaus_metadata"]), context={"model_file": True}
+        )
 
 
 def describe_problems(error: ValueError, limit: int = 3) -> str:
@@ -130,11 +150,11 @@ def describe_problems(error: ValueError, limit: int = 3) -> str:
         return str(error).splitlines()[0]
     problems = []
     for item in error.errors():
-        where = ".".join(str(p) for p in item.get("loc", ())) or "metadata"
+        where = ".".join(str(p) for p in item.get("loc", ()))
         message = str(item.get("msg", "invalid")).removeprefix("Value error, ")
         got = item.get("input")
         shown = "" if isinstance(got, (dict, list)) and "got" in message else f" (got {got!r})"
-        problems.append(f"{where}: {message}{shown}")
+        problems.append(f"{where}: {message}{shown}" if where else message)
     more = f" and {len(problems) - limit} more" if len(problems) > limit else ""
     return "; ".join(problems[:limit]) + more
 
