@@ -29,6 +29,7 @@ from ternaus_backend.pipeline.extract import (
     ExtractOptions,
     model_metadata,
     processing_inputs,
+    scene_windows,
 )
 from ternaus_backend.pipeline.raster import raster_env
 
@@ -36,6 +37,9 @@ log = logging.getLogger(__name__)
 
 #: Core side of a block, in processing-grid pixels (2.4 km at 0.3 m).
 DEFAULT_BLOCK_PX = 8192
+#: The smallest block side accepted: smaller blocks are mostly halo (each block reads a halo of
+#: at least one window step on every side), and 0 or less would never end.
+MIN_BLOCK_PX = 512
 #: How many times Dask runs a block again after its worker failed or died.
 RETRIES = 3
 
@@ -124,6 +128,11 @@ def extract_on_cluster(
     """
     started = time.perf_counter()
     opts = options or ExtractOptions()
+    if not isinstance(block_px, int) or block_px < MIN_BLOCK_PX:
+        raise InputError(
+            f"--block-px must be at least {MIN_BLOCK_PX} px, got {block_px}: smaller blocks are "
+            f"mostly halo. Use the default {DEFAULT_BLOCK_PX}, or 2048 to 8192."
+        )
     out = Path(out)
     parquet = out.suffix.lower() == ".parquet"
     if not parquet:
@@ -134,18 +143,25 @@ def extract_on_cluster(
     if folder.exists() and not resume:
         shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    rgb_path = mosaic(rgb, folder, "RGB")
-    ms_path = mosaic(ms, folder, "multispectral") if ms is not None else None
-    tasks, grid = _tasks(rgb_path, ms_path, model, opts, block_px, folder)
-    todo = [t for t in tasks if not Path(t.out).is_file()]
-    skipped = len(tasks) - len(todo)
-    if skipped:
-        log.info("resume: %d of %d blocks are already done", skipped, len(tasks))
-    pids: set[int] = set()
-    with dask_client(cluster) if client is None else nullcontext(client) as dask:
-        threads = _torch_threads(dask) if cluster.startswith("local:") else None
-        todo = [replace(t, torch_threads=threads) for t in todo]
-        pids |= _run(dask, todo, skipped, len(tasks), on_block)
+    try:
+        rgb_path = mosaic(rgb, folder, "RGB")
+        ms_path = mosaic(ms, folder, "multispectral") if ms is not None else None
+        tasks, grid, (tile_px, overlap_px) = _tasks(
+            rgb_path, ms_path, model, opts, block_px, folder
+        )
+        todo = [t for t in tasks if not Path(t.out).is_file()]
+        skipped = len(tasks) - len(todo)
+        if skipped:
+            log.info("resume: %d of %d blocks are already done", skipped, len(tasks))
+        pids: set[int] = set()
+        with dask_client(cluster) if client is None else nullcontext(client) as dask:
+            threads = _torch_threads(dask) if cluster.startswith("local:") else None
+            todo = [replace(t, torch_threads=threads) for t in todo]
+            pids |= _run(dask, todo, skipped, len(tasks), on_block)
+    except BaseException:
+        if not any(folder.glob("block-*.gpkg")):  # nothing for --resume: leave no trace
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
     count = _merge([Path(t.out) for t in tasks], out, grid.crs, parquet)
     shutil.rmtree(folder, ignore_errors=True)
     return ClusterResult(
@@ -156,13 +172,14 @@ def extract_on_cluster(
         seconds=time.perf_counter() - started,
         area_km2=grid.area_km2,
         workers=sorted(pids),
-        tile_px=tasks[0].options.tile_size_px if tasks else 0,
-        overlap_px=tasks[0].options.overlap_px if tasks else 0,
+        tile_px=tile_px,
+        overlap_px=overlap_px,
     )
 
 
 def _tasks(rgb, ms, model, opts: ExtractOptions, block_px: int, folder: Path):
-    """One task per block of the processing grid (the model's resolution)."""
+    """One task per block of the processing grid (the model's resolution), the grid, and the
+    (largest) window side and overlap the blocks run."""
     meta = model_metadata(model)
     with (
         raster_env(),
@@ -170,11 +187,18 @@ def _tasks(rgb, ms, model, opts: ExtractOptions, block_px: int, folder: Path):
     ):
         grid = inputs.grid
     tile, overlap = block_windows(meta, opts)
-    # Blocks must run the whole scene's windows: one tile size and overlap everywhere.
-    opts = replace(opts, tile_size_px=tile, overlap_px=overlap)
     blocks: list[Block] = plan_blocks(
         grid.height, grid.width, tile, overlap, block_px, opts.halo_px
     )
+    if len(blocks) == 1 and opts.tile_size_px is None:
+        # One block is the whole scene: its worker sizes the windows to the scene exactly as
+        # the single-process run does (balanced windows up to the device's limit).
+        plan = _device_plan(meta, opts)
+        windows, overlap = scene_windows(grid.height, grid.width, meta, opts, plan)
+        tile = max(windows.tile_h, windows.tile_w)
+    else:
+        # Blocks must run the whole scene's windows: one tile size and overlap everywhere.
+        opts = replace(opts, tile_size_px=tile, overlap_px=overlap)
     crs_wkt = grid.crs.to_wkt() if grid.crs is not None else None
     tasks = [
         BlockTask(
@@ -190,7 +214,18 @@ def _tasks(rgb, ms, model, opts: ExtractOptions, block_px: int, folder: Path):
         )
         for b in blocks
     ]
-    return tasks, grid
+    return tasks, grid, (tile, overlap)
+
+
+def _device_plan(meta, opts: ExtractOptions):
+    return plan_device(
+        pick_device(opts.device),
+        meta.encoder,
+        meta.tile_size_px,
+        opts.batch_size,
+        opts.precision,
+        opts.compile,
+    )
 
 
 def block_windows(meta, opts: ExtractOptions) -> tuple[int, int]:
@@ -201,18 +236,12 @@ def block_windows(meta, opts: ExtractOptions) -> tuple[int, int]:
         tile = opts.tile_size_px
         overlap = opts.overlap_px if opts.overlap_px is not None else meta.overlap_px
     else:
-        plan = plan_device(
-            pick_device(opts.device),
-            meta.encoder,
-            meta.tile_size_px,
-            opts.batch_size,
-            opts.precision,
-            opts.compile,
-        )
+        plan = _device_plan(meta, opts)
         tile = plan.max_tile_px
         overlap = opts.overlap_px
         if overlap is None:
             overlap = max(meta.overlap_px, plan.seam_guard_px)
+        overlap = min(overlap, plan.max_tile_px // 2)  # as the single-process run clamps it
     return tile, min(overlap, tile - 32)
 
 

@@ -332,7 +332,7 @@ def _extract(
     plan = plan_device(
         device, meta.encoder, meta.tile_size_px, opts.batch_size, opts.precision, opts.compile
     )
-    grid, overlap = _windows(grid_info.height, grid_info.width, meta, opts, plan)
+    grid, overlap = scene_windows(grid_info.height, grid_info.width, meta, opts, plan)
     log.info(
         "%d windows of %d x %d px (overlap %d px), batch %d, %s",
         grid.count,
@@ -395,7 +395,7 @@ def _extract(
     )
 
 
-def _windows(
+def scene_windows(
     height: int, width: int, meta: ModelMetadata, opts: ExtractOptions, plan: DevicePlan
 ) -> tuple[WindowGrid, int]:
     """The window grid and overlap: the caller's tile size (and overlap, default the model's),
