@@ -24,6 +24,26 @@ from ternaus_backend.progress import ProgressEvent
 
 EXIT_USER_ERROR = 2
 EXIT_CANCELLED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived: unwinds like Ctrl-C, so temporary files are removed on the way out."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+def install_sigterm_handler() -> None:
+    """SIGTERM (``kill``, a job scheduler, a closing terminal) becomes :class:`Terminated`: the
+    ``finally`` blocks and context managers of the running command remove their temporary files
+    (probability map, mosaic VRTs, a partial GeoPackage) instead of the process just ending."""
+    import signal
+    import threading
+
+    if hasattr(signal, "SIGTERM") and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
 
 
 class TqdmProgress:
@@ -394,8 +414,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s: %(message)s",
         stream=sys.stderr,
     )
+    if args.func is not cmd_serve:  # the server handles SIGTERM itself (a graceful shutdown)
+        install_sigterm_handler()
     try:
         return int(args.func(args) or 0)
+    except Terminated:
+        print("ternaus: stopped (SIGTERM); temporary files were removed", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print("ternaus: cancelled", file=sys.stderr)
         return EXIT_CANCELLED

@@ -104,3 +104,39 @@ def test_evaluate_prints_the_scores_as_json_on_its_last_line():
     scores = json.loads(done.stdout.strip().splitlines()[-1])
     assert (scores["tp"], scores["fp"], scores["fn"]) == (8, 20, 20)
     assert scores["f1"] == pytest.approx(0.2857142857142857, abs=1e-12)
+
+
+def test_sigterm_during_predict_leaves_no_temporary_files(tmp_path, light_model):
+    """Issue 18, item 14: SIGTERM mid-run unwinds like Ctrl-C: the probability map, the mosaic
+    VRT folder and the partial GeoPackage are removed; exit 143."""
+    import os
+    import signal
+    import time
+
+    data = tmp_path / "data"
+    temp = tmp_path / "temp"
+    data.mkdir()
+    temp.mkdir()
+    boxes = [(r, c, r + 30, c + 40) for r in range(20, 2900, 120) for c in range(20, 2900, 150)]
+    rgb = write_raster(data / "rgb.tif", rectangles_image(3000, 3000, boxes))
+    out = data / "out.gpkg"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ternaus_backend.cli", "predict", "--rgb", str(rgb),
+         "--model", str(light_model), "--out", str(out)],
+        env={**os.environ, "TMPDIR": str(temp)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not list(temp.glob("ternaus-*/probabilities.u8")):  # the network is running
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the prediction did not get under way"
+        time.sleep(0.05)
+    time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr
+    assert "stopped (SIGTERM)" in stderr and "Traceback" not in stderr
+    assert list(temp.iterdir()) == []
+    assert sorted(p.name for p in data.iterdir()) == ["rgb.tif"]
