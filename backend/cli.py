@@ -133,6 +133,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 "resolution_m": round(result.resolution_m, 4),
                 "resampled": result.resampled,
                 "seconds": round(result.seconds, 2),
+                "warnings": result.warnings,
             }
         )
     )

@@ -287,3 +287,30 @@ def test_train_on_point_labels_says_they_are_not_polygons(tmp_path, capsys, rgb)
     code, _, err = run(capsys, *_train_args(rgb, points, out))
     assert_user_error(code, err, "holds points, not polygons; draw building footprints")
     assert "CRS" not in err and not out.exists()
+
+
+# -- issue 18, item 13: a raster upsampled far beyond its detail ------------------------------
+
+
+def test_upsampling_more_than_4x_is_warned_with_its_cost(tmp_path, capsys, caplog, light_model):
+    """The light model works at 0.5 m: a 2.5 m raster is upsampled 5x per side (warned, with
+    the cost), a 2 m raster 4x (not warned)."""
+    coarse = write_raster(
+        tmp_path / "coarse.tif", rectangles_image(40, 40, [(10, 10, 20, 20)]), pixel=2.5
+    )
+    code, stdout, err = predict(capsys, coarse, light_model, tmp_path / "a.gpkg")
+    assert code == 0, err
+    expected = "The raster's 2.50 m pixels are upsampled 5.0x per side (25x the pixels)"
+    logged = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert [m for m in logged if m.startswith(f"{expected} to the model's 0.50 m: 0.0 Mpx")]
+    assert "MB of temporary disk" in logged[-1] and "--native-resolution" in logged[-1]
+    caplog.clear()
+    warnings = json.loads(stdout.splitlines()[-1])["warnings"]
+    assert len(warnings) == 1 and warnings[0].startswith(expected)
+
+    fine = write_raster(
+        tmp_path / "fine.tif", rectangles_image(40, 40, [(10, 10, 20, 20)]), pixel=2.0
+    )
+    code, stdout, err = predict(capsys, fine, light_model, tmp_path / "b.gpkg")
+    assert code == 0 and not [r for r in caplog.records if "upsampled" in r.getMessage()]
+    assert json.loads(stdout.splitlines()[-1])["warnings"] == []

@@ -190,6 +190,7 @@ def predict_job(
             "stages": result.stages,
             "model": model,
             "layer": "buildings",
+            "warnings": result.warnings,
         }
         return JobOutcome(summary, file=result.path)
 
@@ -238,6 +239,7 @@ def _cluster_predict(settings, rgb, ms, model, out, options, request) -> JobFunc
             "blocks": result.blocks,
             "model": model,
             "layer": "buildings",
+            "warnings": result.warnings,
         }
         return JobOutcome(summary, file=result.path)
 

@@ -239,6 +239,10 @@ class EstimateOut(BaseModel):
     eta_s: float = Field(description="rough duration in seconds (light encoder; heavier: slower)")
     temp_dir: str = Field(description="where the temporary goes")
     free_bytes: int = Field(description="free space there at submission")
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="what to know before it runs, e.g. a raster upsampled more than 4x per side",
+    )
     cluster: str | None = Field(
         None, description="the Dask cluster the job runs on (TERNAUS_DASK_SCHEDULER), if any"
     )

@@ -16,7 +16,7 @@ import logging
 import tempfile
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -134,6 +134,8 @@ class ExtractResult:
     #: Ground size of the processing grid's pixels and whether the raster was resampled to it.
     resolution_m: float = 0.0
     resampled: bool = False
+    #: What the user should know about the run (e.g. a raster upsampled far beyond its detail).
+    warnings: list[str] = field(default_factory=list)
 
 
 def resolve_model(
@@ -235,22 +237,57 @@ def preflight(
     metadata only. ``extract`` runs the same check itself."""
     opts = options or ExtractOptions()
     meta = model_metadata(model)
+    device_kind = pick_device(opts.device).type
     with raster_env():
         with processing_inputs(
             rgb, ms, meta, bbox, bbox_crs, assume_crs, opts.native_resolution
         ) as inputs:
-            grid = inputs.grid
-    device_kind = pick_device(opts.device).type
-    return check_temp_space(
-        estimate_extract(
-            grid,
-            meta.num_classes,
-            tta=opts.tta,
-            device_kind=device_kind,
-            work_dir=work_dir,
-            free_space=free_space,
-        )
+            estimate = check_temp_space(
+                estimate_extract(
+                    inputs.grid,
+                    meta.num_classes,
+                    tta=opts.tta,
+                    device_kind=device_kind,
+                    work_dir=work_dir,
+                    free_space=free_space,
+                )
+            )
+            return with_upsampling_warning(estimate, inputs, meta)
+
+
+#: Upsampling a raster by more than this factor (per side) to the model's resolution is warned
+#: about: the work grows with its square, and the model sees no detail the raster lacks.
+UPSAMPLE_WARN_FACTOR = 4.0
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def with_upsampling_warning(
+    estimate: ExtractEstimate, inputs: RasterInputs, meta: ModelMetadata
+) -> ExtractEstimate:
+    """``estimate`` with a warning added when ``inputs`` are upsampled by more than
+    :data:`UPSAMPLE_WARN_FACTOR` per side (the factor, what it costs, what to do instead)."""
+    if inputs.scale is None or min(inputs.scale) <= 0:
+        return estimate
+    factor = 1.0 / min(inputs.scale)
+    if factor <= UPSAMPLE_WARN_FACTOR * 1.01:  # 1 %: ground pixels of a map projection's scale
+        return estimate
+    model_m = meta.resolution_m
+    warning = (
+        f"The raster's {model_m * factor:.2f} m pixels are upsampled {factor:.1f}x per side "
+        f"({factor * factor:.0f}x the pixels) to the model's {model_m:.2f} m: "
+        f"{estimate.pixels / 1e6:.1f} Mpx, {estimate.temp_bytes / 1e6:.0f} MB of temporary "
+        f"disk (the probability map) and roughly {_duration(estimate.eta_s)}, for no detail "
+        f"the raster lacks. Use imagery near {model_m:.1f} m, or run at the raster's own "
+        'pixels (--native-resolution; HTTP: "native_resolution": true).'
     )
+    return replace(estimate, warnings=(*estimate.warnings, warning))
 
 
 def extract(
@@ -302,8 +339,13 @@ def extract(
                     free_space=disk_free,
                 )
             )
+            estimate = with_upsampling_warning(estimate, inputs, meta)
+            for warning in estimate.warnings:
+                log.warning("%s", warning)
             log.info("Estimate: %s", estimate.to_dict())
-            return _extract(inputs, net, out, opts, device, progress, cancel, work_dir, started)
+            result = _extract(inputs, net, out, opts, device, progress, cancel, work_dir, started)
+            result.warnings = list(estimate.warnings)
+            return result
 
 
 def _extract(

@@ -47,9 +47,13 @@ class ExtractEstimate:
     eta_s: float
     temp_dir: str
     free_bytes: int
+    #: What the user should know before it runs (e.g. a raster upsampled far beyond its detail).
+    warnings: tuple[str, ...] = ()
 
-    def to_dict(self) -> dict[str, int | float | str]:
-        return asdict(self)
+    def to_dict(self) -> dict[str, int | float | str | list[str]]:
+        data = asdict(self)
+        data["warnings"] = list(self.warnings)
+        return data
 
 
 def temp_folder(work_dir: str | Path | None) -> Path:

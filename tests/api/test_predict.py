@@ -195,3 +195,19 @@ def test_an_existing_output_is_refused_unless_overwrite(client, model_file, rgb_
     job = wait_for(client, response.json()["id"])
     assert job["status"] == "succeeded", job["error"]
     assert_geopackage(out)
+
+
+def test_a_predict_job_warns_of_a_raster_upsampled_more_than_4x(client, model_file, tmp_path):
+    """Issue 18, item 13: the job's estimate (at submission) and its result carry the warning."""
+    from tests.api.conftest import wait_for
+    from tests.helpers import rectangles_image, write_raster
+
+    coarse = write_raster(
+        tmp_path / "coarse.tif", rectangles_image(40, 40, [(10, 10, 20, 20)]), pixel=2.5
+    )
+    response = client.post("/v1/jobs/predict", json={"rgb": str(coarse), "model": str(model_file)})
+    assert response.status_code == 202, response.text
+    warnings = response.json()["estimate"]["warnings"]
+    assert len(warnings) == 1 and "upsampled 5.0x per side (25x the pixels)" in warnings[0]
+    job = wait_for(client, response.json()["id"])
+    assert job["status"] == "succeeded" and job["result"]["warnings"] == warnings
