@@ -57,11 +57,11 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--labels",
         action="append",
-        required=True,
         type=Path,
         metavar="PATH",
         help="building footprints (GeoJSON/GeoPackage/Shapefile): one for all rasters "
-        "or one per --rgb",
+        "or one per --rgb; without labels, --init MODEL adapts to the imagery by "
+        "self-training alone",
     )
     p.add_argument(
         "--aoi",
@@ -95,7 +95,38 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--init",
         type=Path,
         metavar="MODEL",
-        help="model to fine-tune (any model file, also the authors' checkpoint)",
+        help="model to fine-tune: 'default' (the embedded model) or any model file, also the "
+        "authors' checkpoint",
+    )
+    p.add_argument(
+        "--recipe",
+        choices=("local", "classic"),
+        default="local",
+        help="local (default with --init): a few local labels plus self-training on the "
+        "imagery around them, steps from the number of labelled buildings, lr 3e-4, L2-SP; "
+        "classic: 10 x 100 steps at lr 1e-3 on the labels only (always for new models)",
+    )
+    p.add_argument(
+        "--self-training",
+        dest="self_training",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also learn from the starting model's confident answers on the imagery around the "
+        "labels (default: on with the local recipe)",
+    )
+    p.add_argument(
+        "--context-px",
+        type=int,
+        default=2048,
+        metavar="PX",
+        help="side of the unlabelled imagery read around the labels for self-training",
+    )
+    p.add_argument(
+        "--l2sp",
+        dest="l2sp_weight",
+        type=float,
+        metavar="W",
+        help="pull toward the starting model's weights (default: the recipe's, 1e-3 local)",
     )
     p.add_argument(
         "--encoder",
@@ -117,8 +148,12 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
         "others by their percentiles) or percentile (every raster by its own percentiles); "
         "default: the init model's, auto for a new model",
     )
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--steps-per-epoch", type=int, default=100)
+    p.add_argument("--epochs", type=int, help="default: the recipe's (local 6, classic 10)")
+    p.add_argument(
+        "--steps-per-epoch",
+        type=int,
+        help="default: the recipe's (local: from the number of labelled buildings; classic 100)",
+    )
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument(
         "--crop",
@@ -127,7 +162,7 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="PX",
         help="training crop size in pixels, a multiple of 32",
     )
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, help="default: the recipe's (local 3e-4, classic 1e-3)")
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument(
         "--jaccard-weight",
@@ -204,6 +239,10 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             encoder=args.encoder,
             resolution_m=args.resolution_m,
             scaling=args.scaling,
+            recipe=args.recipe,
+            self_training=args.self_training,
+            context_px=args.context_px,
+            l2sp_weight=args.l2sp_weight,
             epochs=args.epochs,
             steps_per_epoch=args.steps_per_epoch,
             batch_size=args.batch_size,
@@ -243,6 +282,10 @@ class _Bar:
                     f"reading {event.info.get('source', '')} ({event.done + 1}/{event.total})",
                     file=sys.stderr,
                 )
+            return
+        if event.stage == "plan":
+            minutes = event.info["eta_s"] / 60
+            print(f"plan: {event.info['plan']}; about {minutes:.0f} min", file=sys.stderr)
             return
         if event.stage != "train":
             return

@@ -92,7 +92,9 @@ class TrainingSource(BaseModel):
 
     rgb: Path
     ms: Path | None = None
-    labels: Path
+    #: Building footprints; ``None``: no labels at all, the starting model adapts to the imagery
+    #: by self-training alone (:mod:`.pseudo`).
+    labels: Path | None = None
     aoi: Path | None = None
     val_aoi: Path | None = None
     assume_crs: str | None = Field(
@@ -123,6 +125,17 @@ class PreparedSource:
     labelled_px: int = 0
     #: The raster was resampled to the wanted resolution (its own pixels differ from it).
     resampled: bool = False
+    #: Unlabelled pixels around the training area that self-training may use (:mod:`.pseudo`).
+    context_mask: np.ndarray | None = None
+    #: Pixels whose targets are the starting model's confident answers (set by :mod:`.pseudo`).
+    pseudo_mask: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        empty = np.zeros(self.train_weight.shape, dtype=bool)
+        if self.context_mask is None:
+            self.context_mask = empty
+        if self.pseudo_mask is None:
+            self.pseudo_mask = empty.copy()
 
     @property
     def name(self) -> str:
@@ -235,8 +248,13 @@ def prepare_source(
     allow_empty_labels: bool = False,
     margin_px: int = 256,
     resolution_m: float | None = None,
+    context_px: int = 0,
 ) -> PreparedSource:
     """Read one source into memory: normalised image, targets, training weights, validation area.
+
+    ``context_px`` > 0: also read the unlabelled imagery around the training area, up to a
+    square of that many pixels centred on it (the whole raster for a source without labels),
+    and mark it in ``context_mask`` for self-training (:mod:`.pseudo`).
 
     ``resolution_m``: the ground resolution to read at (the model's; ``None``: the raster's own).
     With a training area only its bounding box (with the validation area's) plus ``margin_px``
@@ -247,17 +265,21 @@ def prepare_source(
     """
     aoi_polygons = val_polygons = None
     bbox: Bounds | None = None
-    if source.aoi is not None:
+    labelled = source.labels is not None
+    if source.aoi is not None or (context_px > 0 and not labelled):
         with RasterInputs.open(
             source.rgb, source.ms, resolution_m=resolution_m, assume_crs=source.assume_crs
         ) as full:
             crs, full_grid = full.grid.crs, full.grid
-        aoi_polygons = _read_area_polygons(source.aoi, crs, "training area")
-        if source.val_aoi is not None:
-            val_polygons = _read_area_polygons(source.val_aoi, crs, "validation area")
-        bbox = _read_bbox(
-            source, full_grid, [*aoi_polygons, *(val_polygons or [])], max(0, margin_px)
-        )
+        if source.aoi is not None and labelled:
+            aoi_polygons = _read_area_polygons(source.aoi, crs, "training area")
+            if source.val_aoi is not None:
+                val_polygons = _read_area_polygons(source.val_aoi, crs, "validation area")
+            bbox = _read_bbox(
+                source, full_grid, [*aoi_polygons, *(val_polygons or [])], max(0, margin_px)
+            )
+        if context_px > 0 and (bbox is not None or not labelled):
+            bbox = _context_bbox(full_grid, bbox, context_px)
 
     with (
         raster_env(),
@@ -302,11 +324,16 @@ def prepare_source(
     shape = (height, width)
     extent = _pixel_box(grid.transform, 0, 0, height, width)
 
-    polygons = read_polygons(source.labels, dst_crs=grid.crs, error_cls=LabelError)
-    polygons = [p for p in polygons if p.intersects(extent)]
+    if labelled:
+        polygons = read_polygons(source.labels, dst_crs=grid.crs, error_cls=LabelError)
+        polygons = [p for p in polygons if p.intersects(extent)]
+    else:
+        polygons = []
     targets = make_targets(polygons, grid.transform, shape, border_width_px)
     target = np.stack([targets.body, targets.border])
 
+    if not labelled:
+        return _unlabelled_source(source, grid, image, target, valid, resampled)
     if source.aoi is not None:
         area, area_region = _area_mask(aoi_polygons, grid.transform, shape)
         if not area.any():
@@ -324,8 +351,8 @@ def prepare_source(
             "part of the raster that holds imagery."
         )
 
-    labelled = int(targets.body[area].sum())
-    if labelled == 0 and not allow_empty_labels:
+    labelled_px = int(targets.body[area].sum())
+    if labelled_px == 0 and not allow_empty_labels:
         where = f"its training area {source.aoi.name}" if source.aoi else "the raster extent"
         raise LabelError(
             f"The labels {source.labels.name} hold no building inside {where} of "
@@ -346,6 +373,7 @@ def prepare_source(
         train_split, val_split, band_px = _automatic_split(area, val_fraction, seed + index, source)
         val = val_split & area
         train = train_split & area
+        near_val = ndimage.binary_dilation(val, iterations=VAL_GAP_PX) if val.any() else val
         band = _pixel_box(grid.transform, *band_px)
         val_region = band.intersection(area_region) if val.any() else None
     if not train.any():
@@ -365,8 +393,54 @@ def prepare_source(
         band_names=input_band_names(source.rgb, source.ms),
         resolution_m=float(grid.pixel_size_m),
         positive_train_px=int(targets.body[train].sum()),
-        labelled_px=labelled,
+        labelled_px=labelled_px,
         resampled=resampled,
+        context_mask=(valid & ~area & ~near_val) if context_px > 0 and source.aoi else None,
+    )
+
+
+def _context_bbox(grid: GridInfo, bbox: Bounds | None, context_px: int) -> Bounds:
+    """``bbox`` grown to a square of ``context_px`` pixels of ``grid`` around its centre (the
+    raster's centre without one), clipped to the raster; never smaller than ``bbox``."""
+    left, bottom, right, top = grid.bounds
+    xmin, ymin, xmax, ymax = bbox or grid.bounds
+    half = context_px * abs(grid.transform.a) / 2
+    cx, cy = (xmin + xmax) / 2, (ymin + ymax) / 2
+    return (
+        max(left, min(xmin, cx - half)),
+        max(bottom, min(ymin, cy - half)),
+        min(right, max(xmax, cx + half)),
+        min(top, max(ymax, cy + half)),
+    )
+
+
+def _unlabelled_source(
+    source: TrainingSource,
+    grid: GridInfo,
+    image: np.ndarray,
+    target: np.ndarray,
+    valid: np.ndarray,
+    resampled: bool,
+) -> PreparedSource:
+    """A source without labels: every valid pixel is context for self-training."""
+    if not valid.any():
+        raise InputError(
+            f"The raster {source.rgb.name} holds no valid pixel (all nodata) where it was read; "
+            "adapt to a part of the raster that holds imagery."
+        )
+    return PreparedSource(
+        source=source,
+        grid=grid,
+        image=image,
+        target=target,
+        train_weight=np.zeros(valid.shape, np.float32),
+        val_mask=np.zeros(valid.shape, bool),
+        val_region=None,
+        label_polygons=[],
+        band_names=input_band_names(source.rgb, source.ms),
+        resolution_m=float(grid.pixel_size_m),
+        resampled=resampled,
+        context_mask=valid.copy(),
     )
 
 
@@ -382,6 +456,7 @@ def prepare_sources(
     resolution_m: float | None = None,
     progress: ProgressCallback = no_progress,
     cancel: CancelToken | None = None,
+    context_px: int = 0,
 ) -> list[PreparedSource]:
     """Prepare every source and check they fit together (same bands, some labels, validation).
 
@@ -406,6 +481,7 @@ def prepare_sources(
                 allow_empty_labels=allow_empty_labels,
                 margin_px=margin_px,
                 resolution_m=resolution_m,
+                context_px=context_px,
             )
         )
     if cancel is not None:
@@ -418,6 +494,8 @@ def prepare_sources(
             f"({'; '.join(', '.join(b) for b in sorted(bands))}); train on rasters of one sensor "
             "setup (all RGB, or all RGB + the same multispectral bands)."
         )
+    if all(s.labels is None for s in sources):
+        return prepared  # self-training alone: no labels, no validation
     if not any(p.positive_train_px for p in prepared):
         raise LabelError(
             "No building label falls inside the training area of any raster (outside the "
@@ -503,15 +581,25 @@ def _subsample(indices: np.ndarray, seed: int) -> np.ndarray:
 
 @dataclass
 class _Candidates:
-    positive: np.ndarray  # flat indices of labelled training pixels
+    positive: np.ndarray  # flat indices of training pixels with a building target
     any: np.ndarray  # flat indices of training pixels
+
+
+def _candidates(mask: np.ndarray, target: np.ndarray, seed: int) -> _Candidates:
+    return _Candidates(
+        _subsample(np.flatnonzero(mask & (target[0] > 0)), seed),
+        _subsample(np.flatnonzero(mask), seed),
+    )
 
 
 class CropDataset(torch.utils.data.Dataset):
     """``length`` random training crops per epoch, reproducible from (seed, epoch, index).
 
-    A crop is centred near a labelled training pixel with probability ``positive_fraction``,
-    else near any training pixel; sources are drawn in proportion to their training pixels.
+    A crop is centred near a building pixel with probability ``positive_fraction``, else near
+    any training pixel; sources are drawn in proportion to their training pixels. With
+    self-training targets (``PreparedSource.pseudo_mask``) a crop comes from the pseudo-labelled
+    pixels with probability ``pseudo_share`` (always when no source has labelled pixels), else
+    from the user's labelled pixels.
     With scaling, a window of ``crop / scale`` px is read and resized to ``crop_px``. Items are
     dicts of tensors: ``image`` (C, crop, crop), ``target`` (2, crop, crop), ``weight``
     (crop, crop). Call :meth:`set_epoch` before each epoch.
@@ -525,6 +613,7 @@ class CropDataset(torch.utils.data.Dataset):
         seed: int = 0,
         augment_config: AugmentConfig | None = None,
         positive_fraction: float = 0.7,
+        pseudo_share: float = 0.5,
     ) -> None:
         if crop_px < 32 or crop_px % 32:
             raise InputError(f"The crop size must be a multiple of 32 (e.g. 256), got {crop_px}.")
@@ -535,15 +624,22 @@ class CropDataset(torch.utils.data.Dataset):
         self.augment_config = augment_config or AugmentConfig()
         self.positive_fraction = positive_fraction
         self.epoch = 0
+        labelled = [(s.train_weight > 0) & ~s.pseudo_mask for s in self.sources]
         self._candidates = [
-            _Candidates(
-                _subsample(np.flatnonzero((s.target[0] > 0) & (s.train_weight > 0)), seed + i),
-                _subsample(np.flatnonzero(s.train_weight > 0), seed + i),
-            )
+            _candidates(mask, s.target, seed + i)
+            for i, (s, mask) in enumerate(zip(self.sources, labelled, strict=True))
+        ]
+        self._pseudo = [
+            _candidates(s.pseudo_mask & (s.train_weight > 0), s.target, seed + i)
             for i, s in enumerate(self.sources)
         ]
-        counts = np.array([c.any.size for c in self._candidates], dtype=np.float64)
-        self._source_p = counts / counts.sum()
+        self._source_p = _shares(self._candidates)
+        self._pseudo_p = _shares(self._pseudo)
+        if self._source_p is None and self._pseudo_p is None:
+            raise InputError("No training pixels: give labels or imagery to adapt to.")
+        self.pseudo_share = pseudo_share if self._pseudo_p is not None else 0.0
+        if self._source_p is None:
+            self.pseudo_share = 1.0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -553,8 +649,11 @@ class CropDataset(torch.utils.data.Dataset):
 
     def sample(self, rng: np.random.Generator) -> Sample:
         """One augmented crop drawn with ``rng``."""
-        k = int(rng.choice(len(self.sources), p=self._source_p))
-        source, cand = self.sources[k], self._candidates[k]
+        pools, shares = self._candidates, self._source_p
+        if self.pseudo_share >= 1.0 or (self.pseudo_share > 0 and rng.random() < self.pseudo_share):
+            pools, shares = self._pseudo, self._pseudo_p
+        k = int(rng.choice(len(self.sources), p=shares))
+        source, cand = self.sources[k], pools[k]
         positive = cand.positive.size > 0 and rng.random() < self.positive_fraction
         pool = cand.positive if positive else cand.any
         flat = int(pool[rng.integers(0, pool.size)])
@@ -577,6 +676,12 @@ class CropDataset(torch.utils.data.Dataset):
             "target": torch.from_numpy(np.ascontiguousarray(sample.target, dtype=np.float32)),
             "weight": torch.from_numpy(np.ascontiguousarray(sample.weight, dtype=np.float32)),
         }
+
+
+def _shares(pools: Sequence[_Candidates]) -> np.ndarray | None:
+    """Each source's share of the draws (by its pixel count); ``None`` when all are empty."""
+    counts = np.array([c.any.size for c in pools], dtype=np.float64)
+    return counts / counts.sum() if counts.sum() > 0 else None
 
 
 def _place(center: int, size: int, length: int, rng: np.random.Generator) -> int:

@@ -44,6 +44,7 @@ from ternaus_backend.outputs import check_output
 from ternaus_backend.pipeline.engine import cpu_has_native_bf16
 from ternaus_backend.progress import CancelToken, ProgressCallback, ProgressEvent, no_progress
 from ternaus_backend.training import distributed as ddp
+from ternaus_backend.training import recipe
 from ternaus_backend.training.dataset import (
     CropDataset,
     PreparedSource,
@@ -55,6 +56,8 @@ from ternaus_backend.training.dataset import (
 )
 from ternaus_backend.training.finetune import build_model, with_scaling
 from ternaus_backend.training.losses import BceJaccardLoss
+from ternaus_backend.training.pseudo import add_pseudo_labels
+from ternaus_backend.training.recipe import DEFAULT_INIT
 from ternaus_backend.training.validation import validate
 
 log = logging.getLogger(__name__)
@@ -84,11 +87,23 @@ class TrainConfig(BaseModel):
     #: How raw pixel values are scaled (``BandScaling.method``). Default: the init model's, or
     #: ``auto`` for a new model (8-bit rasters / 255, others per-band percentiles).
     scaling: Literal["auto", "percentile"] | None = None
-    epochs: int = Field(10, ge=1)
-    steps_per_epoch: int = Field(100, ge=1)
+    #: The recipe that fills the settings left ``None`` (:mod:`.recipe`): ``local`` (fine-tuning
+    #: on a few local labels with self-training on the imagery around them) or ``classic``.
+    recipe: Literal["local", "classic"] = "local"
+    epochs: int | None = Field(None, ge=1)
+    steps_per_epoch: int | None = Field(None, ge=1)
     batch_size: int = Field(8, ge=1)
     crop_px: int = 256
-    lr: float = Field(1e-3, gt=0)
+    lr: float | None = Field(None, gt=0)
+    #: Train on the starting model's confident answers over the unlabelled imagery around the
+    #: labels too (:mod:`.pseudo`); without labels, self-training alone.
+    self_training: bool | None = None
+    #: Side (px at the model's resolution) of the imagery read around the labels for it.
+    context_px: int = Field(2048, ge=0)
+    #: Share of each batch's crops drawn from the self-training pixels.
+    pseudo_share: float = Field(0.5, ge=0, le=1)
+    #: Pull toward the starting model's weights (L2-SP): ``l2sp_weight / 2 * |w - w0|^2``.
+    l2sp_weight: float | None = Field(None, ge=0)
     weight_decay: float = Field(1e-4, ge=0)
     warmup_fraction: float = Field(0.05, ge=0, lt=1)
     jaccard_weight: float = Field(0.5, ge=0)
@@ -105,6 +120,16 @@ class TrainConfig(BaseModel):
     overwrite: bool = False
     name: str | None = None
 
+    @field_validator("init", mode="before")
+    @classmethod
+    def _default_init(cls, value: Any) -> Any:
+        """The word ``default`` names the embedded default model."""
+        if value is not None and str(value) == DEFAULT_INIT and not Path(DEFAULT_INIT).exists():
+            from ternaus_backend.pipeline.extract import DEFAULT_MODEL
+
+            return DEFAULT_MODEL
+        return value
+
     @field_validator("crop_px")
     @classmethod
     def _crop_multiple_of_32(cls, value: int) -> int:
@@ -119,8 +144,8 @@ class EpochStats:
 
     epoch: int
     train_loss: float
-    val_loss: float
-    val_iou: float
+    val_loss: float | None
+    val_iou: float | None
     val_f1: float | None
     val_tp: int = 0
     val_fp: int = 0
@@ -388,12 +413,27 @@ def train(
     )
     ckpt_path = checkpoint_path(out)
     ckpt = _load_checkpoint(ckpt_path) if config.resume else None
+    config = _recipe_settings(config, ckpt)
     model, meta, notes, init_provenance = _network(config, ckpt, ckpt_path, out)
     sources = _read_sources(config, meta, progress, cancel)
     resampled = [s.name for s in sources if s.resampled]
     if resampled and ckpt is None:
         notes.append(f"resampled to {meta.resolution_m} m: {', '.join(resampled)}")
     model.metadata = meta
+    if config.self_training:
+        progress(ProgressEvent("prepare", len(sources), len(sources), {"source": "self-training"}))
+        notes += add_pseudo_labels(model, sources, device, cancel=cancel)
+    buildings = recipe.labelled_buildings(sources)
+    config = recipe.resolve(config, buildings)
+    plan = (
+        f"{config.epochs} x {config.steps_per_epoch} steps for {buildings} labelled buildings "
+        f"(recipe {config.recipe}, lr {config.lr:g}, L2-SP {config.l2sp_weight:g}, "
+        f"self-training {'on' if config.self_training else 'off'})"
+    )
+    notes.append(plan)
+    total_steps = config.epochs * config.steps_per_epoch
+    eta = recipe.estimate_seconds(config, buildings, device.type, reading=False)
+    progress(ProgressEvent("plan", 0, total_steps, {"phase": "plan", "plan": plan, "eta_s": eta}))
     if device.type == "cpu":
         to_pure_abn(model)  # faster on a CPU, and it runs under bf16 autocast
     model.to(device).train()
@@ -404,6 +444,7 @@ def train(
         config.steps_per_epoch * config.batch_size,
         seed=config.seed,
         positive_fraction=config.positive_fraction,
+        pseudo_share=config.pseudo_share,
     )
     loader = DataLoader(
         dataset,
@@ -430,6 +471,17 @@ def train(
     except CancelledError as exc:
         raise _cancelled(run, out, epochs.crops_per_s) from exc
     return run.result("completed", epochs.crops_per_s)
+
+
+def _recipe_settings(config: TrainConfig, ckpt: dict[str, Any] | None) -> TrainConfig:
+    """The recipe's settings that do not depend on the data; a resumed run takes the
+    checkpointed run's settings for what the request leaves open."""
+    if ckpt is not None and ckpt.get("config"):
+        saved = json.loads(ckpt["config"])
+        keys = ("epochs", "steps_per_epoch", "lr", "self_training", "l2sp_weight")
+        update = {k: saved.get(k) for k in keys if getattr(config, k) is None}
+        config = config.model_copy(update={k: v for k, v in update.items() if v is not None})
+    return recipe.resolve(config)
 
 
 def _network(
@@ -489,6 +541,7 @@ def _read_sources(
             resolution_m=meta.resolution_m,
             progress=progress,
             cancel=cancel,
+            context_px=config.context_px if config.self_training else 0,
         )
     except CancelledError as exc:
         raise CancelledError(
@@ -506,6 +559,9 @@ class _Steps:
     scheduler: torch.optim.lr_scheduler.LambdaLR
     scaler: torch.amp.GradScaler
     autocast_dtype: torch.dtype | None
+    #: L2-SP: the starting weights and the pull toward them (none when the weight is 0)
+    anchor: list[tuple[nn.Parameter, torch.Tensor]] = field(default_factory=list)
+    l2sp_weight: float = 0.0
 
     @classmethod
     def create(
@@ -531,7 +587,19 @@ class _Steps:
             if ckpt.get("scaler"):
                 scaler.load_state_dict(ckpt["scaler"])
         loss_fn = BceJaccardLoss(config.jaccard_weight)
-        return cls(loss_fn, optimizer, scheduler, scaler, autocast_dtype)
+        anchor = []
+        if config.l2sp_weight and config.init is not None:
+            anchor = [(p, p.detach().clone()) for p in model.parameters() if p.requires_grad]
+        return cls(
+            loss_fn, optimizer, scheduler, scaler, autocast_dtype, anchor, config.l2sp_weight or 0
+        )
+
+    def l2sp(self) -> torch.Tensor | float:
+        """``l2sp_weight / 2 * sum |w - w0|^2`` over the starting weights (0 without)."""
+        if not self.anchor:
+            return 0.0
+        total = sum(((p - a) ** 2).sum() for p, a in self.anchor)
+        return 0.5 * self.l2sp_weight * total
 
     def take(
         self,
@@ -551,6 +619,7 @@ class _Steps:
             logits = net(image)
         loss = self.loss_fn(logits, target, weight)
         loss_value = ddp.mean(loss, ranks)
+        loss = loss + self.l2sp()
         if not math.isfinite(loss_value):
             raise TernausError(
                 "Training diverged (the loss is not finite); lower the learning rate (--lr) and "
@@ -649,16 +718,20 @@ class _Epochs:
         """Validation, the best model and the checkpoint after an epoch (rank 0)."""
         config, run = self.config, self.run
         t0 = time.perf_counter()
-        stats = validate(
-            run.model,
-            run.sources,
-            run.meta,
-            self.steps.loss_fn,
-            self.device,
-            config.crop_px,
-            config.batch_size,
-            cancel,
-        )
+        if any(source.has_validation for source in run.sources):
+            stats = validate(
+                run.model,
+                run.sources,
+                run.meta,
+                self.steps.loss_fn,
+                self.device,
+                config.crop_px,
+                config.batch_size,
+                cancel,
+            )
+        else:  # self-training alone: nothing to validate on, the last epoch is kept
+            stats = {"val_loss": None, "val_iou": None, "val_f1": None}
+            stats.update(val_tp=0, val_fp=0, val_fn=0)
         self.val_seconds = time.perf_counter() - t0
         epoch_stats = EpochStats(
             epoch=epoch + 1,
@@ -826,7 +899,8 @@ class _Run:
 
     def end_epoch(self, stats: EpochStats) -> None:
         self.epochs_done = stats.epoch
-        stats.best = _is_better(stats.val_f1, stats.val_loss, self.best)
+        unvalidated = stats.val_loss is None  # no labels: the latest epoch is the model
+        stats.best = unvalidated or _is_better(stats.val_f1, stats.val_loss, self.best)
         if stats.best:
             self.best = {
                 "epoch": stats.epoch,
@@ -837,11 +911,11 @@ class _Run:
             _save_model(self.model, self._metadata(), self.out)
         self.history.append(stats.as_dict())
         log.info(
-            "epoch %d: loss %.4f, val loss %.4f, val IoU %.4f, val F1 %s%s",
+            "epoch %d: loss %.4f, val loss %s, val IoU %s, val F1 %s%s",
             stats.epoch,
             stats.train_loss,
-            stats.val_loss,
-            stats.val_iou,
+            _fmt(stats.val_loss),
+            _fmt(stats.val_iou),
             _fmt(stats.val_f1),
             " (best, saved)" if stats.best else "",
         )

@@ -1,0 +1,128 @@
+"""Self-training targets: what the starting model is sure of on the user's unlabelled imagery.
+
+Fine-tuning on one corrected neighbourhood alone teaches the network that patch and makes it
+forget the rest of the scene. The imagery around the labels (the scene the user will extract)
+is unlabelled data of exactly the right domain: the starting model's *confident* answers there
+become extra targets, mixed into every batch beside the user's labels. They anchor the network to
+what it already did well on this imagery (no forgetting), and as a teacher whose answers were
+averaged over flips, trained into a student that sees scaled, flipped and recoloured crops, they
+sharpen it on this imagery (self-training) even without any labels.
+
+A pixel is a pseudo-label when the starting model's flip-averaged body probability is at least
+:data:`CONFIDENT_BUILDING` (building, with the border map's answer as its border target) or at
+most :data:`CONFIDENT_BACKGROUND` (background); pixels in between are left out (weight 0), as
+are the user's training area (their labels win), the validation area with its gap, and nodata.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from scipy.special import expit
+from torch import nn
+
+from ternaus_backend.pipeline.engine import inference_network, plan_device
+from ternaus_backend.pipeline.inference import run_network_tta
+from ternaus_backend.pipeline.windows import blend_weights
+from ternaus_backend.progress import CancelToken
+from ternaus_backend.training.dataset import PreparedSource
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "CONFIDENT_BUILDING",
+    "CONFIDENT_BACKGROUND",
+    "probabilities",
+    "add_pseudo_labels",
+]
+
+#: Flip-averaged body probability from which a pixel is a building pseudo-label.
+CONFIDENT_BUILDING = 0.7
+#: ... and up to which it is a background pseudo-label.
+CONFIDENT_BACKGROUND = 0.2
+#: Windows of the teacher's pass over the in-memory image, and their blended overlap.
+_TILE_PX = 768
+_OVERLAP_PX = 128
+
+
+def _starts(length: int, tile: int, step: int) -> list[int]:
+    if length <= tile:
+        return [0]
+    starts = list(range(0, length - tile, step))
+    return [*starts, length - tile]
+
+
+def probabilities(
+    model: nn.Module,
+    image: np.ndarray,
+    device: torch.device,
+    cancel: CancelToken | None = None,
+) -> np.ndarray:
+    """(2, H, W) float32 flip-averaged probabilities of ``model`` over a normalised image.
+
+    Overlapping windows are blended as extraction blends them; a raster smaller than a window
+    is reflect-padded to a multiple of 32.
+    """
+    channels, height, width = image.shape
+    tile_h = min(_TILE_PX, -(-height // 32) * 32)
+    tile_w = min(_TILE_PX, -(-width // 32) * 32)
+    padded = image
+    if height < tile_h or width < tile_w:
+        pad = ((0, 0), (0, max(0, tile_h - height)), (0, max(0, tile_w - width)))
+        padded = np.pad(image, pad, mode="reflect" if min(height, width) > 1 else "edge")
+    ph, pw = padded.shape[1:]
+    overlap = min(_OVERLAP_PX, tile_h // 4, tile_w // 4)
+    weights = blend_weights(tile_h, tile_w, overlap)
+    total = np.zeros((2, ph, pw), np.float32)
+    norm = np.zeros((ph, pw), np.float32)
+    plan = plan_device(device, getattr(model.metadata, "encoder", ""), tile_h, batch_size=1)
+    was_training = model.training
+    model.eval()
+    try:
+        with inference_network(model, plan) as net:
+            for y0 in _starts(ph, tile_h, tile_h - overlap):
+                for x0 in _starts(pw, tile_w, tile_w - overlap):
+                    if cancel is not None:
+                        cancel.raise_if_cancelled()
+                    window = padded[None, :, y0 : y0 + tile_h, x0 : x0 + tile_w]
+                    logits = run_network_tta(net, np.ascontiguousarray(window), device, plan)
+                    total[:, y0 : y0 + tile_h, x0 : x0 + tile_w] += expit(logits[0, :2]) * weights
+                    norm[y0 : y0 + tile_h, x0 : x0 + tile_w] += weights
+    finally:
+        model.train(was_training)
+    return (total / np.maximum(norm, 1e-6))[:, :height, :width]
+
+
+def add_pseudo_labels(
+    model: nn.Module,
+    sources: Sequence[PreparedSource],
+    device: torch.device,
+    weight: float = 1.0,
+    cancel: CancelToken | None = None,
+) -> list[str]:
+    """Turn each source's context pixels (``PreparedSource.context_mask``) into confident
+    pseudo-labels of ``model``, in place (targets, ``train_weight`` times ``weight``,
+    ``pseudo_mask``); returns one note per source for the model's provenance."""
+    notes = []
+    for source in sources:
+        if not source.context_mask.any():
+            continue
+        prob = probabilities(model, source.image, device, cancel)
+        body, border = prob[0], prob[1]
+        building = body >= CONFIDENT_BUILDING
+        confident = (building | (body <= CONFIDENT_BACKGROUND)) & source.context_mask
+        source.target[0][confident] = building[confident]
+        source.target[1][confident] = (building & (border >= 0.5))[confident]
+        source.train_weight[confident] = weight
+        source.pseudo_mask = confident
+        share = confident.sum() / max(1, source.context_mask.sum())
+        notes.append(
+            f"self-training on {source.name}: {int(confident.sum())} px of the starting model's "
+            f"confident answers ({share:.0%} of the unlabelled context, "
+            f"{int((building & confident).sum())} px building)"
+        )
+        log.info(notes[-1])
+    return notes

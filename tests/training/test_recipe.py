@@ -1,0 +1,218 @@
+"""The local fine-tuning recipe: settings from the labels, self-training targets, L2-SP, adapting
+without labels, and the word ``default`` for the embedded model (real network, real rasters)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from shapely.geometry import box, mapping
+
+from ternaus_backend.errors import InputError
+from ternaus_backend.models import load_model
+from ternaus_backend.pipeline.extract import DEFAULT_MODEL
+from ternaus_backend.synthetic import make_scene
+from ternaus_backend.training import recipe
+from ternaus_backend.training.command import add_train_parser, config_from_args
+from ternaus_backend.training.dataset import CropDataset, TrainingSource, prepare_sources
+from ternaus_backend.training.loop import TrainConfig, train
+from ternaus_backend.training.pseudo import (
+    CONFIDENT_BACKGROUND,
+    CONFIDENT_BUILDING,
+    add_pseudo_labels,
+    probabilities,
+)
+
+TINY = dict(steps_per_epoch=3, batch_size=2, crop_px=64, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory: pytest.TempPathFactory):
+    # 0.3 m, the default model's resolution: nothing is resampled
+    return make_scene(
+        tmp_path_factory.mktemp("scene"), seed=5, size_px=192, resolution_m=0.3, with_ms=False
+    )
+
+
+def _area(path: Path, scene, fraction: tuple[float, float, float, float]) -> Path:
+    """A GeoJSON polygon over a fraction (x0, y0, x1, y1 of the extent) of the scene."""
+    import rasterio
+
+    with rasterio.open(scene.rgb) as ds:
+        left, bottom, right, top = ds.bounds
+        crs = ds.crs.to_string()
+    w, h = right - left, top - bottom
+    x0, y0, x1, y1 = fraction
+    poly = box(left + x0 * w, top - y1 * h, left + x1 * w, top - y0 * h)
+    layer = {
+        "type": "FeatureCollection",
+        "crs": {"type": "name", "properties": {"name": crs}},
+        "features": [{"type": "Feature", "properties": {}, "geometry": mapping(poly)}],
+    }
+    path.write_text(json.dumps(layer))
+    return path
+
+
+def test_steps_grow_with_the_labelled_buildings_within_bounds() -> None:
+    steps = [recipe.planned_steps(n) for n in (0, 10, 50, 80, 1000)]
+    assert steps == sorted(steps)
+    assert steps[0] == recipe.STEPS_MIN and steps[-1] == recipe.STEPS_MAX
+    assert recipe.STEPS_MIN < recipe.planned_steps(50) < recipe.STEPS_MAX
+
+
+def test_the_recipe_fills_only_what_the_request_leaves_open(scene, tmp_path: Path) -> None:
+    source = TrainingSource(rgb=scene.rgb, labels=scene.labels)
+    local = recipe.resolve(
+        TrainConfig(sources=[source], out=tmp_path / "m.safetensors", init="default"), buildings=50
+    )
+    assert local.init == DEFAULT_MODEL  # the word names the embedded model
+    assert local.self_training and local.lr == recipe.LOCAL["lr"]
+    assert local.epochs * local.steps_per_epoch >= recipe.planned_steps(50)
+    assert local.l2sp_weight > 0
+    own = recipe.resolve(
+        TrainConfig(
+            sources=[source],
+            out=tmp_path / "m.safetensors",
+            init="default",
+            lr=1e-4,
+            epochs=2,
+            self_training=False,
+        ),
+        buildings=50,
+    )
+    assert (own.lr, own.epochs, own.self_training) == (1e-4, 2, False)
+    scratch = recipe.resolve(TrainConfig(sources=[source], out=tmp_path / "m.safetensors"))
+    assert (scratch.epochs, scratch.steps_per_epoch, scratch.lr) == (10, 100, 1e-3)
+    assert not scratch.self_training
+    classic = recipe.resolve(
+        TrainConfig(
+            sources=[source], out=tmp_path / "m.safetensors", init="default", recipe="classic"
+        )
+    )
+    assert (classic.epochs, classic.lr, classic.self_training) == (10, 1e-3, False)
+
+
+def test_self_training_needs_a_starting_model_and_no_labels_needs_self_training(
+    scene, tmp_path: Path
+) -> None:
+    unlabelled = TrainingSource(rgb=scene.rgb)
+    with pytest.raises(InputError, match="starting model"):
+        recipe.resolve(
+            TrainConfig(sources=[unlabelled], out=tmp_path / "m.safetensors", self_training=True)
+        )
+    with pytest.raises(InputError, match="No labels"):
+        recipe.resolve(
+            TrainConfig(
+                sources=[unlabelled],
+                out=tmp_path / "m.safetensors",
+                init="default",
+                self_training=False,
+            )
+        )
+
+
+def test_cli_takes_the_word_default_and_leaves_the_settings_to_the_recipe(
+    scene, tmp_path: Path
+) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_train_parser(parser.add_subparsers())
+    args = parser.parse_args(
+        [
+            "train",
+            "--rgb",
+            str(scene.rgb),
+            "--init",
+            "default",
+            "--out",
+            str(tmp_path / "m.safetensors"),
+        ]
+    )
+    config = config_from_args(args)
+    assert config.init == DEFAULT_MODEL and config.recipe == "local"
+    assert config.epochs is None and config.lr is None and config.sources[0].labels is None
+    estimate = recipe.estimate_seconds(config, buildings=50)
+    assert 60 < estimate < 15 * 60  # a local fine-tune is planned to fit in minutes on a CPU
+
+
+def test_pseudo_labels_take_the_teachers_confident_answers_outside_the_labels(
+    scene, tmp_path: Path
+) -> None:
+    teacher = load_model(DEFAULT_MODEL)
+    block = _area(tmp_path / "block.geojson", scene, (0.4, 0.0, 1.0, 1.0))
+    source = TrainingSource(rgb=scene.rgb, labels=scene.labels, aoi=block)
+    meta = teacher.metadata
+    prepared = prepare_sources(
+        [source],
+        meta.normalization,
+        resolution_m=meta.resolution_m,
+        context_px=2048,
+        margin_px=64,
+    )[0]
+    labelled_target = prepared.target.copy()
+    labelled_weight = prepared.train_weight.copy()
+    assert prepared.context_mask.any()
+    assert not (prepared.context_mask & (labelled_weight > 0)).any()
+    assert not (prepared.context_mask & prepared.val_mask).any()
+
+    notes = add_pseudo_labels(teacher, [prepared], torch.device("cpu"))
+    prob = probabilities(teacher, prepared.image, torch.device("cpu"))
+    pseudo = prepared.pseudo_mask
+    assert notes and pseudo.any() and not (pseudo & ~prepared.context_mask).any()
+    building = prob[0] >= CONFIDENT_BUILDING
+    confident = building | (prob[0] <= CONFIDENT_BACKGROUND)
+    assert np.array_equal(pseudo, confident & prepared.context_mask)
+    assert np.array_equal(prepared.target[0][pseudo], building[pseudo])
+    assert (prepared.train_weight[pseudo] > 0).all()
+    outside = ~prepared.context_mask  # the user's labels and the validation area are untouched
+    assert np.array_equal(prepared.target[:, outside], labelled_target[:, outside])
+    assert np.array_equal(prepared.train_weight[outside], labelled_weight[outside])
+
+    dataset = CropDataset([prepared], 64, 200, seed=1, pseudo_share=0.5)
+    rng = np.random.default_rng(0)
+    from_pseudo = sum(rng.random() < dataset.pseudo_share for _ in range(200))
+    assert 60 < from_pseudo < 140
+    assert dataset[0]["image"].shape == (3, 64, 64)
+
+
+def test_fine_tuning_with_the_local_recipe_and_l2sp(scene, tmp_path: Path) -> None:
+    block = _area(tmp_path / "block.geojson", scene, (0.4, 0.0, 1.0, 1.0))
+    out = tmp_path / "local.safetensors"
+    config = TrainConfig(
+        sources=[TrainingSource(rgb=scene.rgb, labels=scene.labels, aoi=block)],
+        out=out,
+        init="default",
+        epochs=2,
+        l2sp_weight=10.0,
+        context_px=512,
+        **TINY,
+    )
+    result = train(config)
+    assert result.status == "completed" and out.exists()
+    notes = " ".join(result.notes)
+    assert "self-training on" in notes and "recipe local" in notes
+    base, tuned = load_model(DEFAULT_MODEL).state_dict(), load_model(out).state_dict()
+    moved = [
+        float((tuned[k].float() - base[k].float()).abs().max())
+        for k in base
+        if base[k].is_floating_point() and "running" not in k
+    ]
+    assert max(moved) > 0  # it trained, and a strong L2-SP kept it near the start
+    assert max(moved) < 0.05
+
+
+def test_adapting_to_imagery_without_labels(scene, tmp_path: Path) -> None:
+    out = tmp_path / "adapted.safetensors"
+    config = TrainConfig(
+        sources=[TrainingSource(rgb=scene.rgb)], out=out, init="default", epochs=2, **TINY
+    )
+    result = train(config)
+    assert result.status == "completed" and result.epochs_completed == 2
+    assert result.best_epoch == 2  # nothing to validate on: the last epoch is the model
+    assert all(h["val_f1"] is None and h["val_loss"] is None for h in result.history)
+    assert "self-training on" in " ".join(result.notes)
+    assert load_model(out).metadata.resolution_m == pytest.approx(0.2967, abs=1e-3)
