@@ -166,8 +166,7 @@ def fine_tune(area: LoopArea, mode: str, work: Path, recipe: str) -> tuple[Path,
         "best_epoch": result.best_epoch,
         "best_val_f1": result.best_val_f1,
         "epochs": result.epochs_completed,
-        "steps": config.epochs * config.steps_per_epoch,
-        "lr": config.lr,
+        "notes": [n for n in result.notes if "steps for" in n or "thresholds" in n],
     }
     return result.model_path, seconds, summary
 

@@ -18,14 +18,11 @@ Banepa training chips, Rio img50-55), clipped to each area as ``scripts/eval_rea
 from __future__ import annotations
 
 import argparse
-import hashlib
 import itertools
 import json
 import sys
 import tempfile
 from pathlib import Path
-
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -34,26 +31,10 @@ import eval_real
 from ternaus_backend.evaluation.spacenet import Scores, evaluate_files
 from ternaus_backend.models.model_file import load_model, save_model
 from ternaus_backend.pipeline.extract import extract
+from ternaus_backend.training.thresholds import MemoNetwork
 
 BODY = (0.4, 0.5, 0.6)
 MIN_AREA_PX = (20, 40, 60, 80, 120, 160)
-
-
-class MemoNetwork(torch.nn.Module):
-    """``model`` with its logits remembered per input window (keyed by the window's bytes):
-    every extraction after the first reuses them. Carries the model's ``metadata``."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        self.metadata = model.metadata
-        self._memo: dict[bytes, torch.Tensor] = {}
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        key = hashlib.blake2b(x.detach().cpu().numpy().tobytes(), digest_size=16).digest()
-        if key not in self._memo:
-            self._memo[key] = self.model(x)
-        return self._memo[key]
 
 
 def extent_value(text: str) -> float | None:

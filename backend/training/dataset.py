@@ -129,6 +129,8 @@ class PreparedSource:
     context_mask: np.ndarray | None = None
     #: Pixels whose targets are the starting model's confident answers (set by :mod:`.pseudo`).
     pseudo_mask: np.ndarray | None = None
+    #: Where the labels are complete: the training area with the validation area (raster CRS).
+    label_region: BaseGeometry | None = None
 
     def __post_init__(self) -> None:
         empty = np.zeros(self.train_weight.shape, dtype=bool)
@@ -396,6 +398,7 @@ def prepare_source(
         labelled_px=labelled_px,
         resampled=resampled,
         context_mask=(valid & ~area & ~near_val) if context_px > 0 and source.aoi else None,
+        label_region=area_region if val_region is None else area_region.union(val_region),
     )
 
 

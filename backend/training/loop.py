@@ -104,6 +104,8 @@ class TrainConfig(BaseModel):
     pseudo_share: float = Field(0.5, ge=0, le=1)
     #: Pull toward the starting model's weights (L2-SP): ``l2sp_weight / 2 * |w - w0|^2``.
     l2sp_weight: float | None = Field(None, ge=0)
+    #: After training, tune the instance thresholds on the labelled areas (:mod:`.thresholds`).
+    tune_thresholds: bool | None = None
     weight_decay: float = Field(1e-4, ge=0)
     warmup_fraction: float = Field(0.05, ge=0, lt=1)
     jaccard_weight: float = Field(0.5, ge=0)
@@ -468,6 +470,8 @@ def train(
     )
     try:
         epochs.train_all(progress, cancel)
+        if config.tune_thresholds and ranks.main and run.best is not None:
+            run.tune_thresholds(device, progress, cancel)
     except CancelledError as exc:
         raise _cancelled(run, out, epochs.crops_per_s) from exc
     return run.result("completed", epochs.crops_per_s)
@@ -478,7 +482,14 @@ def _recipe_settings(config: TrainConfig, ckpt: dict[str, Any] | None) -> TrainC
     checkpointed run's settings for what the request leaves open."""
     if ckpt is not None and ckpt.get("config"):
         saved = json.loads(ckpt["config"])
-        keys = ("epochs", "steps_per_epoch", "lr", "self_training", "l2sp_weight")
+        keys = (
+            "epochs",
+            "steps_per_epoch",
+            "lr",
+            "self_training",
+            "l2sp_weight",
+            "tune_thresholds",
+        )
         update = {k: saved.get(k) for k in keys if getattr(config, k) is None}
         config = config.model_copy(update={k: v for k, v in update.items() if v is not None})
     return recipe.resolve(config)
@@ -919,6 +930,28 @@ class _Run:
             _fmt(stats.val_f1),
             " (best, saved)" if stats.best else "",
         )
+
+    def tune_thresholds(
+        self, device: torch.device, progress: ProgressCallback, cancel: CancelToken
+    ) -> None:
+        """Tune the best model's thresholds on the labelled areas; rewrite it when they gain."""
+        from ternaus_backend.models.model_file import load_model
+        from ternaus_backend.training.thresholds import tune_on_labels
+
+        progress(ProgressEvent("thresholds", 0, 1, {"phase": "thresholds"}))
+        best = load_model(self.out, device=str(device))
+        tuned = tune_on_labels(best, self.sources, device, cancel)
+        if tuned is None:
+            self.notes.append("thresholds kept: tuning on the labelled areas gained nothing")
+            return
+        thresholds, note = tuned
+        self.notes.append(note)
+        log.info(note)
+        self.meta = self.meta.model_copy(update={"thresholds": thresholds})
+        meta = self._metadata()
+        best.metadata = meta
+        _save_model(best, meta, self.out)
+        progress(ProgressEvent("thresholds", 1, 1, {"phase": "thresholds", "note": note}))
 
     def save_checkpoint(self, optimizer: Any, scheduler: Any, scaler: Any) -> None:
         state = {

@@ -7,6 +7,7 @@ around the labels (:mod:`.pseudo`) fill half of every batch, so the network keep
 well there and adapts to that imagery; the weights are pulled toward the starting model's
 (L2-SP); a learning rate of 3e-4 and a step count that grows with the number of labelled
 buildings (:func:`planned_steps`) keep a fine-tune on a 2-core CPU within about ten minutes.
+Afterwards the instance thresholds are tuned on the labelled areas (:mod:`.thresholds`).
 Without labels at all it is self-training alone ("Adapt to this imagery").
 
 ``classic``: the former settings (10 x 100 steps, learning rate 1e-3, labels only), used for
@@ -53,6 +54,7 @@ LOCAL: dict[str, Any] = {
     "lr": 3e-4,
     "l2sp_weight": 1e-3,
     "self_training": True,
+    "tune_thresholds": True,
 }
 CLASSIC: dict[str, Any] = {
     "epochs": 10,
@@ -60,9 +62,10 @@ CLASSIC: dict[str, Any] = {
     "lr": 1e-3,
     "l2sp_weight": 0.0,
     "self_training": False,
+    "tune_thresholds": False,
 }
 #: Steps of a local fine-tune: a base plus a few per labelled building, within these bounds.
-STEPS_BASE, STEPS_PER_BUILDING, STEPS_MIN, STEPS_MAX = 240, 4, 300, 600
+STEPS_BASE, STEPS_PER_BUILDING, STEPS_MIN, STEPS_MAX = 200, 4, 240, 480
 #: Seconds per step of a batch of 8 crops of 256 px of the default model, by device kind (the
 #: 2-core Zen 4 CPU of our CI in bf16; a mid-range CUDA GPU), for the estimate before a run.
 _STEP_SECONDS = {"cpu": 0.75, "cuda": 0.05}

@@ -35,7 +35,7 @@ from ternaus_backend.vector_io import read_polygons_with_properties
 
 log = logging.getLogger(__name__)
 
-__all__ = ["validate"]
+__all__ = ["validate", "region_scores"]
 
 
 @dataclass
@@ -97,18 +97,20 @@ def clip_to(polygons: Sequence[Any], region: Any, min_area: float) -> tuple[list
     return kept, index
 
 
-def _val_f1(
+def region_scores(
     model: nn.Module,
     sources: Sequence[PreparedSource],
     meta: ModelMetadata,
     device: torch.device,
     cancel: CancelToken | None,
-) -> tuple[float, int, int, int]:
-    """SpaceNet F1 (with TP, FP, FN) of ``extract`` on the validation areas."""
+    regions: Sequence[Any | None],
+) -> Scores:
+    """Pooled SpaceNet scores of ``extract`` against the labels inside each source's region
+    (``regions[i]``, raster CRS; ``None`` skips the source), both clipped to it."""
     total = Scores()
     with tempfile.TemporaryDirectory(prefix="ternaus-val-") as tmp:
-        for i, src in enumerate(sources):
-            if not src.has_validation:
+        for i, (src, region) in enumerate(zip(sources, regions, strict=True)):
+            if region is None or region.is_empty:
                 continue
             out = Path(tmp) / f"val_{i}.gpkg"
             result = extract(
@@ -116,7 +118,7 @@ def _val_f1(
                 out,
                 ms=src.source.ms,
                 model=model,
-                bbox=src.val_bbox(),
+                bbox=region.bounds,
                 assume_crs=src.source.assume_crs,
                 options=ExtractOptions(device=str(device)),
                 cancel=cancel,
@@ -127,10 +129,23 @@ def _val_f1(
                 polys, props = read_polygons_with_properties(result.path)
             else:
                 polys, props = [], []
-            proposals, kept = clip_to(polys, src.val_region, min_area)
+            proposals, kept = clip_to(polys, region, min_area)
             confidences = [float(props[k].get("confidence") or 0.0) for k in kept]
-            truths, _ = clip_to(src.label_polygons, src.val_region, min_area)
+            truths, _ = clip_to(src.label_polygons, region, min_area)
             total = total + score(proposals, truths, confidences=confidences)
+    return total
+
+
+def _val_f1(
+    model: nn.Module,
+    sources: Sequence[PreparedSource],
+    meta: ModelMetadata,
+    device: torch.device,
+    cancel: CancelToken | None,
+) -> tuple[float, int, int, int]:
+    """SpaceNet F1 (with TP, FP, FN) of ``extract`` on the validation areas."""
+    regions = [src.val_region if src.has_validation else None for src in sources]
+    total = region_scores(model, sources, meta, device, cancel, regions)
     return total.f1, total.tp, total.fp, total.fn
 
 
