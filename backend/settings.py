@@ -104,6 +104,18 @@ class Settings(BaseSettings):
         "dask_scheduler (0: every job)",
     )
 
+    @field_validator("token")
+    @classmethod
+    def _printable_ascii_token(cls, value: SecretStr | None) -> SecretStr | None:
+        """HTTP headers carry ASCII: a token with other characters could never match."""
+        text = value.get_secret_value() if value is not None else ""
+        if value is not None and not (text.isascii() and text.isprintable() and " " not in text):
+            raise ValueError(
+                "the token must be printable ASCII without spaces (letters, digits and "
+                "punctuation): HTTP headers cannot carry other characters; choose another token"
+            )
+        return value
+
     @field_validator("allowed_dirs", mode="before")
     @classmethod
     def _split_folders(cls, value: Any) -> Any:

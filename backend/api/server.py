@@ -59,6 +59,10 @@ def make_settings(
     except ValidationError as exc:
         first = exc.errors()[0]
         name = ".".join(str(p) for p in first.get("loc", ())) or "setting"
+        if name == "token":  # never echo a secret
+            raise InputError(
+                f"Invalid token (--token or TERNAUS_TOKEN): {first.get('msg')}.",
+            ) from None
         raise InputError(
             f"Invalid {name} {first.get('input')!r}: {first.get('msg')} (--{name} or "
             f"TERNAUS_{name.upper()}); the port is a number from 0 to 65535.",

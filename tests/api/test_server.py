@@ -94,3 +94,14 @@ def test_serve_in_a_subprocess_answers_and_stops_on_ctrl_c(tmp_path):
         if process.poll() is None:
             process.kill()
         process.stderr.close()
+
+
+@pytest.mark.parametrize("token", ["pässwort", "two words", "tab\there"])
+def test_a_token_http_cannot_carry_is_refused_at_start_without_echoing_it(token):
+    from ternaus_backend.api.server import make_settings
+    from ternaus_backend.errors import InputError
+
+    with pytest.raises(InputError, match="printable ASCII") as info:
+        make_settings(token=token)
+    assert token not in info.value.message
+    assert make_settings(token="s3cret-Token_!").token_value() == "s3cret-Token_!"
