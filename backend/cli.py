@@ -11,7 +11,6 @@ import argparse
 import json
 import logging
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +20,7 @@ from tqdm import tqdm
 from ternaus_backend.distributed.mosaic import mosaic
 from ternaus_backend.errors import InputError, TernausError
 from ternaus_backend.progress import ProgressEvent
+from ternaus_backend.scratch import scratch_dir
 
 EXIT_USER_ERROR = 2
 EXIT_CANCELLED = 130
@@ -116,7 +116,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise InputError("--resume continues a run on a cluster: use it with --cluster.")
     bars = TqdmProgress()
     try:
-        with tempfile.TemporaryDirectory(prefix="ternaus-mosaic-") as folder:
+        with scratch_dir("ternaus-mosaic-") as folder:
             rgb = mosaic(args.rgb, Path(folder), "RGB")
             ms = mosaic(args.ms, Path(folder), "multispectral") if args.ms else None
             result = _extract_once(args, options, bars, rgb, ms)

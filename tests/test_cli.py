@@ -140,3 +140,47 @@ def test_sigterm_during_predict_leaves_no_temporary_files(tmp_path, light_model)
     assert "stopped (SIGTERM)" in stderr and "Traceback" not in stderr
     assert list(temp.iterdir()) == []
     assert sorted(p.name for p in data.iterdir()) == ["rgb.tif"]
+
+
+def test_what_a_predict_killed_with_sigkill_left_is_removed_by_the_next_run(tmp_path, light_model):
+    """Issue 18: kill -9 runs no handler; the next extraction removes the probability map,
+    mosaic folder and partial GeoPackage of the dead process (named after its pid)."""
+    import os
+    import signal
+    import time
+
+    data = tmp_path / "data"
+    temp = tmp_path / "temp"
+    data.mkdir()
+    temp.mkdir()
+    boxes = [(r, c, r + 30, c + 40) for r in range(20, 2900, 120) for c in range(20, 2900, 150)]
+    rgb = write_raster(data / "rgb.tif", rectangles_image(3000, 3000, boxes))
+    env = {**os.environ, "TMPDIR": str(temp)}
+    command = [sys.executable, "-m", "ternaus_backend.cli", "predict", "--rgb", str(rgb),
+               "--model", str(light_model), "--overwrite"]  # fmt: skip
+    process = subprocess.Popen(
+        [*command, "--out", str(data / "a.gpkg")],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 120
+    while not list(temp.glob("ternaus-*/probabilities.u8")):  # the network is running
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the prediction did not get under way"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=60)
+    left = sorted(p.name for p in temp.iterdir())
+    assert left and all(name.startswith("ternaus-") and str(process.pid) in name for name in left)
+    assert any(p.name.endswith(".partial.gpkg") for p in data.iterdir())
+
+    small = write_raster(data / "small.tif", rectangles_image(256, 256, [(20, 20, 60, 70)]))
+    done = subprocess.run(
+        [sys.executable, "-m", "ternaus_backend.cli", "predict", "--rgb", str(small), "--model",
+         str(light_model), "--out", str(data / "a.gpkg")],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert list(temp.iterdir()) == []
+    assert sorted(p.name for p in data.iterdir()) == ["a.gpkg", "rgb.tif", "small.tif"]

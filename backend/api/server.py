@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from ternaus_backend.api.security import is_loopback
 from ternaus_backend.errors import InputError, TernausError
 from ternaus_backend.network_files import ALLOW_NETWORK_ENV
+from ternaus_backend.scratch import pid_alive
 from ternaus_backend.settings import Settings
 
 
@@ -68,17 +69,6 @@ def make_settings(
             f"TERNAUS_{name.upper()}); the port is a number from 0 to 65535.",
             details=str(exc),
         ) from exc
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` still exists (signal 0 probes without sending anything)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
 
 
 def watch_parent(pid: int, interval_s: float = 1.0) -> threading.Thread:

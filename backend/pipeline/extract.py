@@ -13,7 +13,6 @@ own pixels instead (with a warning when they are far from the model's).
 from __future__ import annotations
 
 import logging
-import tempfile
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -44,6 +43,7 @@ from ternaus_backend.pipeline.raster import Bounds, RasterInputs, input_band_nam
 from ternaus_backend.pipeline.store import ProbabilityStore
 from ternaus_backend.pipeline.windows import WindowGrid, balanced_grid, window_grid
 from ternaus_backend.progress import CancelToken, ProgressCallback, ProgressEvent, no_progress
+from ternaus_backend.scratch import scratch_dir
 
 log = logging.getLogger(__name__)
 
@@ -386,7 +386,7 @@ def _extract(
     )
     writer = BuildingWriter(out, grid_info.crs)
     try:
-        with tempfile.TemporaryDirectory(prefix="ternaus-", dir=work_dir) as tmp:
+        with scratch_dir("ternaus-extract-", work_dir) as tmp:
             store = ProbabilityStore(
                 Path(tmp) / "probabilities.u8",
                 grid_info.height,

@@ -23,6 +23,7 @@ from shapely.geometry import MultiPolygon, Polygon, mapping
 
 from ternaus_backend.errors import InputError
 from ternaus_backend.pipeline.geodesy import GroundMeasure
+from ternaus_backend.scratch import scratch_name, sweep
 
 LAYER_NAME = "buildings"
 SCHEMA = {
@@ -180,8 +181,11 @@ class BuildingWriter:
             )
         self.crs = crs
         self._measure = GroundMeasure(crs)
+        sweep(f".{self.out.stem}.", self.out.parent)  # partial files of killed runs
         handle, name = tempfile.mkstemp(
-            prefix=f".{self.out.stem}.", suffix=".partial.gpkg", dir=self.out.parent
+            prefix=scratch_name(f".{self.out.stem}."),
+            suffix=".partial.gpkg",
+            dir=self.out.parent,
         )
         os.close(handle)
         self.partial = Path(name)
