@@ -8,7 +8,7 @@ export QT_QPA_PLATFORM := offscreen
 
 APT_PACKAGES := python3-qgis python3-gdal python3-venv python3-dev gcc g++ qgis xvfb xauth zip unzip
 
-.PHONY: setup test test-fast demo bench train-default serve lint clean package deploy screenshot \
+.PHONY: setup test test-fast demo bench bench-loop train-default serve lint clean package deploy screenshot \
 	wheel package-with-backend
 
 setup: $(STAMP)
@@ -43,6 +43,11 @@ bench: setup
 	$(PY) benchmarks/bench_extract.py --sizes 2048 8192 --json bench_out.json
 	$(PY) benchmarks/bench_reference.py --size 2048
 	$(PY) benchmarks/bench_cluster.py --size 4096 --block-px 2048
+
+# The user's loop on real imagery (about 50 min on 2 cores): label a block of each OAM area,
+# fine-tune with the Train tab's defaults, score the rest of the area (README, issue 17).
+bench-loop: setup
+	$(PY) benchmarks/bench_loop.py --json build/bench_loop.json
 
 # The embedded default model: light encoder, RGB, OpenAerialMap mosaics, Banepa chips and Rio tiles
 # from ../shared/data (used by path); see scripts/train_default.sh.

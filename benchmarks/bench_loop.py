@@ -3,9 +3,9 @@
 For each OpenAerialMap area of ``../shared/data/hotosm_oam`` (zanzibar, kampala, banepa_east,
 nairobi) a compact block holding about 50 buildings (at most 40 % of the area's buildings) is
 "labelled": its OpenStreetMap buildings become the training labels and the block the training
-area, as a user who corrected one neighbourhood in QGIS would give them. The block is placed
-outside the area's held-out validation quarter (``resources/training/<area>_val.geojson``), at the
-building nearest to the centre of the rest of the area. Then:
+area, as a user who corrected one neighbourhood in QGIS would give them. The block is a square
+grown around the building nearest to the centre of the area outside its held-out validation
+quarter (``resources/training/<area>_val.geojson``), clipped to the area. Then:
 
 * ``finetune``: ``ternaus train --init default`` with the Train tab's defaults (the recipe of
   :func:`ternaus_backend.training.recipe.default_config`), the block as training area, the
@@ -94,17 +94,15 @@ def choose_block(
     aoi: BaseGeometry, val: BaseGeometry, buildings: Sequence[BaseGeometry], wanted: int
 ) -> BaseGeometry:
     """A square around the building nearest to the centre of ``aoi - val``, grown until it
-    holds ``wanted`` whole buildings, clipped to ``aoi`` and kept out of ``val``."""
+    holds ``wanted`` whole buildings, clipped to ``aoi`` (one piece)."""
     allowed = aoi.difference(val)
     centre = allowed.centroid if not allowed.is_empty else aoi.centroid
-    inside = [b for b in buildings if allowed.contains(b.centroid)]
-    if not inside:
-        raise SystemExit("no building outside the validation area to start a block from")
+    inside = [b for b in buildings if allowed.contains(b.centroid)] or list(buildings)
     seed = min(inside, key=lambda b: b.centroid.distance(centre)).centroid
     half = 5.0
     while True:
         square = box(seed.x - half, seed.y - half, seed.x + half, seed.y + half)
-        block = square.intersection(allowed)
+        block = square.intersection(aoi)
         if block.geom_type != "Polygon":  # one compact piece, as a user would draw it
             parts = [g for g in getattr(block, "geoms", []) if g.geom_type == "Polygon"]
             block = max(parts, key=lambda g: (g.buffer(1).contains(seed), g.area))

@@ -465,6 +465,7 @@ def train(
         _set_rng_state(ckpt["rng"])
         run.best, run.history = ckpt.get("best"), list(ckpt["history"])
         run.epochs_done = int(ckpt["epoch"])
+    run.plan = plan
     epochs = _Epochs(
         config, run, steps, ddp.wrap(model, ranks, device), dataset, loader, ranks, device
     )
@@ -714,6 +715,7 @@ class _Epochs:
                 "eta_s": eta,
                 "val_f1": self.last_f1,
                 "last_validated": self.last_validated,
+                "plan": self.run.plan,
             }
             progress(ProgressEvent("train", done, self.total_steps, info))
         return epoch_loss / config.steps_per_epoch, time.perf_counter() - epoch_start
@@ -895,6 +897,7 @@ class _Run:
         self.history: list[dict[str, Any]] = []
         self.epochs_done = 0
         self.unvalidated_saved: Path | None = None  # where cancelled() put unvalidated weights
+        self.plan = ""  # the recipe's plan in words (epochs x steps, for how many buildings)
 
     def _metadata(self, extra_notes: Sequence[str] = ()) -> ModelMetadata:
         meta = self.meta.model_copy(deep=True)

@@ -94,9 +94,16 @@ def report_job(
     text = stage_text.get(stage, stage.capitalize())
     done = (high - low) * fraction  # percent of the bar covered in this stage
     in_stage = time.monotonic() - stage_started
-    if done > 2.0 and in_stage > 2.0:
+    info = state.get("info") or {}
+    if info.get("phase") == "plan":  # the backend's plan, before the first step
+        text = f"{info.get('plan', 'Planned')}: about {format_seconds(info['eta_s'])}"
+    elif done > 2.0 and in_stage > 2.0:
         remaining = in_stage / done * (100.0 - percent)
         text += f" (about {format_seconds(remaining)} left)"
+    elif info.get("eta_s") is not None:  # the backend's estimate until the pace is known
+        text += f" (about {format_seconds(float(info['eta_s']))} left)"
+    if info.get("plan") and info.get("phase") != "plan":
+        text += f": {info['plan']}"
     progress.report(percent, text)
 
 

@@ -40,7 +40,7 @@ STAGE_TEXT = {
     "prepare": "Reading the training data",
     "train": "Training",
 }
-STAGE_SPAN = {"prepare": (0.0, 5.0), "train": (5.0, 100.0)}
+STAGE_SPAN = {"prepare": (0.0, 5.0), "plan": (5.0, 5.0), "train": (5.0, 100.0)}
 
 
 @dataclass
@@ -70,15 +70,17 @@ class TrainingRequest:
     """What to train on and where the model goes."""
 
     rgb: RasterInput
-    labels_path: Path
+    labels_path: Path | None  # None: no labels, adapt to the imagery by self-training alone
     out_path: Path
     name: str
     ms: RasterInput | None = None  # the multispectral partner (11-band models)
     area_path: Path | None = None
     val_area_path: Path | None = None
     init_model: str | None = None  # None: a new model
-    epochs: int = 10
-    steps_per_epoch: int = 100
+    epochs: int | None = None  # None: the backend's recipe chooses (from the labels)
+    steps_per_epoch: int | None = None
+    #: Learn from the starting model's confident answers on the imagery around the labels too.
+    self_training: bool = True
     batch_size: int = 8
     crop_px: int = 256
     options: dict[str, Any] = field(default_factory=dict)
@@ -111,14 +113,17 @@ def build_payload(
     }
     body: dict[str, Any] = {
         "sources": [source],
-        "epochs": request.epochs,
-        "steps_per_epoch": request.steps_per_epoch,
         "batch_size": request.batch_size,
         "crop_px": request.crop_px,
         "name": request.name,
         "allow_empty_labels": True,
         **request.options,
     }
+    for key in ("epochs", "steps_per_epoch"):
+        if getattr(request, key):
+            body[key] = getattr(request, key)
+    if not request.self_training:
+        body["self_training"] = False
     if not remote:
         body["out"] = str(request.out_path)
         body["overwrite"] = True

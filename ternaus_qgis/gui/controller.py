@@ -451,7 +451,8 @@ class DockController(QObject):
         rgb = raster_input(panel.rgb_layer(), "RGB", 3)
         ms_layer = panel.ms_layer()
         ms = raster_input(ms_layer, "multispectral", 1) if ms_layer is not None else None
-        labels_path = export_vector_layer(panel.labels_layer(), "labelled buildings")
+        labels = panel.labels_layer()
+        labels_path = export_vector_layer(labels, "labelled buildings") if labels else None
         area, val_area = panel.area_layer(), panel.val_area_layer()
         area_path = (
             export_vector_layer(area, "training area", panel.area_selected_check.isChecked())
@@ -459,7 +460,12 @@ class DockController(QObject):
             else None
         )
         val_path = export_vector_layer(val_area, "validation area") if val_area else None
-        where = area if area is not None else panel.labels_layer()
+        where = area if area is not None else labels
+        if where is None and rgb.rendered:
+            raise LayerError(
+                "A web layer has no extent of its own: choose labelled buildings or a training "
+                "area to say where to train."
+            )
         return TrainingRequest(
             rgb=rgb,
             ms=ms,
@@ -469,8 +475,9 @@ class DockController(QObject):
             area_path=area_path,
             val_area_path=val_path,
             init_model=panel.base_combo.currentData() or None,
-            epochs=panel.epochs_spin.value(),
-            steps_per_epoch=panel.steps_spin.value(),
+            epochs=panel.epochs_spin.value() or None,  # 0 shows "auto": the recipe's
+            steps_per_epoch=panel.steps_spin.value() or None,
+            self_training=panel.self_training_check.isChecked(),
             options=dict(self.training_options),
             extent=where.extent() if rgb.rendered else None,
             extent_crs=where.crs() if rgb.rendered else None,

@@ -26,6 +26,7 @@ class LearningCurve(QWidget):
         self.update()
 
     def add(self, point: EpochPoint) -> None:
+        self.epochs = max(self.epochs, point.epoch)
         self.points = sorted(
             [p for p in self.points if p.epoch != point.epoch] + [point], key=lambda p: p.epoch
         )

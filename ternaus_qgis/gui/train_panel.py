@@ -44,7 +44,9 @@ class TrainPanel(QWidget):
         self.labels_combo = layer_combo(
             self,
             polygons,
-            "Building polygons: e.g. an extraction result you corrected, or a layer you drew",
+            "Building polygons: e.g. an extraction result you corrected, or a layer you drew "
+            "(empty: no labels, adapt the model to this imagery by self-training)",
+            optional=True,
         )
         self.area_combo = layer_combo(
             self,
@@ -58,12 +60,23 @@ class TrainPanel(QWidget):
         )
         self.base_combo = QComboBox(self)
         self.base_combo.setToolTip("Fine-tune this model, or train a new one")
+        self.self_training_check = QCheckBox("Also learn from the surrounding imagery", self)
+        self.self_training_check.setToolTip(
+            "Self-training: the starting model's confident answers on the imagery around your "
+            "labels are trained on too, so the model adapts to this imagery without forgetting "
+            "what it did well there (fine-tuning only)"
+        )
+        self.self_training_check.setChecked(True)
         self.epochs_spin = QSpinBox(self)
-        self.epochs_spin.setRange(1, 500)
-        self.epochs_spin.setValue(10)
+        self.epochs_spin.setRange(0, 500)
+        self.epochs_spin.setSpecialValueText("auto")
+        self.epochs_spin.setToolTip("auto: chosen from the number of labelled buildings")
+        self.epochs_spin.setValue(0)
         self.steps_spin = QSpinBox(self)
-        self.steps_spin.setRange(1, 10000)
-        self.steps_spin.setValue(100)
+        self.steps_spin.setRange(0, 10000)
+        self.steps_spin.setSpecialValueText("auto")
+        self.steps_spin.setToolTip("auto: chosen from the number of labelled buildings")
+        self.steps_spin.setValue(0)
         self.name_edit = QLineEdit(self)
         self.name_edit.setPlaceholderText("e.g. my_town_2026")
         form.addRow("RGB layer", self.rgb_combo)
@@ -73,6 +86,7 @@ class TrainPanel(QWidget):
         form.addRow("", self.area_selected_check)
         form.addRow("Validation area", self.val_area_combo)
         form.addRow("Start from", self.base_combo)
+        form.addRow("", self.self_training_check)
         form.addRow("Epochs", self.epochs_spin)
         form.addRow("Steps per epoch", self.steps_spin)
         form.addRow("New model name", self.name_edit)
@@ -128,4 +142,4 @@ class TrainPanel(QWidget):
         self.cancel_button.setEnabled(running)
         if running:
             self.progress_bar.setValue(0)
-            self.curve.reset(self.epochs_spin.value())
+            self.curve.reset(self.epochs_spin.value() or 1)  # grows as epochs arrive

@@ -1,8 +1,10 @@
 """``ternaus:train_model``: the dock's Train tab as a Processing algorithm.
 
-Parameters ``RGB``, ``MS`` (optional multispectral raster), ``LABELS``, ``AREAS`` and
-``VALIDATION_AREA`` (optional polygons), ``BASE_MODEL`` (optional model file to fine-tune),
-``EPOCHS``, ``STEPS``, ``NAME``; outputs ``OUTPUT`` (the model file in the models folder) and
+Parameters ``RGB``, ``MS`` (optional multispectral raster), ``LABELS`` (optional: without
+labels the model adapts to the imagery by self-training), ``AREAS`` and ``VALIDATION_AREA``
+(optional polygons), ``BASE_MODEL`` (``default``: the embedded model; a model file; empty: a new
+model), ``SELF_TRAINING`` (default true), ``EPOCHS`` and ``STEPS`` (0: the backend's recipe
+chooses from the labels), ``NAME``; outputs ``OUTPUT`` (the model file in the models folder) and
 ``F1`` (best validation F1). Same code as the dock:
 :func:`~ternaus_qgis.core.training.run_training`.
 """
@@ -17,7 +19,7 @@ from qgis.core import (
     QgsProcessingException,
     QgsProcessingOutputFile,
     QgsProcessingOutputNumber,
-    QgsProcessingParameterFile,
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
@@ -37,6 +39,7 @@ class TrainModelAlgorithm(QgsProcessingAlgorithm):
 
     RGB, MS, LABELS, AREAS, VAL_AREA = "RGB", "MS", "LABELS", "AREAS", "VALIDATION_AREA"
     INIT, EPOCHS, STEPS, NAME, MODEL, F1 = "BASE_MODEL", "EPOCHS", "STEPS", "NAME", "OUTPUT", "F1"
+    SELF_TRAINING = "SELF_TRAINING"
 
     def name(self) -> str:
         return "train_model"
@@ -63,7 +66,12 @@ class TrainModelAlgorithm(QgsProcessingAlgorithm):
             )
         )
         self.addParameter(
-            QgsProcessingParameterVectorLayer(self.LABELS, "Labelled buildings", polygons)
+            QgsProcessingParameterVectorLayer(
+                self.LABELS,
+                "Labelled buildings (none: adapt the model to this imagery by self-training)",
+                polygons,
+                optional=True,
+            )
         )
         self.addParameter(
             QgsProcessingParameterVectorLayer(
@@ -76,19 +84,30 @@ class TrainModelAlgorithm(QgsProcessingAlgorithm):
             )
         )
         self.addParameter(
-            QgsProcessingParameterFile(
+            QgsProcessingParameterString(
                 self.INIT,
-                "Model to fine-tune (default: a new model)",
+                "Model to fine-tune: 'default' (the embedded model), a model file, or empty for "
+                "a new model",
+                defaultValue="default",
                 optional=True,
-                fileFilter="Models (*.safetensors *.pt *.pth)",
             )
         )
         self.addParameter(
-            QgsProcessingParameterNumber(self.EPOCHS, "Epochs", defaultValue=10, minValue=1)
+            QgsProcessingParameterBoolean(
+                self.SELF_TRAINING, "Also learn from the surrounding imagery", defaultValue=True
+            )
         )
         self.addParameter(
             QgsProcessingParameterNumber(
-                self.STEPS, "Steps per epoch", defaultValue=100, minValue=1
+                self.EPOCHS, "Epochs (0: chosen from the labels)", defaultValue=0, minValue=0
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.STEPS,
+                "Steps per epoch (0: chosen from the labels)",
+                defaultValue=0,
+                minValue=0,
             )
         )
         self.addParameter(QgsProcessingParameterString(self.NAME, "New model name"))
@@ -103,25 +122,24 @@ class TrainModelAlgorithm(QgsProcessingAlgorithm):
         area = self.parameterAsVectorLayer(parameters, self.AREAS, context)
         ms_layer = self.parameterAsRasterLayer(parameters, self.MS, context)
         val_area = self.parameterAsVectorLayer(parameters, self.VAL_AREA, context)
+        labels = self.parameterAsVectorLayer(parameters, self.LABELS, context)
         with user_errors(feedback):
             request = TrainingRequest(
                 rgb=raster_input(
                     self.parameterAsRasterLayer(parameters, self.RGB, context), "RGB", 3
                 ),
                 ms=raster_input(ms_layer, "multispectral", 1) if ms_layer is not None else None,
-                labels_path=export_vector_layer(
-                    self.parameterAsVectorLayer(parameters, self.LABELS, context),
-                    "labelled buildings",
-                ),
+                labels_path=export_vector_layer(labels, "labelled buildings") if labels else None,
                 out_path=settings.models_folder() / f"{name}.safetensors",
                 name=name,
                 area_path=export_vector_layer(area, "training area") if area else None,
                 val_area_path=(
                     export_vector_layer(val_area, "validation area") if val_area else None
                 ),
-                init_model=self.parameterAsFile(parameters, self.INIT, context) or None,
-                epochs=self.parameterAsInt(parameters, self.EPOCHS, context),
-                steps_per_epoch=self.parameterAsInt(parameters, self.STEPS, context),
+                init_model=self.parameterAsString(parameters, self.INIT, context).strip() or None,
+                epochs=self.parameterAsInt(parameters, self.EPOCHS, context) or None,
+                steps_per_epoch=self.parameterAsInt(parameters, self.STEPS, context) or None,
+                self_training=self.parameterAsBool(parameters, self.SELF_TRAINING, context),
             )
             result = run_training(
                 request,

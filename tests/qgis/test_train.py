@@ -187,3 +187,46 @@ def test_train_tab_with_a_multispectral_layer_makes_an_11_band_model(plugin, lab
 
     meta = describe_model(result.model_path)["metadata"]
     assert meta["in_channels"] == 11 and len(meta["band_names"]) == 11
+
+
+def test_adapt_to_this_imagery_without_labels_from_the_train_tab(plugin, labelled):
+    """No labelled layer: the default model adapts to the imagery by self-training alone; the
+    recipe chooses the epochs ("auto") and the plan with its time is shown before the steps."""
+    raster, _ = labelled
+    panel = plugin.dock.train_panel
+    panel.rgb_combo.setLayer(raster)
+    panel.labels_combo.setLayer(None)
+    assert panel.self_training_check.isChecked(), "self-training is on by default"
+    assert panel.epochs_spin.value() == 0 and panel.epochs_spin.text() == "auto"
+    panel.epochs_spin.setValue(2)
+    panel.steps_spin.setValue(2)
+    panel.name_edit.setText("adapted")
+    texts: list[str] = []
+    plugin.controller.training_options["crop_px"] = 64
+    QTest.mouseClick(panel.train_button, Qt.LeftButton)
+    wait_until(
+        lambda: texts.append(panel.stage_label.text()) or plugin.controller.train_task is None,
+        300,
+        "the self-training",
+    )
+    result = plugin.controller.last_training
+    assert result is not None, plugin.controller.last_error.message
+    assert result.model_path.name == "adapted.safetensors" and result.model_path.is_file()
+    assert [p.epoch for p in result.curve] == [1, 2]
+    assert all(p.val_f1 is None for p in result.curve)  # nothing to validate on
+    notes = " ".join(result.summary.get("notes") or [])
+    assert "self-training on" in notes and "0 labelled buildings" in notes
+    assert any("labelled buildings" in t and "about" in t for t in texts), texts
+
+
+def test_self_training_can_be_switched_off_and_needs_labels_then(plugin, labelled):
+    raster, _ = labelled
+    panel = plugin.dock.train_panel
+    panel.rgb_combo.setLayer(raster)
+    panel.labels_combo.setLayer(None)
+    panel.self_training_check.setChecked(False)
+    panel.name_edit.setText("nothing to learn")
+    QTest.mouseClick(panel.train_button, Qt.LeftButton)
+    wait_until(lambda: plugin.controller.train_task is None, 120, "the refusal")
+    error = plugin.controller.last_error
+    assert error is not None and "No labels" in error.message, error
