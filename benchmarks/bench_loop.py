@@ -164,7 +164,7 @@ def fine_tune(area: LoopArea, mode: str, work: Path, recipe: str) -> tuple[Path,
         "best_epoch": result.best_epoch,
         "best_val_f1": result.best_val_f1,
         "epochs": result.epochs_completed,
-        "notes": [n for n in result.notes if "steps for" in n or "thresholds" in n],
+        "notes": [n for n in result.notes if "labelled buildings" in n or "thresholds" in n],
     }
     return result.model_path, seconds, summary
 

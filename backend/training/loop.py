@@ -427,12 +427,11 @@ def train(
         notes += add_pseudo_labels(model, sources, device, cancel=cancel)
     buildings = recipe.labelled_buildings(sources)
     config = recipe.resolve(config, buildings)
-    plan = (
-        f"{config.epochs} x {config.steps_per_epoch} steps for {buildings} labelled buildings "
-        f"(recipe {config.recipe}, lr {config.lr:g}, L2-SP {config.l2sp_weight:g}, "
-        f"self-training {'on' if config.self_training else 'off'})"
+    plan = f"{config.epochs} x {config.steps_per_epoch} steps, {buildings} labelled buildings"
+    plan += ", self-training" if config.self_training else ""
+    notes.append(
+        f"{plan} (recipe {config.recipe}, lr {config.lr:g}, L2-SP {config.l2sp_weight:g})"
     )
-    notes.append(plan)
     total_steps = config.epochs * config.steps_per_epoch
     eta = recipe.estimate_seconds(config, buildings, device.type, reading=False)
     progress(ProgressEvent("plan", 0, total_steps, {"phase": "plan", "plan": plan, "eta_s": eta}))

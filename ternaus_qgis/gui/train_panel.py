@@ -102,6 +102,8 @@ class TrainPanel(QWidget):
         self.progress_bar.setRange(0, 100)
         self.stage_label = QLabel("", self)
         self.stage_label.setWordWrap(True)
+        # room for two lines: the plan (epochs x steps, buildings) follows the time left
+        self.stage_label.setMinimumHeight(2 * self.stage_label.fontMetrics().lineSpacing() + 4)
         self.curve = LearningCurve(self)
         layout.addWidget(self.progress_bar)
         layout.addWidget(self.stage_label)
