@@ -255,8 +255,9 @@ def prepare_source(
     """Read one source into memory: normalised image, targets, training weights, validation area.
 
     ``context_px`` > 0: also read the unlabelled imagery around the training area, up to a
-    square of that many pixels centred on it (the whole raster for a source without labels),
-    and mark it in ``context_mask`` for self-training (:mod:`.pseudo`).
+    square of that many pixels centred on it, and mark it in ``context_mask`` for
+    self-training (:mod:`.pseudo`). A source without labels is all context: its area (``aoi``:
+    the imagery to adapt to), else a square of ``context_px`` at the raster's centre.
 
     ``resolution_m``: the ground resolution to read at (the model's; ``None``: the raster's own).
     With a training area only its bounding box (with the validation area's) plus ``margin_px``
@@ -273,15 +274,17 @@ def prepare_source(
             source.rgb, source.ms, resolution_m=resolution_m, assume_crs=source.assume_crs
         ) as full:
             crs, full_grid = full.grid.crs, full.grid
-        if source.aoi is not None and labelled:
+        if source.aoi is not None:
             aoi_polygons = _read_area_polygons(source.aoi, crs, "training area")
-            if source.val_aoi is not None:
+            if source.val_aoi is not None and labelled:
                 val_polygons = _read_area_polygons(source.val_aoi, crs, "validation area")
             bbox = _read_bbox(
                 source, full_grid, [*aoi_polygons, *(val_polygons or [])], max(0, margin_px)
             )
-        if context_px > 0 and (bbox is not None or not labelled):
-            bbox = _context_bbox(full_grid, bbox, context_px)
+        if context_px > 0 and labelled and bbox is not None:
+            bbox = _context_bbox(full_grid, bbox, context_px)  # the imagery around the labels
+        elif context_px > 0 and bbox is None:
+            bbox = _context_bbox(full_grid, None, context_px)  # no area: the raster's centre
 
     with (
         raster_env(),
@@ -334,7 +337,9 @@ def prepare_source(
     targets = make_targets(polygons, grid.transform, shape, border_width_px)
     target = np.stack([targets.body, targets.border])
 
-    if not labelled:
+    if not labelled:  # an area without labels is the imagery to adapt to
+        if aoi_polygons is not None:
+            valid = valid & _area_mask(aoi_polygons, grid.transform, shape)[0]
         return _unlabelled_source(source, grid, image, target, valid, resampled)
     if source.aoi is not None:
         area, area_region = _area_mask(aoi_polygons, grid.transform, shape)

@@ -216,3 +216,19 @@ def test_adapting_to_imagery_without_labels(scene, tmp_path: Path) -> None:
     assert all(h["val_f1"] is None and h["val_loss"] is None for h in result.history)
     assert "self-training on" in " ".join(result.notes)
     assert load_model(out).metadata.resolution_m == pytest.approx(0.2967, abs=1e-3)
+
+
+def test_an_area_without_labels_is_the_imagery_to_adapt_to(scene, tmp_path: Path) -> None:
+    area = _area(tmp_path / "extent.geojson", scene, (0.0, 0.0, 0.5, 1.0))
+    meta = load_model(DEFAULT_MODEL).metadata
+    whole, part = prepare_sources(
+        [TrainingSource(rgb=scene.rgb), TrainingSource(rgb=scene.rgb, aoi=area)],
+        meta.normalization,
+        resolution_m=meta.resolution_m,
+        context_px=2048,
+        margin_px=0,
+    )
+    assert whole.context_mask.all() and not whole.has_validation
+    # only the left half of the scene is read, and it is all context
+    assert part.context_mask.all() and not part.has_validation
+    assert part.image.shape[-1] == pytest.approx(whole.image.shape[-1] / 2, abs=2)
