@@ -1,4 +1,4 @@
-"""The ``ternaus`` command line: predict, evaluate, train, serve, synth, info.
+"""The ``ternaus`` command line: predict, evaluate, compare, changes, train, serve, synth, info.
 
 Every command prints a one-line error and exits non-zero on bad input (never a traceback); long
 commands show tqdm progress bars. All work is done by the same functions the HTTP API and the QGIS
@@ -220,6 +220,46 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _layers_out(args: argparse.Namespace) -> Path | None:
+    """The output GeoPackage of compare/changes, checked before any work (None: no layers)."""
+    from ternaus_backend.outputs import check_output
+
+    if args.out is None:
+        return None
+    return check_output(args.out, suffix=".gpkg", kind="GeoPackage", overwrite=args.overwrite)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from ternaus_backend.evaluation.map_gaps import compare_with_map
+
+    comparison = compare_with_map(
+        args.pred,
+        args.reference,
+        _layers_out(args),
+        area_path=args.area,
+        iou_threshold=args.iou,
+        cell_m=args.cell_m,
+        min_pairs=args.min_pairs,
+    )
+    print(json.dumps(comparison.to_dict()))
+    return 0
+
+
+def cmd_changes(args: argparse.Namespace) -> int:
+    from ternaus_backend.evaluation.changes import detect_changes
+
+    detection = detect_changes(
+        args.before,
+        args.after,
+        _layers_out(args),
+        area_path=args.area,
+        match_iou=args.match_iou,
+        change_iou=args.iou,
+    )
+    print(json.dumps(detection.to_dict()))
+    return 0
+
+
 def cmd_synth(args: argparse.Namespace) -> int:
     from ternaus_backend.synthetic import make_scene
 
@@ -356,6 +396,54 @@ def build_parser() -> argparse.ArgumentParser:
         help="ignore polygons smaller than this (in the truth CRS's units squared)",
     )
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "compare",
+        help="what a map is missing: our result against a building layer (OSM or any); prints "
+        "counts and the map's median offset as JSON",
+    )
+    p.add_argument("--pred", required=True, help="our result (with its confidence field)")
+    p.add_argument("--reference", required=True, help="the map's building polygons")
+    p.add_argument("--area", help="compare only buildings that intersect these polygons")
+    p.add_argument(
+        "--iou", type=float, default=0.3, help="IoU above which two buildings match (default 0.3)"
+    )
+    p.add_argument(
+        "--cell-m", type=float, default=250.0, help="grid cell of the offsets, metres (250)"
+    )
+    p.add_argument(
+        "--min-pairs", type=int, default=3, help="matched pairs a cell needs for its offset (3)"
+    )
+    p.add_argument(
+        "--out",
+        help="GeoPackage for the layers unmapped (ranked by confidence), unseen and offsets",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser(
+        "changes",
+        help="what changed between two dates' building layers: new, demolished, changed, "
+        "unchanged (JSON counts)",
+    )
+    p.add_argument("--before", required=True, help="buildings of the earlier date")
+    p.add_argument("--after", required=True, help="buildings of the later date")
+    p.add_argument("--area", help="compare only buildings that intersect these polygons")
+    p.add_argument(
+        "--iou",
+        type=float,
+        default=0.7,
+        help="matched buildings below this IoU count as changed (default 0.7)",
+    )
+    p.add_argument(
+        "--match-iou",
+        type=float,
+        default=0.3,
+        help="IoU above which two buildings are the same building (default 0.3)",
+    )
+    p.add_argument("--out", help="GeoPackage for the layers new, demolished and changed")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.set_defaults(func=cmd_changes)
 
     from ternaus_backend.training.command import add_train_parser
 
