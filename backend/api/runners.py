@@ -13,7 +13,13 @@ from typing import Any
 
 from ternaus_backend.api.allowed_folders import AllowedFolders
 from ternaus_backend.api.jobs import JobContext, JobFunction, JobOutcome
-from ternaus_backend.api.schemas import EvaluateRequest, PredictRequest, TrainRequest
+from ternaus_backend.api.schemas import (
+    ChangesRequest,
+    CompareRequest,
+    EvaluateRequest,
+    PredictRequest,
+    TrainRequest,
+)
 from ternaus_backend.api.uploads import check_upload_input
 from ternaus_backend.device import pick_device
 from ternaus_backend.errors import CancelledError, InputError, ModelError
@@ -24,6 +30,8 @@ from ternaus_backend.settings import Settings
 
 PREDICT_OUTPUT = "buildings.gpkg"
 EVALUATE_OUTPUT = "evaluation.gpkg"
+COMPARE_OUTPUT = "map_gaps.gpkg"
+CHANGES_OUTPUT = "changes.gpkg"
 TRAIN_OUTPUT = "model.safetensors"
 
 
@@ -279,6 +287,71 @@ def evaluate_job(request: EvaluateRequest, folders: AllowedFolders) -> JobFuncti
             },
             file=evaluation.out,
         )
+
+    return run
+
+
+# ------------------------------------------------------------------------------ compare, changes
+
+
+def compare_job(request: CompareRequest, folders: AllowedFolders) -> JobFunction:
+    """Checks a compare request; the job matches our result with the map's buildings after
+    their offset and writes the layers ``unmapped``, ``unseen`` and ``offsets``."""
+    from ternaus_backend.evaluation.map_gaps import compare_with_map
+
+    pred = existing_file(request.pred, "result file", folders)
+    reference = existing_file(request.reference, "reference layer", folders)
+    area = existing_file(request.area, "area file", folders) if request.area is not None else None
+    out = output_file(request.out, "comparison GeoPackage", ".gpkg", folders)
+
+    def run(context: JobContext) -> JobOutcome:
+        context.cancel.raise_if_cancelled()
+        context.progress(ProgressEvent("compare", 0, 1))
+        comparison = compare_with_map(
+            pred,
+            reference,
+            out or context.work_dir / COMPARE_OUTPUT,
+            area,
+            request.iou_threshold,
+            request.cell_m,
+            request.min_pairs,
+        )
+        context.progress(ProgressEvent("compare", 1, 1))
+        summary = {**comparison.to_dict(), "pred": pred, "reference": reference, "area": area}
+        return JobOutcome(summary, file=comparison.out)
+
+    return run
+
+
+def changes_job(request: ChangesRequest, folders: AllowedFolders) -> JobFunction:
+    """Checks a changes request; the job matches the two dates' buildings after their offset
+    and writes the layers ``new``, ``demolished`` and ``changed``."""
+    from ternaus_backend.evaluation.changes import detect_changes
+
+    if request.change_iou < request.match_iou:
+        raise InputError(
+            f"change_iou ({request.change_iou}) must not be below match_iou "
+            f"({request.match_iou}): a matched pair below it counts as changed."
+        )
+    before = existing_file(request.before, "earlier layer", folders)
+    after = existing_file(request.after, "later layer", folders)
+    area = existing_file(request.area, "area file", folders) if request.area is not None else None
+    out = output_file(request.out, "changes GeoPackage", ".gpkg", folders)
+
+    def run(context: JobContext) -> JobOutcome:
+        context.cancel.raise_if_cancelled()
+        context.progress(ProgressEvent("changes", 0, 1))
+        detection = detect_changes(
+            before,
+            after,
+            out or context.work_dir / CHANGES_OUTPUT,
+            area,
+            request.match_iou,
+            request.change_iou,
+        )
+        context.progress(ProgressEvent("changes", 1, 1))
+        summary = {**detection.to_dict(), "before_path": before, "after_path": after, "area": area}
+        return JobOutcome(summary, file=detection.out)
 
     return run
 

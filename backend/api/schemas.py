@@ -176,6 +176,51 @@ class EvaluateRequest(BaseModel):
     )
 
 
+class CompareRequest(BaseModel):
+    """What a map is missing: our result against a map's building layer (OSM or any)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pred: Path = Field(description="our result's polygons, with their 'confidence'")
+    reference: Path = Field(description="the map's building polygons (OpenStreetMap or any)")
+    area: Path | None = Field(
+        None, description="compare only buildings that intersect this area's polygons"
+    )
+    iou_threshold: float = Field(
+        0.3, ge=0, lt=1, description="IoU above which two buildings match (after the shift)"
+    )
+    cell_m: float = Field(250.0, gt=0, description="grid cell of the offsets, in metres")
+    min_pairs: int = Field(3, ge=1, description="matched pairs a cell needs for its offset")
+    out: Path | None = Field(
+        None,
+        description="GeoPackage for the layers 'unmapped' (rank, confidence), 'unseen' and "
+        "'offsets' (dx_m, dy_m, pairs); default: a file in the job's folder",
+    )
+
+
+class ChangesRequest(BaseModel):
+    """What changed between two dates' building layers of one place."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    before: Path = Field(description="buildings of the earlier date")
+    after: Path = Field(description="buildings of the later date")
+    area: Path | None = Field(
+        None, description="compare only buildings that intersect this area's polygons"
+    )
+    match_iou: float = Field(
+        0.3, ge=0, lt=1, description="IoU above which two buildings are the same building"
+    )
+    change_iou: float = Field(
+        0.7, ge=0, lt=1, description="matched buildings below this IoU count as changed"
+    )
+    out: Path | None = Field(
+        None,
+        description="GeoPackage for the layers 'new', 'demolished' and 'changed'; default: a "
+        "file in the job's folder",
+    )
+
+
 class TrainRequest(TrainConfig):
     """Train or fine-tune a model (the fields of the training configuration).
 
@@ -262,7 +307,7 @@ class JobOut(BaseModel):
     """A job and where it stands."""
 
     id: str
-    kind: Literal["predict", "train", "evaluate"]
+    kind: Literal["predict", "train", "evaluate", "compare", "changes"]
     status: Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted"] = Field(
         description="interrupted: the backend stopped while the job was queued or running; "
         "submit it again"

@@ -26,6 +26,8 @@ def test_openapi_and_docs_are_served(client) -> None:
         "/v1/health",
         "/v1/jobs/predict",
         "/v1/jobs/evaluate",
+        "/v1/jobs/compare",
+        "/v1/jobs/changes",
         "/v1/jobs/train",
         "/v1/jobs/{job_id}",
         "/v1/jobs/{job_id}/cancel",

@@ -10,6 +10,7 @@ within a few metres, enlarged ones stay 1 m from the others once enlarged, added
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,6 +84,13 @@ def empty_spots(buildings: Buildings, count: int, rng: np.random.Generator) -> l
     return [free[i] for i in sorted(rng.choice(len(free), count, replace=False))]
 
 
+def original(folder: Path) -> Path:
+    """A copy of the original buildings in ``folder`` (backends read only allowed folders)."""
+    copy = folder / KAMPALA.name
+    shutil.copyfile(KAMPALA, copy)
+    return copy
+
+
 @dataclass
 class MapCase:
     """A "map" (the original buildings) and a "result" (our extraction, made from the map)."""
@@ -112,7 +120,11 @@ def map_and_result(
         rows.append({"id": ADDED_ID + k, "confidence": round(0.9 - 0.1 * k, 2)})
     result = write_polygons(folder / "result.gpkg", geoms, UTM, rows)
     return MapCase(
-        KAMPALA, result, [buildings.ids[i] for i in removed], [r["id"] for r in rows[-add:]], shift
+        original(folder),
+        result,
+        [buildings.ids[i] for i in removed],
+        [r["id"] for r in rows[-add:]],
+        shift,
     )
 
 
@@ -150,7 +162,7 @@ def second_date(
         rows.append({"id": ADDED_ID + k})
     after = write_polygons(folder / "after.gpkg", geoms, UTM, rows)
     return DatesCase(
-        KAMPALA,
+        original(folder),
         after,
         [buildings.ids[i] for i in removed],
         [ADDED_ID + k for k in range(add)],

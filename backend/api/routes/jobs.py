@@ -1,4 +1,5 @@
-"""Jobs: submit (predict, evaluate, train), list, poll, cancel, download the result, delete."""
+"""Jobs: submit (predict, evaluate, compare, changes, train), list, poll, cancel, download the
+result, delete."""
 
 from __future__ import annotations
 
@@ -12,10 +13,18 @@ from ternaus_backend.api.allowed_folders import job_download
 from ternaus_backend.api.deps import FoldersDep, JobsDep, SettingsDep
 from ternaus_backend.api.errors import ConflictError, GoneError
 from ternaus_backend.api.jobs import JobFunction, JobKind, JobManager
-from ternaus_backend.api.runners import evaluate_job, predict_job, train_job
+from ternaus_backend.api.runners import (
+    changes_job,
+    compare_job,
+    evaluate_job,
+    predict_job,
+    train_job,
+)
 from ternaus_backend.api.schemas import (
     ERROR_RESPONSES,
     SUBMIT_RESPONSES,
+    ChangesRequest,
+    CompareRequest,
     EvaluateRequest,
     JobOut,
     PredictRequest,
@@ -78,6 +87,38 @@ def submit_evaluate(
     """SpaceNet F1 of predictions against ground truth; the result has tp, fp, fn, precision,
     recall and f1."""
     return _submit(jobs, "evaluate", body, evaluate_job(body, folders), response)
+
+
+@router.post(
+    "/compare",
+    response_model=JobOut,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=SUBMIT_RESPONSES,
+    summary="Compare a result with a map's buildings",
+)
+def submit_compare(
+    body: CompareRequest, jobs: JobsDep, folders: FoldersDep, response: Response
+) -> JobOut:
+    """What the map is missing: buildings seen and not mapped (``unmapped``, ranked by
+    confidence), mapped and not seen (``unseen``), and the map's offset (``offset``: dx_m, dy_m,
+    overall and per grid cell in the ``offsets`` layer). The result has the counts; the
+    GeoPackage is at ``result_url``."""
+    return _submit(jobs, "compare", body, compare_job(body, folders), response)
+
+
+@router.post(
+    "/changes",
+    response_model=JobOut,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=SUBMIT_RESPONSES,
+    summary="Find what changed between two dates",
+)
+def submit_changes(
+    body: ChangesRequest, jobs: JobsDep, folders: FoldersDep, response: Response
+) -> JobOut:
+    """Buildings new, demolished, changed (matched below ``change_iou``) and unchanged between
+    two dates' layers; the result has the counts, the GeoPackage is at ``result_url``."""
+    return _submit(jobs, "changes", body, changes_job(body, folders), response)
 
 
 @router.post(
