@@ -3,7 +3,12 @@
 - ``buildings.qml``, extraction results: outlines with a fill graduated by ``confidence`` (amber:
   unsure, blue: sure), so the buildings to check first stand out;
 - ``evaluation_result.qml``: results by ``match`` (green: true positive, red: false positive);
-- ``evaluation_missed.qml``: reference buildings no result matched (magenta dashed outline).
+- ``evaluation_missed.qml``: reference buildings no result matched (magenta dashed outline);
+- ``map_unmapped.qml`` (``ternaus compare``): buildings seen and not on the map, cyan, labelled
+  by ``rank``; ``map_unseen.qml``: map buildings not seen, grey dashed; ``map_offsets.qml``: the
+  map's offset vectors (a dot at the map, an arrow toward the imagery), labelled with dx/dy;
+- ``changes_new.qml``, ``changes_demolished.qml``, ``changes_changed.qml`` (``ternaus changes``):
+  new buildings green, demolished red dashed, changed orange with the area change as a label.
 
 Run with the project's venv (it sees Debian's qgis):
 
@@ -19,11 +24,18 @@ from qgis.core import (
     QgsCategorizedSymbolRenderer,
     QgsFillSymbol,
     QgsGraduatedSymbolRenderer,
+    QgsLineSymbol,
+    QgsMarkerLineSymbolLayer,
+    QgsMarkerSymbol,
+    QgsPalLayerSettings,
     QgsRendererCategory,
     QgsRendererRange,
     QgsSingleSymbolRenderer,
+    QgsTextFormat,
     QgsVectorLayer,
+    QgsVectorLayerSimpleLabeling,
 )
+from qgis.PyQt.QtGui import QColor
 
 STYLES = Path(__file__).resolve().parent.parent / "resources" / "styles"
 
@@ -88,8 +100,90 @@ def main() -> None:
     )
     layer.setRenderer(QgsSingleSymbolRenderer(missed))
     save(layer, "evaluation_missed.qml")
+    comparison_styles()
     del layer
     app.exitQgis()
+
+
+def fill(color: str, outline: str, width: str = "0.6", style: str = "solid") -> QgsFillSymbol:
+    return QgsFillSymbol.createSimple(
+        {"color": color, "outline_color": outline, "outline_width": width, "outline_style": style}
+    )
+
+
+def labelled(layer: QgsVectorLayer, expression: str, color: str) -> None:
+    """Labels from ``expression`` (small, haloed) on ``layer``."""
+    settings = QgsPalLayerSettings()
+    settings.fieldName = expression
+    settings.isExpression = True
+    text = QgsTextFormat()
+    text.setSize(8)
+    text.setColor(QColor(color))
+    buffer = text.buffer()
+    buffer.setEnabled(True)
+    buffer.setSize(0.8)
+    text.setBuffer(buffer)
+    settings.setFormat(text)
+    layer.setLabeling(QgsVectorLayerSimpleLabeling(settings))
+    layer.setLabelsEnabled(True)
+
+
+def comparison_styles() -> None:
+    """The layers of ``ternaus compare`` and ``ternaus changes``."""
+    polygons = QgsVectorLayer(
+        "Polygon?crs=EPSG:3857&field=rank:integer&field=confidence:double&field=iou:double"
+        "&field=area_m2:double&field=area_change_pct:double",
+        "p",
+        "memory",
+    )
+    polygons.setRenderer(QgsSingleSymbolRenderer(fill("0,200,230,90", "0,140,190,255", "0.7")))
+    labelled(polygons, "'#' || \"rank\"", "0,90,130")
+    save(polygons, "map_unmapped.qml")
+    polygons.setLabelsEnabled(False)
+    polygons.setRenderer(QgsSingleSymbolRenderer(fill("0,0,0,0", "120,120,120,255", "0.7", "dash")))
+    save(polygons, "map_unseen.qml")
+    polygons.setRenderer(QgsSingleSymbolRenderer(fill("40,190,60,110", "10,130,30,255")))
+    save(polygons, "changes_new.qml")
+    polygons.setRenderer(
+        QgsSingleSymbolRenderer(fill("230,40,40,40", "200,0,0,255", "0.7", "dash"))
+    )
+    save(polygons, "changes_demolished.qml")
+    polygons.setRenderer(QgsSingleSymbolRenderer(fill("255,150,0,110", "210,100,0,255")))
+    labelled(
+        polygons,
+        "if(\"area_change_pct\" >= 0, '+', '') || format_number(\"area_change_pct\", 0) || ' %'",
+        "150,70,0",
+    )
+    save(polygons, "changes_changed.qml")
+
+    lines = QgsVectorLayer(
+        "LineString?crs=EPSG:3857&field=scope:string&field=dx_m:double&field=dy_m:double"
+        "&field=offset_m:double&field=pairs:integer",
+        "l",
+        "memory",
+    )
+    symbol = QgsLineSymbol.createSimple({"line_color": "220,0,120,255", "line_width": "0.8"})
+    head = QgsMarkerSymbol.createSimple(
+        {"name": "filled_arrowhead", "color": "220,0,120,255", "size": "3"}
+    )
+    arrow = QgsMarkerLineSymbolLayer(True)
+    arrow.setPlacement(QgsMarkerLineSymbolLayer.LastVertex)
+    arrow.setSubSymbol(head)
+    symbol.appendSymbolLayer(arrow)
+    dot = QgsMarkerSymbol.createSimple({"name": "circle", "color": "220,0,120,255", "size": "1.6"})
+    start = QgsMarkerLineSymbolLayer(True)
+    start.setPlacement(QgsMarkerLineSymbolLayer.FirstVertex)
+    start.setSubSymbol(dot)
+    symbol.appendSymbolLayer(start)
+    lines.setRenderer(QgsSingleSymbolRenderer(symbol))
+    labelled(
+        lines,
+        "format_number(\"dx_m\", 1) || ' m E, ' || format_number(\"dy_m\", 1) || ' m N ('"
+        " || \"pairs\" || ')'",
+        "140,0,80",
+    )
+    save(lines, "map_offsets.qml")
+    del polygons, lines
 
 
 if __name__ == "__main__":
