@@ -104,7 +104,7 @@ def detect_changes(
         )
     pair = read_layers(after_path, before_path, area_path, ("later layer", "earlier layer"))
     matching = match_shifted(pair, match_iou)
-    after_idx, before_idx = matching.pairs
+    after_idx, before_idx = matching.pairs(pair.first.inside)
     iou = matching.result.proposal_iou[after_idx]
     changed = iou < change_iou
     warnings = []
@@ -114,10 +114,10 @@ def detect_changes(
             "cover the same place (and the CRS of each)."
         )
     detection = ChangeDetection(
-        before=len(pair.second),
-        after=len(pair.first),
-        new=len(matching.unmatched_first),
-        demolished=len(matching.unmatched_second),
+        before=int(pair.second.inside.sum()),
+        after=int(pair.first.inside.sum()),
+        new=len(matching.unmatched_first(pair.first.inside)),
+        demolished=len(matching.unmatched_second(pair.second.inside)),
         changed=int(changed.sum()),
         unchanged=int((~changed).sum()),
         shift=matching.shift,
@@ -141,7 +141,7 @@ def _write(out: Path, pair: LayerPair, matching, changed_pairs) -> Path:
     part = temporary_output(out)
     part.unlink(missing_ok=True)
     try:
-        new = matching.unmatched_first
+        new = matching.unmatched_first(after.inside)
         rows = source_rows(after, new)
         for row, k in zip(rows, new, strict=True):
             row.update(
@@ -151,7 +151,7 @@ def _write(out: Path, pair: LayerPair, matching, changed_pairs) -> Path:
         geoms = [multipolygon(after.originals[k]) for k in new]
         write_layer(part, "new", geoms, rows, NEW_FIELDS, pair.out_crs)
 
-        gone = matching.unmatched_second
+        gone = matching.unmatched_second(before.inside)
         rows = source_rows(before, gone)
         for row, k in zip(rows, gone, strict=True):
             row.update(

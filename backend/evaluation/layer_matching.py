@@ -6,7 +6,9 @@ share:
 * :func:`read_layers` reads both layers into one local metric CRS (the second layer's CRS when it
   is projected in metres and not a Mercator; otherwise a transverse Mercator centred on the data,
   so offsets are metres east and north), repairs invalid polygons, keeps polygonal features
-  (inside an optional area), and keeps copies in the output CRS (the second layer's own) to write;
+  and copies of them in the output CRS (the second layer's own) to write. With an area, the
+  buildings that intersect it are reported (``inside``) but those up to 50 m around it are
+  matched too, so a building on the area's edge does not lose its partner across it;
 * :func:`estimate_shift` finds how far the first layer lies from the second: each polygon of the
   first is paired with the polygon of the second whose centroid is nearest; pairs whose IoU is
   above 0.1 give the median offset of their centroids; repeated (the second layer moved by the
@@ -46,6 +48,8 @@ from ternaus_backend.vector_io import (
     to_crs,
 )
 
+#: How far around an area (metres) buildings are matched, though only those inside are reported.
+AREA_MARGIN_M = 50.0
 #: IoU above which nearest-centroid pairs count when the shift is estimated.
 SHIFT_PAIR_IOU = 0.1
 #: How far apart (metres) centroids may be in the vote for offsets larger than the buildings.
@@ -55,13 +59,15 @@ SHIFT_SEARCH_M = 30.0
 @dataclass
 class Layer:
     """The kept features of one input: polygons in the work CRS (``geometries``) and in the
-    output CRS (``originals``), their attributes, and their positions in the file (``index``)."""
+    output CRS (``originals``), their attributes, their positions in the file (``index``), and
+    which of them lie in the area (``inside``; all without an area)."""
 
     path: Path
     geometries: np.ndarray
     originals: list[MultiPolygon]
     properties: list[dict[str, Any]]
     index: np.ndarray
+    inside: np.ndarray
     repaired: int = 0
 
     def __len__(self) -> int:
@@ -109,7 +115,8 @@ def read_layers(
     roles: tuple[str, str] = ("first layer", "second layer"),
 ) -> LayerPair:
     """Both layers in one local metric CRS (see the module docstring), polygonal features only,
-    those that intersect ``area_path``'s polygons when it is given."""
+    with an area, those within :data:`AREA_MARGIN_M` of its polygons (``inside``: those that
+    intersect it)."""
     first_path, second_path = Path(first_path), Path(second_path)
     second = read_features(second_path)
     first = read_features(first_path)
@@ -136,7 +143,7 @@ def read_layers(
         for data, path in ((first, first_path), (second, second_path))
     ]
     for layer, role, path in zip(layers, roles, (first_path, second_path), strict=True):
-        if len(layer) == 0:
+        if not layer.inside.any():
             where = " inside the area" if area is not None else ""
             raise InputError(
                 f"The {role} {path.name} holds no building polygon{where}: choose a polygon layer "
@@ -185,8 +192,10 @@ def _kept(data: VectorData, path: Path, out_crs: str | None, work_crs: CRS | Non
     geoms = np.empty(len(work), dtype=object)
     geoms[:] = work
     keep = np.ones(len(geoms), dtype=bool)
+    inside = keep
     if area is not None and len(geoms):
-        keep = shapely.intersects(geoms, area)
+        keep = shapely.intersects(geoms, area.buffer(AREA_MARGIN_M))
+        inside = shapely.intersects(geoms[keep], area)
     geoms = geoms[keep]
     invalid = ~shapely.is_valid(geoms) if len(geoms) else np.zeros(0, dtype=bool)
     geoms[invalid] = shapely.buffer(geoms[invalid], 0.0)  # a reprojection may pinch a ring
@@ -196,6 +205,7 @@ def _kept(data: VectorData, path: Path, out_crs: str | None, work_crs: CRS | Non
         [g for g, k in zip(originals, keep, strict=True) if k],
         [data.properties[n] for n, k in zip(index, keep, strict=True) if k],
         np.asarray(index, dtype=np.int64)[keep],
+        inside,
         repaired,
     )
 
@@ -313,20 +323,26 @@ class ShiftedMatch:
     result: MatchResult
 
     @property
-    def pairs(self) -> tuple[np.ndarray, np.ndarray]:
-        """Indices (first, second) of the matched pairs."""
+    def all_pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """Indices (first, second) of the matched pairs, in the area or around it."""
         first = np.flatnonzero(self.result.matched_truth >= 0)
         return first, self.result.matched_truth[first]
 
-    @property
-    def unmatched_first(self) -> np.ndarray:
-        return np.flatnonzero(self.result.matched_truth < 0)
+    def pairs(self, inside: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The matched pairs whose polygon of the first layer lies in the area."""
+        first, second = self.all_pairs
+        keep = inside[first]
+        return first[keep], second[keep]
 
-    @property
-    def unmatched_second(self) -> np.ndarray:
+    def unmatched_first(self, inside: np.ndarray) -> np.ndarray:
+        """Polygons of the first layer in the area that matched none."""
+        return np.flatnonzero((self.result.matched_truth < 0) & inside)
+
+    def unmatched_second(self, inside: np.ndarray) -> np.ndarray:
+        """Polygons of the second layer in the area that matched none."""
         matched = np.zeros(len(self.result.truth_iou), dtype=bool)
-        matched[self.pairs[1]] = True
-        return np.flatnonzero(~matched)
+        matched[self.all_pairs[1]] = True
+        return np.flatnonzero(~matched & inside)
 
 
 def match_shifted(

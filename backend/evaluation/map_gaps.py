@@ -124,7 +124,7 @@ def compare_with_map(
         raise InputError(f"The pairs per cell must be 1 or more, got {min_pairs}.")
     pair = read_layers(pred_path, reference_path, area_path, ("result", "reference layer"))
     matching = match_shifted(pair, iou_threshold)
-    first, second = matching.pairs
+    first, second = matching.pairs(pair.first.inside)
     c_result = centroids(pair.first.geometries)
     c_map = centroids(pair.second.geometries)
     offsets = c_result[first] - c_map[second]
@@ -137,11 +137,11 @@ def compare_with_map(
             "cover the same place (and the CRS of each)."
         )
     comparison = MapComparison(
-        results_scored=len(pair.first),
-        references_scored=len(pair.second),
+        results_scored=int(pair.first.inside.sum()),
+        references_scored=int(pair.second.inside.sum()),
         matched=len(first),
-        unmapped=len(matching.unmatched_first),
-        unseen=len(matching.unmatched_second),
+        unmapped=len(matching.unmatched_first(pair.first.inside)),
+        unseen=len(matching.unmatched_second(pair.second.inside)),
         offset=overall,
         shift=matching.shift,
         cells=cells,
@@ -193,7 +193,7 @@ def _write(out, pair: LayerPair, matching, comparison: MapComparison, starts) ->
 
 def _write_unmapped(path: Path, pair: LayerPair, matching) -> None:
     result: Layer = pair.first
-    picks = matching.unmatched_first
+    picks = matching.unmatched_first(result.inside)
     confidences = result.confidences()
     areas = shapely.area(result.geometries)
     if confidences is not None:  # most confident first; input order on ties
@@ -214,7 +214,7 @@ def _write_unmapped(path: Path, pair: LayerPair, matching) -> None:
 
 def _write_unseen(path: Path, pair: LayerPair, matching) -> None:
     reference: Layer = pair.second
-    picks = matching.unmatched_second
+    picks = matching.unmatched_second(reference.inside)
     areas = shapely.area(reference.geometries)
     rows = source_rows(reference, picks)
     for row, k in zip(rows, picks, strict=True):

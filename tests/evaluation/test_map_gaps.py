@@ -8,11 +8,14 @@ east and 1.0 m north in UTM 36N, 10 isolated buildings deleted, 5 rectangles add
 from __future__ import annotations
 
 import fiona
+import numpy as np
 import pytest
+import shapely
+from shapely.geometry import box
 
 from ternaus_backend.errors import InputError
 from ternaus_backend.evaluation.map_gaps import compare_with_map
-from ternaus_backend.vector_io import write_polygons
+from ternaus_backend.vector_io import read_features, write_polygons
 from tests.evaluation.edited_layers import UTM, map_and_result
 
 
@@ -60,8 +63,6 @@ def test_the_offset_line_points_from_the_map_toward_the_imagery(tmp_path):
     case = map_and_result(tmp_path)
     out = tmp_path / "compare.gpkg"
     compare_with_map(case.result, case.reference, out)
-    from ternaus_backend.vector_io import read_features
-
     lines = read_features(out, dst_crs=UTM, layer="offsets")
     for line in lines.geometries:
         (x0, y0), (x1, y1) = line.coords
@@ -85,16 +86,38 @@ def test_cells_need_enough_pairs(tmp_path):
     assert none.offset is not None  # the overall offset does not depend on cells
 
 
-def test_only_inside_the_area(tmp_path):
+def test_only_inside_the_area_and_its_edge_splits_no_pair(tmp_path):
+    """The area: the eastern half of the block, its western edge 1 m east of a building in the
+    middle: that building's map outline lies outside, its copy (moved 2 m east) inside. They
+    still match (buildings around the area are matched too), so only the added and deleted
+    buildings inside the area are reported."""
     case = map_and_result(tmp_path)
-    added = fiona.open(case.result)
-    with added:
-        spot = next(f for f in added if f.properties["id"] == case.added_ids[0])
-    from shapely.geometry import shape
-
-    area = write_polygons(tmp_path / "area.gpkg", [shape(spot.geometry).buffer(30)], UTM)
-    summary = compare_with_map(case.result, case.reference, area_path=area).to_dict()
-    assert summary["unmapped"] == 1 and summary["results_scored"] < 201
+    result = read_features(case.result)
+    reference = read_features(case.reference, dst_crs=UTM)
+    geoms = np.asarray(reference.geometries, dtype=object)
+    x0, y0, x1, y1 = shapely.total_bounds(geoms)
+    middle = np.argmin(np.abs(shapely.get_x(shapely.centroid(geoms)) - (x0 + x1) / 2))
+    edge = shapely.bounds(geoms[middle])[2] + 1.0
+    half = box(edge, y0 - 100, x1 + 10, y1 + 10)
+    area = write_polygons(tmp_path / "area.gpkg", [half], UTM)
+    added_inside = [
+        p["id"]
+        for g, p in zip(result.geometries, result.properties, strict=True)
+        if p["id"] in case.added_ids and g.intersects(half)
+    ]
+    removed_inside = [
+        p["id"]
+        for g, p in zip(reference.geometries, reference.properties, strict=True)
+        if p["id"] in case.removed_ids and g.intersects(half)
+    ]
+    moved = shapely.transform(geoms[middle], lambda xy: xy + np.array(case.shift))
+    assert not geoms[middle].intersects(half) and moved.intersects(half)  # a split pair
+    out = tmp_path / "half.gpkg"
+    summary = compare_with_map(case.result, case.reference, out, area_path=area).to_dict()
+    assert (summary["unmapped"], summary["unseen"]) == (len(added_inside), len(removed_inside))
+    assert summary["results_scored"] == summary["matched"] + summary["unmapped"] < 201
+    assert sorted(r["id"] for r in rows(out, "unseen")[0]) == sorted(removed_inside)
+    assert sorted(r["id"] for r in rows(out, "unmapped")[0]) == sorted(added_inside)
 
 
 def test_layers_without_a_common_place_say_so(tmp_path):
