@@ -94,6 +94,14 @@ class BackendClient:
         """``POST /v1/jobs/evaluate``: a new evaluation job (SpaceNet rules, error layers)."""
         return self._call("POST", "/jobs/evaluate", request)
 
+    def submit_compare(self, request: dict[str, Any]) -> dict[str, Any]:
+        """``POST /v1/jobs/compare``: our result against a map's buildings (gaps, offset)."""
+        return self._call("POST", "/jobs/compare", request)
+
+    def submit_changes(self, request: dict[str, Any]) -> dict[str, Any]:
+        """``POST /v1/jobs/changes``: what changed between two dates' building layers."""
+        return self._call("POST", "/jobs/changes", request)
+
     def submit_train(self, request: dict[str, Any]) -> dict[str, Any]:
         """``POST /v1/jobs/train``: a new training (or fine-tuning) job."""
         return self._call("POST", "/jobs/train", request)

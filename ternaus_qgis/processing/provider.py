@@ -7,6 +7,8 @@ from pathlib import Path
 from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
+from .changes_algorithm import DetectChangesAlgorithm
+from .compare_algorithm import CompareWithMapAlgorithm
 from .evaluate_algorithm import EvaluateBuildingsAlgorithm
 from .extract_algorithm import ExtractBuildingsAlgorithm
 from .train_algorithm import TrainModelAlgorithm
@@ -29,4 +31,6 @@ class TernausProvider(QgsProcessingProvider):
     def loadAlgorithms(self) -> None:  # noqa: N802 (QGIS's name)
         self.addAlgorithm(ExtractBuildingsAlgorithm())
         self.addAlgorithm(EvaluateBuildingsAlgorithm())
+        self.addAlgorithm(CompareWithMapAlgorithm())
+        self.addAlgorithm(DetectChangesAlgorithm())
         self.addAlgorithm(TrainModelAlgorithm())
