@@ -137,3 +137,18 @@ def add_evaluation_layers(path: Path, result_name: str) -> list[QgsVectorLayer]:
         group.addLayer(layer)
         layers.append(layer)
     return layers
+
+
+#: Layers of a ``compare``/``changes`` GeoPackage: (layer name, title, style) per kind.
+COMPARISON_LAYERS = {
+    "compare": (
+        ("unmapped", "seen, not on the map (by rank)", "map_unmapped.qml"),
+        ("unseen", "on the map, not seen", "map_unseen.qml"),
+        ("offsets", "map offset (dx, dy)", "map_offsets.qml"),
+    ),
+    "changes": (
+        ("new", "new buildings", "changes_new.qml"),
+        ("demolished", "demolished buildings", "changes_demolished.qml"),
+        ("changed", "changed buildings", "changes_changed.qml"),
+    ),
+}

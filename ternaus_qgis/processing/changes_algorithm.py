@@ -26,7 +26,7 @@ from qgis.core import (
 from ..backend_process import connection
 from ..core.comparison import ChangesRequest, run_changes
 from ..core.vector_inputs import export_vector_layer
-from .common import feedback_progress, user_errors
+from .common import feedback_progress, load_comparison_layers, user_errors
 
 COUNTS = ("NEW", "DEMOLISHED", "CHANGED", "UNCHANGED")
 
@@ -127,4 +127,5 @@ class DetectChangesAlgorithm(QgsProcessingAlgorithm):
         feedback.pushInfo(detection.text)
         outputs = {name: detection.summary[name.lower()] for name in COUNTS}
         outputs[self.OUTPUT] = str(detection.path)
+        load_comparison_layers(context, detection.path, "changes", after.name(), self.OUTPUT)
         return outputs

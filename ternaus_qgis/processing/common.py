@@ -4,10 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
-from qgis.core import QgsProcessingException, QgsProcessingFeedback
+from qgis.core import (
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingLayerPostProcessorInterface,
+    QgsVectorLayer,
+)
 
 from ..core.jobs import Progress
+from ..core.result_layers import COMPARISON_LAYERS, style_file
 from ..exceptions import TernausPluginError
 
 
@@ -30,3 +38,38 @@ def user_errors(feedback: QgsProcessingFeedback) -> Iterator[None]:
         if error.details:
             feedback.reportError(error.details)
         raise QgsProcessingException(error.message) from None
+
+
+class _Styler(QgsProcessingLayerPostProcessorInterface):
+    """Applies a QML style to a layer Processing loads once the algorithm has finished."""
+
+    def __init__(self, qml: Path) -> None:
+        super().__init__()
+        self.qml = qml
+
+    def postProcessLayer(self, layer, context, feedback) -> None:  # noqa: N802
+        layer.loadNamedStyle(str(self.qml))
+        layer.triggerRepaint()
+
+
+#: Post-processors must outlive the algorithm run that registered them.
+_STYLERS: list[_Styler] = []
+
+
+def load_comparison_layers(
+    context: QgsProcessingContext, path: Path, kind: str, title: str, output_name: str
+) -> None:
+    """Ask Processing to add the layers of a ``compare``/``changes`` GeoPackage to the project
+    when the run ends (as the Processing dialog and ``runAndLoadResults`` do), styled."""
+    for layer_name, name, style in COMPARISON_LAYERS[kind]:
+        layer = QgsVectorLayer(f"{path}|layername={layer_name}", f"{name} - {title}", "ogr")
+        if not layer.isValid():
+            continue
+        context.temporaryLayerStore().addMapLayer(layer)
+        details = QgsProcessingContext.LayerDetails(layer.name(), context.project(), output_name)
+        qml = style_file(style)
+        if qml is not None:
+            styler = _Styler(qml)
+            _STYLERS.append(styler)
+            details.setPostProcessor(styler)
+        context.addLayerToLoadOnCompletion(layer.id(), details)

@@ -25,7 +25,7 @@ from qgis.core import (
 from ..backend_process import connection
 from ..core.comparison import CompareRequest, run_compare
 from ..core.vector_inputs import export_vector_layer
-from .common import feedback_progress, user_errors
+from .common import feedback_progress, load_comparison_layers, user_errors
 
 COUNTS = ("UNMAPPED", "UNSEEN", "MATCHED")
 
@@ -128,4 +128,5 @@ class CompareWithMapAlgorithm(QgsProcessingAlgorithm):
             DX_M=offset.get("dx_m"), DY_M=offset.get("dy_m"), PAIRS=offset.get("pairs", 0)
         )
         outputs[self.OUTPUT] = str(comparison.path)
+        load_comparison_layers(context, comparison.path, "compare", result.name(), self.OUTPUT)
         return outputs

@@ -127,3 +127,41 @@ def test_processing_detect_changes_refuses_thresholds_in_the_wrong_order(
                 "OUTPUT": str(tmp_path / "c.gpkg"),
             },
         )
+
+
+def test_processing_loads_the_layers_styled(qgis_app, plugin, tmp_path):
+    """As the Processing dialog does (runAndLoadResults): the three layers of each algorithm
+    are added to the project with the plugin's styles."""
+    import processing
+
+    (tmp_path / "map").mkdir()
+    (tmp_path / "dates").mkdir()
+    case = map_and_result(tmp_path / "map")
+    dates = second_date(tmp_path / "dates")
+    processing.runAndLoadResults(
+        "ternaus:compare_with_map",
+        {
+            "PREDICTED": vector(case.result, "result"),
+            "REFERENCE": vector(case.reference, "osm"),
+            "OUTPUT": str(tmp_path / "gaps.gpkg"),
+        },
+    )
+    processing.runAndLoadResults(
+        "ternaus:detect_changes",
+        {
+            "BEFORE": vector(dates.before, "before"),
+            "AFTER": vector(dates.after, "after"),
+            "OUTPUT": str(tmp_path / "changes.gpkg"),
+        },
+    )
+    project = QgsProject.instance()
+    names = {layer.name(): layer for layer in project.mapLayers().values()}
+    unmapped = names["seen, not on the map (by rank) - result"]
+    assert unmapped.featureCount() == 5 and unmapped.labelsEnabled()
+    offsets = names["map offset (dx, dy) - result"]
+    assert offsets.renderer().symbol().symbolLayerCount() == 3  # line, arrow head, start dot
+    assert names["on the map, not seen - result"].featureCount() == 10
+    assert names["new buildings - after"].featureCount() == 6
+    assert names["demolished buildings - after"].featureCount() == 8
+    changed = names["changed buildings - after"]
+    assert changed.featureCount() == 4 and changed.labelsEnabled()
