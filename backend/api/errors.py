@@ -56,6 +56,13 @@ class InsufficientStorageError(TernausError):
     http_status = 507
 
 
+class UploadTooLargeError(TernausError):
+    """An upload larger than the room left on the backend's disk (a request the backend cannot
+    take, not a failure of the server)."""
+
+    http_status = 413
+
+
 class GoneError(TernausError):
     """A result file that existed has since been removed."""
 

@@ -13,7 +13,7 @@ can be given to a job like any path on the backend's machine. Uploads live in
 Chunks of one upload may arrive at once; completing it waits for the chunks being written and
 then refuses new ones (409), so a late chunk never changes a finished file. Creating an upload
 reserves its size: the declared sizes of unfinished uploads, less what has arrived, must fit in
-the free space of the work folder's disk (else 507), and at most ``max_open`` uploads may be
+the free space of the work folder's disk (else 413), and at most ``max_open`` uploads may be
 unfinished at once (else 429).
 """
 
@@ -35,9 +35,9 @@ from pathlib import Path
 from ternaus_backend.api.errors import (
     ConflictError,
     ForbiddenPathError,
-    InsufficientStorageError,
     NotFoundError,
     TooManyUploadsError,
+    UploadTooLargeError,
 )
 from ternaus_backend.errors import InputError
 
@@ -169,7 +169,7 @@ class UploadStore:
     def create(self, name: str, size: int, sha256: str | None) -> UploadState:
         """A new, empty upload of ``size`` bytes; its size is reserved on the disk.
 
-        InsufficientStorageError (507) when it does not fit beside the unfinished uploads,
+        UploadTooLargeError (413) when it does not fit beside the unfinished uploads,
         TooManyUploadsError (429) when ``max_open`` uploads are unfinished."""
         if sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
             raise InputError("sha256 must be 64 hexadecimal digits (or left out).")
@@ -194,7 +194,7 @@ class UploadStore:
                     if promised
                     else ""
                 )
-                raise InsufficientStorageError(
+                raise UploadTooLargeError(
                     f"disk full: {_mb(available)} MB free, the upload needs {_mb(size)} MB"
                     f"{held}. Free space in the backend's work folder ({self.root.parent}), "
                     "finish or delete other uploads, or send a smaller extent."

@@ -165,7 +165,7 @@ def test_complete_waits_for_a_chunk_being_written_and_refuses_later_ones(start_b
 
 def test_uploads_reserve_their_size_and_their_number_is_limited(settings, monkeypatch):
     """Item 4: on a disk with 40 MB free, a 30 MiB upload is accepted and a second one is
-    refused (507, how much is free and needed) until the first has arrived; at most
+    refused (413, how much is free and needed) until the first has arrived; at most
     TERNAUS_MAX_OPEN_UPLOADS uploads are unfinished (429)."""
     import shutil
 
@@ -181,7 +181,7 @@ def test_uploads_reserve_their_size_and_their_number_is_limited(settings, monkey
         assert first.status_code == 201
         for _ in range(3):
             refused = client.post("/v1/uploads", json={"name": "b.tif", "size": size})
-            assert refused.status_code == 507, refused.text
+            assert refused.status_code == 413, refused.text
             message = refused.json()["error"]["message"]
             assert message.startswith("disk full: 8.5 MB free, the upload needs 31 MB"), message
             assert "reserved for 1 unfinished upload" in message
