@@ -54,10 +54,6 @@ READY_LINE = re.compile(r"TERNAUS_BACKEND_READY (\S+)")
 START_TIMEOUT_S = 120.0
 
 
-def executable_name() -> str:
-    return "ternaus.exe" if sys.platform == "win32" else "ternaus"
-
-
 def installed_venv_dir() -> Path:
     """Where "Install backend…" puts the backend's environment (setting ``backend/venv``, default
     ``<QGIS profile>/ternaus/backend-venv``)."""

@@ -12,7 +12,6 @@ ones are emitted clipped (and counted in ``clipped``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,7 +20,6 @@ from skimage.segmentation import watershed
 
 from ternaus_backend.models.metadata import Thresholds
 from ternaus_backend.pipeline.store import ProbabilityStore, byte_level
-from ternaus_backend.progress import CancelToken, ProgressCallback, ProgressEvent, no_progress
 
 
 def label_instances(body: np.ndarray, border: np.ndarray, thresholds: Thresholds) -> np.ndarray:
@@ -166,22 +164,3 @@ def block_instances(
         else np.zeros(0)
     )
     return InstanceBlock(spec.r0, spec.c0, labels, body, ids, confidence, clipped)
-
-
-def find_instances(
-    store: ProbabilityStore,
-    thresholds: Thresholds,
-    block_px: int = 2048,
-    halo_px: int = 256,
-    progress: ProgressCallback = no_progress,
-    cancel: CancelToken | None = None,
-) -> Iterator[InstanceBlock]:
-    """Yields the instances of the whole map, block by block, each instance exactly once."""
-    height, width, _ = store.shape
-    specs = block_specs(height, width, block_px, halo_px)
-    progress(ProgressEvent("instances", 0, len(specs)))
-    for done, spec in enumerate(specs, start=1):
-        if cancel is not None:
-            cancel.raise_if_cancelled()
-        yield block_instances(store, spec, thresholds)
-        progress(ProgressEvent("instances", done, len(specs)))

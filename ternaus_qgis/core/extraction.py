@@ -49,7 +49,6 @@ class ExtractionRequest:
     ms: RasterInput | None = None
     model: str | None = None  # None: the backend's default model
     options: dict[str, Any] = field(default_factory=dict)
-    aoi_wkt: str | None = None  # keep only buildings touching this (multi)polygon, in extent_crs
     title: str = "buildings"  # the result layer's name
     source_layer_id: str = ""  # the RGB layer's id (to find earlier results of it)
     model_name: str = "default"

@@ -294,7 +294,6 @@ class DockController(QObject):
             out_path=out,
             model=choice.path if choice and not choice.is_default else None,
             options=dock.options(),
-            aoi_wkt=aoi.asWkt() if aoi is not None else None,
             title=title,
             source_layer_id=rgb_layer.id(),
             model_name=model_name,
