@@ -36,6 +36,9 @@ BODY = (0.6, 0.7, 0.8)
 MIN_AREA_SHARES = (1.0, 0.5, 0.25)
 #: F1 the tuned thresholds must gain on the labels to replace the model's own.
 MIN_GAIN = 0.01
+#: Labelled buildings smaller than this (m²) are not scored, whatever minimum area is tried
+#: (as ``scripts/eval_real.py`` scores): a labelled shed counts as missed by a larger minimum.
+TRUTH_MIN_M2 = 1.0
 
 
 class MemoNetwork(nn.Module):
@@ -81,12 +84,13 @@ def tune_on_labels(
     if all(r is None for r in regions):
         return None
     meta: ModelMetadata = model.metadata
+    truth_min_px = TRUTH_MIN_M2 / meta.resolution_m**2
     memo = MemoNetwork(model).eval()
     scored: list[tuple[Scores, Thresholds]] = []
     for option in candidates(meta.thresholds):
         memo.metadata = meta.model_copy(update={"thresholds": option})
-        # truths are clipped with the model's own minimum area, the same for every option
-        scores = region_scores(memo, sources, meta, device, cancel, regions)
+        # every option is scored against the same labelled buildings (all above 1 m²)
+        scores = region_scores(memo, sources, meta, device, cancel, regions, truth_min_px)
         scored.append((scores, option))
         log.info("thresholds %s: F1 %.4f", option.model_dump(), scores.f1)
     own_scores = scored[0][0]

@@ -104,9 +104,11 @@ def region_scores(
     device: torch.device,
     cancel: CancelToken | None,
     regions: Sequence[Any | None],
+    min_area_px: float | None = None,
 ) -> Scores:
     """Pooled SpaceNet scores of ``extract`` against the labels inside each source's region
-    (``regions[i]``, raster CRS; ``None`` skips the source), both clipped to it."""
+    (``regions[i]``, raster CRS; ``None`` skips the source), both clipped to it; parts smaller
+    than ``min_area_px`` (default: the model's minimum building area) are left out."""
     total = Scores()
     with tempfile.TemporaryDirectory(prefix="ternaus-val-") as tmp:
         for i, (src, region) in enumerate(zip(sources, regions, strict=True)):
@@ -124,7 +126,8 @@ def region_scores(
                 cancel=cancel,
             )
             pixel_area = abs(src.grid.transform.a * src.grid.transform.e)
-            min_area = meta.thresholds.min_area_px * pixel_area
+            min_px = meta.thresholds.min_area_px if min_area_px is None else min_area_px
+            min_area = min_px * pixel_area
             if result.count:
                 polys, props = read_polygons_with_properties(result.path)
             else:
