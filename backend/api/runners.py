@@ -164,7 +164,10 @@ def predict_job(
     )
 
     if _for_cluster(settings, request, estimate):
-        return _cluster_predict(settings, rgb, ms, model, out, options, request), {
+        job = _cluster_predict(
+            settings, rgb, ms, model, out, options, request, list(estimate.warnings)
+        )
+        return job, {
             **estimate.to_dict(),
             "cluster": settings.dask_scheduler,
         }
@@ -216,7 +219,9 @@ def _for_cluster(settings: Settings, request: PredictRequest, estimate) -> bool:
     )
 
 
-def _cluster_predict(settings, rgb, ms, model, out, options, request) -> JobFunction:
+def _cluster_predict(
+    settings, rgb, ms, model, out, options, request, warnings: list[str]
+) -> JobFunction:
     """The job: :func:`~ternaus_backend.distributed.cluster.extract_on_cluster` on the configured
     scheduler, blocks reported as progress, cancel checked as blocks finish."""
     from ternaus_backend.distributed.cluster import extract_on_cluster
@@ -247,7 +252,7 @@ def _cluster_predict(settings, rgb, ms, model, out, options, request) -> JobFunc
             "blocks": result.blocks,
             "model": model,
             "layer": "buildings",
-            "warnings": result.warnings,
+            "warnings": warnings,  # the pre-flight's (the cluster reads the same rasters)
         }
         return JobOutcome(summary, file=result.path)
 
