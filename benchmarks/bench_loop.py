@@ -147,15 +147,47 @@ def write_layer(path: Path, geoms: Sequence[BaseGeometry], crs: Any) -> Path:
     return path
 
 
-def fine_tune(area: LoopArea, mode: str, work: Path, recipe: str) -> tuple[Path, float, dict]:
+def retune(path: Path, source: TrainingSource) -> tuple[Path, dict]:
+    """The recipe's last step (thresholds tuned on the labels) again on saved weights: for a
+    run whose tuning step has since changed (``--reuse``)."""
+    import torch
+
+    from ternaus_backend.models.model_file import save_model
+    from ternaus_backend.training.dataset import prepare_sources
+    from ternaus_backend.training.thresholds import tune_on_labels
+
+    model = load_model(path, device="cpu")
+    meta = model.metadata
+    sources = prepare_sources([source], meta.normalization, resolution_m=meta.resolution_m)
+    tuned = tune_on_labels(model, sources, torch.device("cpu"))
+    if tuned is None:
+        return path, {"notes": ["thresholds kept (re-tuned on the saved weights)"]}
+    meta = meta.model_copy(update={"thresholds": tuned[0]})
+    out = save_model(model, meta, path.with_name(path.stem + "_retuned.safetensors"))
+    return Path(out), {"notes": [tuned[1] + " (re-tuned on the saved weights)"]}
+
+
+def fine_tune(
+    area: LoopArea, mode: str, work: Path, recipe: str, reuse: bool = False, **overrides: Any
+) -> tuple[Path, float, dict]:
     """Fine-tune the default model as the plugin would; returns (model, seconds, summary)."""
     labels = block = None
     if mode == "finetune":
         labels = write_layer(work / f"{area.name}_labels.geojson", area.block_buildings, area.crs)
         block = write_layer(work / f"{area.name}_block.geojson", [area.block], area.crs)
     source = TrainingSource(rgb=area.raster, labels=labels, aoi=block)
+    saved = work / f"{area.name}_{mode}.safetensors"
+    if reuse and saved.exists():
+        if mode != "finetune":
+            return saved, 0.0, {"notes": ["reused"]}
+        path, summary = retune(saved, source)
+        return path, 0.0, summary
     config = default_config(
-        [source], work / f"{area.name}_{mode}.safetensors", init="default", recipe=recipe
+        [source],
+        work / f"{area.name}_{mode}.safetensors",
+        init="default",
+        recipe=recipe,
+        **overrides,
     )
     started = time.perf_counter()
     result = train(config, progress=_print_epochs(f"{area.name} {mode}", started))
@@ -198,10 +230,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="local",
         help="local: the default recipe; classic: the former one (10 x 100 steps, lr 1e-3)",
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=JSON",
+        help="override a training setting (JSON value), e.g. --set lr=1e-4 --set l2sp_weight=0.01",
+    )
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="reuse the models of an earlier run in --work (fine-tunes get the recipe's "
+        "threshold step again); times then read 0",
+    )
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--json", type=Path, metavar="PATH")
     parser.add_argument("--work", type=Path, help="keep models and layers here")
     args = parser.parse_args(argv)
+    overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
     areas = loop_areas(args.data, args.areas)
     if not areas:
         print(f"no OAM areas under {args.data}; nothing to measure", file=sys.stderr)
@@ -221,7 +267,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             }
             models: dict[str, Any] = {"before": base}
             for mode in args.modes:
-                path, seconds, summary = fine_tune(area, mode, work, args.recipe)
+                path, seconds, summary = fine_tune(
+                    area, mode, work, args.recipe, args.reuse, **overrides
+                )
                 row[f"{mode}_seconds"] = round(seconds, 1)
                 row[f"{mode}_train"] = summary
                 models[mode] = load_model(path, device="cpu")
