@@ -470,7 +470,8 @@ def train(
     )
     try:
         epochs.train_all(progress, cancel)
-        if config.tune_thresholds and ranks.main and run.best is not None:
+        labelled = any(s.source.labels is not None for s in sources)
+        if config.tune_thresholds and labelled and ranks.main and run.best is not None:
             run.tune_thresholds(device, progress, cancel)
     except CancelledError as exc:
         raise _cancelled(run, out, epochs.crops_per_s) from exc
