@@ -657,9 +657,7 @@ class CropDataset(torch.utils.data.Dataset):
 
     def sample(self, rng: np.random.Generator) -> Sample:
         """One augmented crop drawn with ``rng``."""
-        pools, shares = self._candidates, self._source_p
-        if self.pseudo_share >= 1.0 or (self.pseudo_share > 0 and rng.random() < self.pseudo_share):
-            pools, shares = self._pseudo, self._pseudo_p
+        pools, shares = self._pools(rng)
         k = int(rng.choice(len(self.sources), p=shares))
         source, cand = self.sources[k], pools[k]
         positive = cand.positive.size > 0 and rng.random() < self.positive_fraction
@@ -675,6 +673,13 @@ class CropDataset(torch.utils.data.Dataset):
         sample = read_window(source, row0, col0, src, src, source.train_weight)
         sample = resize_sample(sample, (self.crop_px, self.crop_px))
         return augment(sample, rng, cfg)
+
+    def _pools(self, rng: np.random.Generator) -> tuple[list[_Candidates], np.ndarray]:
+        """The pixels a crop is drawn from: self-training ones with probability
+        ``pseudo_share``, else the user's labelled ones (and each source's share)."""
+        if self.pseudo_share >= 1.0 or (self.pseudo_share > 0 and rng.random() < self.pseudo_share):
+            return self._pseudo, self._pseudo_p
+        return self._candidates, self._source_p
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng([self.seed, self.epoch, index])

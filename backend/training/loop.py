@@ -423,15 +423,14 @@ def train(
         notes.append(f"resampled to {meta.resolution_m} m: {', '.join(resampled)}")
     model.metadata = meta
     if config.self_training:
+        model.to(device)  # the teacher runs where training will
         progress(ProgressEvent("prepare", len(sources), len(sources), {"source": "self-training"}))
         notes += add_pseudo_labels(model, sources, device, cancel=cancel)
     buildings = recipe.labelled_buildings(sources)
     config = recipe.resolve(config, buildings)
     plan = f"{config.epochs} x {config.steps_per_epoch} steps, {buildings} labelled buildings"
     plan += ", self-training" if config.self_training else ""
-    notes.append(
-        f"{plan} (recipe {config.recipe}, lr {config.lr:g}, L2-SP {config.l2sp_weight:g})"
-    )
+    notes.append(f"{plan} (recipe {config.recipe}, lr {config.lr:g}, L2-SP {config.l2sp_weight:g})")
     total_steps = config.epochs * config.steps_per_epoch
     eta = recipe.estimate_seconds(config, buildings, device.type, reading=False)
     progress(ProgressEvent("plan", 0, total_steps, {"phase": "plan", "plan": plan, "eta_s": eta}))

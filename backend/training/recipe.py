@@ -66,8 +66,9 @@ CLASSIC: dict[str, Any] = {
 }
 #: Steps of a local fine-tune: a base plus a few per labelled building, within these bounds.
 STEPS_BASE, STEPS_PER_BUILDING, STEPS_MIN, STEPS_MAX = 200, 4, 240, 480
-#: Seconds per step of a batch of 8 crops of 256 px of the default model, by device kind (the
-#: 2-core Zen 4 CPU of our CI in bf16; a mid-range CUDA GPU), for the estimate before a run.
+#: Seconds per step of a batch of 8 crops of 256 px of the default model, by device kind, for
+#: the estimate before a run: CPU from bench_loop on this 2-core Zen 4 in bf16 (0.65 s in its
+#: least loaded epochs, rounded up); CUDA a guess (not measured: no GPU here).
 _STEP_SECONDS = {"cpu": 0.75, "cuda": 0.05}
 #: Seconds of one validation (an extraction over the validation area) on a CPU.
 _VALIDATION_SECONDS = 8.0

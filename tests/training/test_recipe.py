@@ -174,8 +174,13 @@ def test_pseudo_labels_take_the_teachers_confident_answers_outside_the_labels(
 
     dataset = CropDataset([prepared], 64, 200, seed=1, pseudo_share=0.5)
     rng = np.random.default_rng(0)
-    from_pseudo = sum(rng.random() < dataset.pseudo_share for _ in range(200))
-    assert 60 < from_pseudo < 140
+    drawn = [dataset._pools(rng)[0] is dataset._pseudo for _ in range(400)]
+    assert 140 < sum(drawn) < 260  # about half of the crops come from self-training pixels
+    pseudo_pixels = set(dataset._pseudo[0].any.tolist())
+    assert pseudo_pixels == set(np.flatnonzero(pseudo & (prepared.train_weight > 0)).tolist())
+    assert not pseudo_pixels & set(dataset._candidates[0].any.tolist())
+    only_labels = CropDataset([prepared], 64, 10, seed=1, pseudo_share=0.0)
+    assert all(only_labels._pools(rng)[0] is only_labels._candidates for _ in range(50))
     assert dataset[0]["image"].shape == (3, 64, 64)
 
 
