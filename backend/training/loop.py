@@ -38,7 +38,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ternaus_backend.errors import CancelledError, InputError, TernausError
-from ternaus_backend.models.abn import to_pure_abn
+from ternaus_backend.models.abn import activated_norms, to_pure_abn
 from ternaus_backend.models.metadata import ModelMetadata
 from ternaus_backend.outputs import check_output
 from ternaus_backend.pipeline.engine import cpu_has_native_bf16
@@ -106,6 +106,10 @@ class TrainConfig(BaseModel):
     l2sp_weight: float | None = Field(None, ge=0)
     #: After training, tune the instance thresholds on the labelled areas (:mod:`.thresholds`).
     tune_thresholds: bool | None = None
+    #: Keep the batch norms' running statistics of the starting model (their scale and shift
+    #: still learn): a few hundred crops of one neighbourhood do not move them away from the
+    #: statistics of the data the model was trained on.
+    freeze_norms: bool | None = None
     weight_decay: float = Field(1e-4, ge=0)
     warmup_fraction: float = Field(0.05, ge=0, lt=1)
     jaccard_weight: float = Field(0.5, ge=0)
@@ -425,7 +429,9 @@ def train(
     if config.self_training:
         model.to(device)  # the teacher runs where training will
         progress(ProgressEvent("prepare", len(sources), len(sources), {"source": "self-training"}))
-        notes += add_pseudo_labels(model, sources, device, cancel=cancel)
+        notes += add_pseudo_labels(
+            model, sources, device, cancel=cancel, border_width_px=config.border_width_px
+        )
     buildings = recipe.labelled_buildings(sources)
     config = recipe.resolve(config, buildings)
     plan = f"{config.epochs} x {config.steps_per_epoch} steps, {buildings} labelled buildings"
@@ -689,6 +695,9 @@ class _Epochs:
         """One epoch of steps; returns the mean loss and the seconds it took."""
         config, model = self.config, self.run.model
         model.train()
+        if config.freeze_norms:
+            for _, _, norm in activated_norms(model):
+                norm.eval()
         epoch_loss, epoch_start = 0.0, time.perf_counter()
         tick = epoch_start
         for step, batch in enumerate(self.loader):

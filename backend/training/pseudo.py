@@ -8,10 +8,16 @@ what it already did well on this imagery (no forgetting), and as a teacher whose
 averaged over flips, trained into a student that sees scaled, flipped and recoloured crops, they
 sharpen it on this imagery (self-training) even without any labels.
 
-A pixel is a pseudo-label when the starting model's flip-averaged body probability is at least
-:data:`CONFIDENT_BUILDING` (building, with the border map's answer as its border target) or at
-most :data:`CONFIDENT_BACKGROUND` (background); pixels in between are left out (weight 0), as
-are the user's training area (their labels win), the validation area with its gap, and nodata.
+The targets are the teacher's *buildings*, not its pixels: its flip-averaged maps become instances
+by the model's own extraction rule (seeds, watershed, minimum area: what a user would get), and
+those instances are turned into body and touching-border targets by the same rule as drawn labels
+(:func:`~.targets.touching_borders`). So the gap between two touching buildings keeps its border
+target (a pixel-wise rule would teach the gap as plain background and merge terraces), and a blob
+the extraction drops is not taught as a building. A pixel counts (weight > 0) when the teacher is
+sure of it: inside a building with body probability at least :data:`CONFIDENT_BUILDING`, outside
+every building at most :data:`CONFIDENT_BACKGROUND`, or on a touching border between its
+buildings; pixels in between are left out (weight 0), as are the user's training area (their
+labels win), the validation area with its gap, and nodata.
 """
 
 from __future__ import annotations
@@ -24,11 +30,14 @@ import torch
 from scipy.special import expit
 from torch import nn
 
+from ternaus_backend.models.metadata import Thresholds
 from ternaus_backend.pipeline.engine import inference_network, plan_device
 from ternaus_backend.pipeline.inference import run_network_tta
+from ternaus_backend.pipeline.instances import label_instances
 from ternaus_backend.pipeline.windows import blend_weights
 from ternaus_backend.progress import CancelToken
 from ternaus_backend.training.dataset import PreparedSource
+from ternaus_backend.training.targets import touching_borders
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +45,7 @@ __all__ = [
     "CONFIDENT_BUILDING",
     "CONFIDENT_BACKGROUND",
     "probabilities",
+    "instance_targets",
     "add_pseudo_labels",
 ]
 
@@ -96,33 +106,55 @@ def probabilities(
     return (total / np.maximum(norm, 1e-6))[:, :height, :width]
 
 
+def instance_targets(
+    prob: np.ndarray, thresholds: Thresholds, border_width_px: int, area: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The teacher's answer as targets: ``(instances, border, building, confident)``.
+
+    ``prob``: (2, H, W) body and border probabilities; ``instances``: its buildings by the
+    extraction rule at ``thresholds``; ``building`` and ``border``: their body and touching-border
+    masks (as :func:`~.targets.make_targets` makes them from drawn polygons); ``confident``: the
+    pixels of ``area`` the teacher is sure of (module docstring).
+    """
+    instances = label_instances(prob[0], prob[1], thresholds)
+    building = instances > 0
+    border = touching_borders(instances, border_width_px).astype(bool)
+    sure = (building & (prob[0] >= CONFIDENT_BUILDING)) | (
+        ~building & (prob[0] <= CONFIDENT_BACKGROUND)
+    )
+    return instances, border, building, (sure | border) & area
+
+
 def add_pseudo_labels(
     model: nn.Module,
     sources: Sequence[PreparedSource],
     device: torch.device,
     weight: float = 1.0,
     cancel: CancelToken | None = None,
+    border_width_px: int = 3,
 ) -> list[str]:
     """Turn each source's context pixels (``PreparedSource.context_mask``) into confident
-    pseudo-labels of ``model``, in place (targets, ``train_weight`` times ``weight``,
-    ``pseudo_mask``); returns one note per source for the model's provenance."""
+    pseudo-labels of ``model`` (:func:`instance_targets`), in place (targets, ``train_weight``
+    times ``weight``, ``pseudo_mask``); returns one note per source for the model's provenance."""
     notes = []
+    thresholds = getattr(getattr(model, "metadata", None), "thresholds", None) or Thresholds()
     for source in sources:
         if not source.context_mask.any():
             continue
         prob = probabilities(model, source.image, device, cancel)
-        body, border = prob[0], prob[1]
-        building = body >= CONFIDENT_BUILDING
-        confident = (building | (body <= CONFIDENT_BACKGROUND)) & source.context_mask
+        _, border, building, confident = instance_targets(
+            prob, thresholds, border_width_px, source.context_mask
+        )
         source.target[0][confident] = building[confident]
-        source.target[1][confident] = (building & (border >= 0.5))[confident]
+        source.target[1][confident] = border[confident]
         source.train_weight[confident] = weight
         source.pseudo_mask = confident
         share = confident.sum() / max(1, source.context_mask.sum())
         notes.append(
             f"self-training on {source.name}: {int(confident.sum())} px of the starting model's "
             f"confident answers ({share:.0%} of the unlabelled context, "
-            f"{int((building & confident).sum())} px building)"
+            f"{int((building & confident).sum())} px building, "
+            f"{int((border & confident).sum())} px touching border)"
         )
         log.info(notes[-1])
     return notes

@@ -55,6 +55,7 @@ LOCAL: dict[str, Any] = {
     "l2sp_weight": 1e-3,
     "self_training": True,
     "tune_thresholds": True,
+    "freeze_norms": False,
 }
 CLASSIC: dict[str, Any] = {
     "epochs": 10,
@@ -63,6 +64,7 @@ CLASSIC: dict[str, Any] = {
     "l2sp_weight": 0.0,
     "self_training": False,
     "tune_thresholds": False,
+    "freeze_norms": False,
 }
 #: Steps of a local fine-tune: a base plus a few per labelled building, within these bounds.
 STEPS_BASE, STEPS_PER_BUILDING, STEPS_MIN, STEPS_MAX = 200, 4, 240, 480

@@ -13,6 +13,7 @@ from shapely.geometry import box, mapping
 
 from ternaus_backend.errors import InputError
 from ternaus_backend.models import load_model
+from ternaus_backend.models.metadata import Thresholds
 from ternaus_backend.pipeline.extract import DEFAULT_MODEL
 from ternaus_backend.synthetic import make_scene
 from ternaus_backend.training import recipe
@@ -20,9 +21,8 @@ from ternaus_backend.training.command import add_train_parser, config_from_args
 from ternaus_backend.training.dataset import CropDataset, TrainingSource, prepare_sources
 from ternaus_backend.training.loop import TrainConfig, train
 from ternaus_backend.training.pseudo import (
-    CONFIDENT_BACKGROUND,
-    CONFIDENT_BUILDING,
     add_pseudo_labels,
+    instance_targets,
     probabilities,
 )
 
@@ -139,6 +139,33 @@ def test_cli_takes_the_word_default_and_leaves_the_settings_to_the_recipe(
     assert 60 < estimate < 15 * 60  # a local fine-tune is planned to fit in minutes on a CPU
 
 
+def test_pseudo_labels_are_the_teachers_buildings_with_their_touching_borders() -> None:
+    """Two roofs sharing a wall, a faint blob and a small one: the targets are what extraction
+    would make of them, taught like drawn labels (the gap between the roofs is a border, not
+    background; a blob the extraction drops is not a building)."""
+    body = np.full((40, 60), 0.05, np.float32)
+    border = np.zeros_like(body)
+    body[10:30, 5:25] = body[10:30, 27:47] = 0.95  # two roofs, 2 px apart
+    body[10:30, 25:27] = 0.45  # the gap: the teacher is unsure of the body there
+    border[10:30, 24:28] = 0.9  # ... and sure it is a touching border
+    body[2:5, 52:55] = 0.9  # 9 px: below the minimum area
+    body[32:38, 50:58] = 0.5  # faint: neither sure building nor sure background
+    thresholds = Thresholds(body=0.5, border=0.5, min_area_px=20)
+    area = np.ones(body.shape, bool)
+    area[:, 58:] = False  # outside the context: never a target
+    instances, border_t, building, confident = instance_targets(
+        np.stack([body, border]), thresholds, 3, area
+    )
+    assert len(np.unique(instances[instances > 0])) == 2  # the two roofs, apart
+    gap = np.s_[12:28, 25:27]
+    assert border_t[gap].all() and confident[gap].all() and not building[gap].any()
+    assert not building[2:5, 52:55].any() and not confident[2:5, 52:55].any()
+    assert not confident[33:37, 51:57].any()
+    assert confident[0, 0] and not building[0, 0] and not border_t[0, 0]
+    assert building[15, 10] and confident[15, 10] and not border_t[15, 10]
+    assert not confident[:, 58:].any()
+
+
 def test_pseudo_labels_take_the_teachers_confident_answers_outside_the_labels(
     scene, tmp_path: Path
 ) -> None:
@@ -163,10 +190,12 @@ def test_pseudo_labels_take_the_teachers_confident_answers_outside_the_labels(
     prob = probabilities(teacher, prepared.image, torch.device("cpu"))
     pseudo = prepared.pseudo_mask
     assert notes and pseudo.any() and not (pseudo & ~prepared.context_mask).any()
-    building = prob[0] >= CONFIDENT_BUILDING
-    confident = building | (prob[0] <= CONFIDENT_BACKGROUND)
-    assert np.array_equal(pseudo, confident & prepared.context_mask)
+    _, border, building, confident = instance_targets(
+        prob, meta.thresholds, 3, prepared.context_mask
+    )
+    assert np.array_equal(pseudo, confident)
     assert np.array_equal(prepared.target[0][pseudo], building[pseudo])
+    assert np.array_equal(prepared.target[1][pseudo], border[pseudo])
     assert (prepared.train_weight[pseudo] > 0).all()
     outside = ~prepared.context_mask  # the user's labels and the validation area are untouched
     assert np.array_equal(prepared.target[:, outside], labelled_target[:, outside])
@@ -221,6 +250,29 @@ def test_adapting_to_imagery_without_labels(scene, tmp_path: Path) -> None:
     assert all(h["val_f1"] is None and h["val_loss"] is None for h in result.history)
     assert "self-training on" in " ".join(result.notes)
     assert load_model(out).metadata.resolution_m == pytest.approx(0.2967, abs=1e-3)
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_frozen_norms_keep_the_starting_statistics(scene, tmp_path: Path, freeze: bool) -> None:
+    out = tmp_path / "adapted.safetensors"
+    config = TrainConfig(
+        sources=[TrainingSource(rgb=scene.rgb)],
+        out=out,
+        init="default",
+        epochs=1,
+        freeze_norms=freeze,
+        **TINY,
+    )
+    assert train(config).status == "completed"
+    base, tuned = load_model(DEFAULT_MODEL).state_dict(), load_model(out).state_dict()
+
+    def change(keys: list[str]) -> float:
+        return max(float((tuned[k].float() - base[k].float()).abs().max()) for k in keys)
+
+    running = [k for k in base if "running" in k]
+    learnt = [k for k in base if base[k].is_floating_point() and "running" not in k]
+    assert running and change(learnt) > 0  # the weights (norms' scale and shift too) learnt
+    assert (change(running) == 0) == freeze
 
 
 def test_an_area_without_labels_is_the_imagery_to_adapt_to(scene, tmp_path: Path) -> None:
