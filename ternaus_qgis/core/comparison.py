@@ -4,11 +4,13 @@ map is missing, and its offset) and two dates (``changes``: new, demolished, cha
 The requests are collected on the GUI thread (layers exported there, see :mod:`.vector_inputs`);
 :func:`run_compare` and :func:`run_changes` run in a worker thread and return the counts and the
 GeoPackage of layers (``unmapped``, ``unseen``, ``offsets``; ``new``, ``demolished``,
-``changed``).
+``changed``). :func:`run_changes_of_images` first extracts the buildings of a date given as an
+image (the extraction job of :mod:`.extraction`), then runs the changes job on them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +19,7 @@ from typing import Any
 
 from ..backend_process import BackendConnection
 from ..client import BackendClient
+from .extraction import ExtractionRequest, ExtractionResult, run_extraction
 from .jobs import Progress, follow_job
 from .transfer import backend_path, fetch_output, needs_upload
 
@@ -162,3 +165,37 @@ def _run(
         seconds=time.monotonic() - started,
         layers=layers,
     )
+
+
+def scaled_progress(progress: Progress, low: float, high: float, prefix: str = "") -> Progress:
+    """``progress`` seen through a part of the bar (``low``-``high`` percent), the stage text
+    prefixed (e.g. ``"Earlier image: "``), one step of several."""
+
+    def report(percent: float, text: str) -> None:
+        progress.report(low + (high - low) * percent / 100.0, prefix + text)
+
+    return Progress(report=report, cancelled=progress.cancelled, log=progress.log)
+
+
+def run_changes_of_images(
+    request: ChangesRequest,
+    extractions: dict[str, ExtractionRequest],
+    backend: BackendConnection,
+    progress: Progress,
+) -> tuple[ComparisonResult, dict[str, ExtractionResult]]:
+    """The changes between two dates, either of which may be an image: ``extractions`` holds an
+    extraction request for ``"before"`` and/or ``"after"``; its buildings (the extraction job,
+    as the dock's Extract) replace ``request.before_path``/``after_path``. The extractions take
+    most of the bar, the changes job its last tenth."""
+    results: dict[str, ExtractionResult] = {}
+    sides = [side for side in ("before", "after") if side in extractions]
+    share = 90.0 / max(1, len(sides))
+    for n, side in enumerate(sides):
+        label = "Earlier image: " if side == "before" else "Later image: "
+        part = scaled_progress(progress, n * share, (n + 1) * share, label)
+        results[side] = run_extraction(extractions[side], backend, part)
+        progress.log(f"{results[side].count} buildings extracted from {extractions[side].rgb.name}")
+        request = dataclasses.replace(request, **{f"{side}_path": results[side].path})
+    low = 90.0 if sides else 0.0
+    comparison = run_changes(request, backend, scaled_progress(progress, low, 100.0))
+    return comparison, results

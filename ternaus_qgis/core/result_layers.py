@@ -152,3 +152,47 @@ COMPARISON_LAYERS = {
         ("changed", "changed buildings", "changes_changed.qml"),
     ),
 }
+
+
+def free_path(folder: Path, stem: str) -> Path:
+    """``folder/<stem>.gpkg``, or the first free ``<stem>_N.gpkg`` (earlier results are kept)."""
+    stem = re.sub(r"[^\w.-]+", "_", stem).strip("_")
+    path = folder / f"{stem}.gpkg"
+    n = 2
+    while path.exists() or _used_by_layer(path):
+        path = folder / f"{stem}_{n}.gpkg"
+        n += 1
+    return path
+
+
+def add_comparison_layers(
+    path: Path, kind: str, group_name: str, extracted: list[tuple[Path, str, str]] = ()
+) -> list[QgsVectorLayer]:
+    """The layers of a ``compare``/``changes`` GeoPackage, styled, in a new group on top;
+    ``extracted``: building layers made on the way (path, layer name, title), added to the
+    group below them, hidden. Returns the comparison layers (in :data:`COMPARISON_LAYERS`
+    order), then the extracted ones."""
+    project = QgsProject.instance()
+    group = project.layerTreeRoot().insertGroup(0, group_name)
+    layers = []
+    for layer_name, title, style in COMPARISON_LAYERS[kind]:
+        layer = QgsVectorLayer(f"{path}|layername={layer_name}", title, "ogr")
+        if not layer.isValid():
+            raise RuntimeError(f"the layer {layer_name} of {path} could not be opened")
+        qml = style_file(style)
+        if qml is not None:
+            layer.loadNamedStyle(str(qml))
+        project.addMapLayer(layer, False)
+        group.addLayer(layer)
+        layers.append(layer)
+    for source, layer_name, title in extracted:
+        layer = QgsVectorLayer(f"{source}|layername={layer_name}", title, "ogr")
+        if not layer.isValid():
+            raise RuntimeError(f"the buildings {source} could not be opened")
+        qml = style_file("buildings.qml")
+        if qml is not None:
+            layer.loadNamedStyle(str(qml))
+        project.addMapLayer(layer, False)
+        group.addLayer(layer).setItemVisibilityChecked(False)
+        layers.append(layer)
+    return layers

@@ -44,6 +44,7 @@ from ..tasks.evaluate_task import EvaluateTask
 from ..tasks.extract_task import ExtractTask
 from ..tasks.install_task import InstallBackendTask
 from ..tasks.train_task import TrainTask
+from .comparison_controller import ComparisonController
 from .dock import TernausDockWidget
 from .messages import push_error, push_success, push_warning
 
@@ -107,6 +108,8 @@ class DockController(QObject):
         self.last_install: InstallResult | None = None
         #: Shows the install dialog and returns its plan (None: cancelled); tests replace it.
         self.ask_install_plan: Callable[[object], InstallPlan | None] = ask_install_plan
+        #: The Map check and Changes tabs.
+        self.comparison = ComparisonController(dock, message_bar, backend)
 
     # ------------------------------------------------------------------ backend state
     def refresh_backend(self) -> None:
@@ -551,6 +554,7 @@ class DockController(QObject):
                 task.detach()
         self.task = self.status_task = self.evaluate_task = self.train_task = None
         self.install_task = None
+        self.comparison.shutdown()
 
 
 def ask_install_plan(parent) -> InstallPlan | None:

@@ -31,6 +31,7 @@ from qgis.PyQt.QtWidgets import (
 
 from .. import settings
 from ..core.models import ModelChoice, model_problem
+from .comparison_panels import ChangesPanel, MapCheckPanel
 from .evaluate_panel import EvaluatePanel
 from .train_panel import TrainPanel
 from .widgets import current_layer, layer_combo
@@ -43,7 +44,8 @@ DEVICE_CHOICES = [("auto (GPU when present)", "auto"), ("CPU", "cpu"), ("CUDA GP
 class TernausDockWidget(QDockWidget):
     """The dock: the backend's state (with "Install backend…" when none is found), then tabs:
     Extract (layers, extent, model, options, Extract/Cancel, progress), Train (labelled layers in,
-    a named model out) and Evaluate (a result against a reference layer)."""
+    a named model out), Evaluate (a result against a reference layer), Map check (what a map is
+    missing, and its offset) and Changes (between two dates: building layers or images)."""
 
     extract_requested = pyqtSignal()
     cancel_requested = pyqtSignal()
@@ -74,6 +76,10 @@ class TernausDockWidget(QDockWidget):
         self.tabs.addTab(self.train_panel, "Train")
         self.evaluate_panel = EvaluatePanel(self.tabs)
         self.tabs.addTab(self.evaluate_panel, "Evaluate")
+        self.map_check_panel = MapCheckPanel(self.tabs)
+        self.tabs.addTab(self.map_check_panel, "Map check")
+        self.changes_panel = ChangesPanel(self.tabs)
+        self.tabs.addTab(self.changes_panel, "Changes")
         outer.addWidget(self.tabs, 1)
         self.setWidget(body)
         self._restore()
