@@ -6,7 +6,7 @@ One plan per extraction, chosen from the device and its memory unless the caller
   WRN-38 and the light model on a Zen 4 core, probabilities within 0.001), else float32;
   batch 1 (batching buys nothing on a CPU and costs memory),
   windows sized to the raster up to ``CPU_MAX_TILE_PX``, so a ``SEAM_GUARD_PX`` overlap (wider
-  for some encoders: ``ENCODER_SEAM_GUARD_PX``) costs little; the compiled
+  for some encoders: ``EncoderEntry.seam_guard_px``) costs little; the compiled
   In-Place ABN is swapped for the pure-PyTorch form for the run (faster in inference, and the
   shortcut needs no clone). ``precision="float32"`` keeps full precision.
 - CUDA: bf16 autocast where the GPU supports it, else fp16, with batch norm kept in float32;
@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ternaus_backend.errors import InputError
+from ternaus_backend.models import registry
 from ternaus_backend.models.abn import activated_norms
 
 Precision = Literal["float32", "bfloat16", "float16"]
@@ -41,14 +42,10 @@ CPU_MAX_TILE_PX = 1088
 #: Largest window side on a GPU (memory then decides the batch).
 CUDA_MAX_TILE_PX = 2048
 #: Overlap between windows sized by the plan: with large windows a wide seam guard is cheap, and
-#: 64 px left the network's border effects visible at seams (the seam test).
-SEAM_GUARD_PX = 128
-#: Wider guards for encoders that see further (their border effects reach deeper into a window):
-#: resnet_light_deep's extra blocks at 1/8 and 1/16 of the resolution need 256 px (the seam
-#: test: per-building IoU 0.84 at 128 and 192 px, 0.95 at 256 px).
-ENCODER_SEAM_GUARD_PX = {"resnet_light_deep": 256}
-#: Rough activation memory per window pixel during inference (bytes), per encoder, for the batch.
-ACTIVATION_BYTES_PER_PX = {"wrn38": 4096, "resnet_light": 768}
+#: 64 px left the network's border effects visible at seams (the seam test). Encoders that see
+#: further set a wider one in their registry entry (``EncoderEntry.seam_guard_px``).
+SEAM_GUARD_PX = registry.SEAM_GUARD_PX
+#: Activation memory per window pixel of an encoder the registry does not hold.
 DEFAULT_ACTIVATION_BYTES_PER_PX = 2048
 MAX_CUDA_BATCH = 16
 #: Largest difference of a probability between float32 and bf16/fp16 runs that tests accept.
@@ -97,7 +94,8 @@ def choose_precision(device: torch.device, precision: str | None) -> Precision:
 def cuda_batch_size(device: torch.device, encoder: str, tile_px: int) -> int:
     """Windows per call that fit in half of the GPU's free memory (at least 1)."""
     free, _ = torch.cuda.mem_get_info(device)
-    per_px = ACTIVATION_BYTES_PER_PX.get(encoder, DEFAULT_ACTIVATION_BYTES_PER_PX)
+    entry = registry.encoder_entry(encoder)
+    per_px = entry.activation_bytes_per_px if entry else DEFAULT_ACTIVATION_BYTES_PER_PX
     return int(max(1, min(MAX_CUDA_BATCH, (free // 2) // (per_px * tile_px * tile_px))))
 
 
@@ -111,7 +109,8 @@ def plan_device(
 ) -> DevicePlan:
     """The plan for ``device``; ``None`` values are chosen for the device."""
     cuda = device.type == "cuda"
-    guard = ENCODER_SEAM_GUARD_PX.get(encoder, SEAM_GUARD_PX)
+    entry = registry.encoder_entry(encoder)
+    guard = entry.seam_guard_px if entry else SEAM_GUARD_PX
     cpu_tile = CPU_MAX_TILE_PX + guard - SEAM_GUARD_PX
     max_tile = max(model_tile_px, CUDA_MAX_TILE_PX if cuda else cpu_tile)
     if batch_size is None:

@@ -177,20 +177,18 @@ def adapt_bands(model: nn.Module, old_bands: Sequence[str], new_bands: Sequence[
     )
 
 
-#: encoder -> the shallower encoder it can grow from (function-preserving, see ``grow_deeper``)
-GROWS_FROM = {"resnet_light_deep": "resnet_light"}
-
-
 def _grown(model: nn.Module, meta: ModelMetadata, encoder: str) -> tuple[nn.Module, str]:
     """The ``encoder`` network grown from ``model`` (same output), and a note saying so."""
     from ternaus_backend.models.adapt import grow_deeper
-    from ternaus_backend.models.registry import create_model
+    from ternaus_backend.models.registry import ENCODERS, create_model, encoder_entry
 
-    if GROWS_FROM.get(encoder) != meta.encoder:
+    entry = encoder_entry(encoder)
+    if entry is None or entry.grows_from != meta.encoder:
+        growable = [(e.grows_from, name) for name, e in ENCODERS.items() if e.grows_from]
         raise InputError(
             f"--encoder {encoder} does not match the init model's encoder {meta.encoder}; leave "
             "out --encoder when fine-tuning (the encoder comes from the init model), or grow "
-            + ", ".join(f"{small} into {deep}" for deep, small in GROWS_FROM.items())
+            + ", ".join(f"{small} into {deep}" for small, deep in growable)
             + "."
         )
     deeper = create_model(encoder, meta.in_channels, meta.num_classes, meta.num_filters)

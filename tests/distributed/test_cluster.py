@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 
 #: The default model's ground resolution: the scene needs no resampling.
 RESOLUTION = 0.2967
-#: The default model (resnet_light_deep) needs a 256 px seam guard (engine.ENCODER_SEAM_GUARD_PX):
+#: The default model (resnet_light_deep) needs a 256 px seam guard (its registry entry):
 #: with less, windows laid out differently in the two paths give visibly different outlines.
 OPTIONS = ExtractOptions(tile_size_px=768, overlap_px=256)
 

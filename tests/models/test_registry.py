@@ -10,6 +10,7 @@ from ternaus_backend.models import ENCODERS, create_model, create_model_from_met
 from ternaus_backend.models.metadata import ModelMetadata, spacenet2_metadata
 from ternaus_backend.models.registry import check_metadata_matches, metadata_for
 from ternaus_backend.models.ternausnetv2 import TernausNetV2
+from ternaus_backend.pipeline.engine import SEAM_GUARD_PX, plan_device
 
 
 def test_encoders_registered() -> None:
@@ -73,3 +74,22 @@ def test_mismatched_metadata_is_refused() -> None:
         check_metadata_matches(
             model, ModelMetadata(encoder="resnet_light", in_channels=3, num_filters=16)
         )
+
+
+@pytest.mark.parametrize("name", sorted(ENCODERS))
+def test_every_encoder_keeps_the_contract(name: str) -> None:
+    """What the pipeline and training rely on, for each registered encoder."""
+    entry = ENCODERS[name]
+    torch.manual_seed(0)
+    model = create_model(name, in_channels=3).eval()
+    with torch.no_grad():
+        out = model(torch.rand(1, 3, 64, 96))
+    assert out.shape == (1, 2, 64, 96) and torch.isfinite(out).all()
+    assert (model.encoder_name, model.in_channels, model.num_classes) == (name, 3, 2)
+    assert model.num_filters == entry.default_num_filters
+    meta = metadata_for(model)
+    check_metadata_matches(create_model_from_metadata(meta), meta)
+    assert entry.activation_bytes_per_px > 0
+    assert entry.seam_guard_px >= SEAM_GUARD_PX and entry.seam_guard_px % 32 == 0
+    assert plan_device(torch.device("cpu"), name, 512).seam_guard_px == entry.seam_guard_px
+    assert entry.grows_from is None or entry.grows_from in ENCODERS
