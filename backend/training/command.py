@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from ternaus_backend.errors import CancelledError, InputError
 from ternaus_backend.progress import CancelToken, ProgressEvent
-from ternaus_backend.training import distributed as ddp
+from ternaus_backend.training import ddp
 from ternaus_backend.training.dataset import TrainingSource
 from ternaus_backend.training.loop import TrainConfig, TrainResult, train
 

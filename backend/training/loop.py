@@ -43,8 +43,7 @@ from ternaus_backend.models.metadata import ModelMetadata
 from ternaus_backend.outputs import check_output
 from ternaus_backend.pipeline.engine import cpu_has_native_bf16
 from ternaus_backend.progress import CancelToken, ProgressCallback, ProgressEvent, no_progress
-from ternaus_backend.training import distributed as ddp
-from ternaus_backend.training import recipe
+from ternaus_backend.training import ddp, recipe
 from ternaus_backend.training.dataset import (
     CropDataset,
     PreparedSource,
