@@ -283,12 +283,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import os
-
     from ternaus_backend.api.server import serve
 
-    if args.dask_scheduler:  # read by the settings, like every TERNAUS_* variable
-        os.environ["TERNAUS_DASK_SCHEDULER"] = args.dask_scheduler
     serve(
         host=args.host,
         port=args.port,
@@ -296,6 +292,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         parent_pid=args.parent_pid,
         allow_network_files=args.allow_network_files or None,
         allowed_dirs=args.allow_dir,
+        dask_scheduler=args.dask_scheduler or None,
     )
     return 0
 

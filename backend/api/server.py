@@ -46,6 +46,7 @@ def make_settings(
     token: str | None = None,
     allow_network_files: bool | None = None,
     allowed_dirs: list[str] | None = None,
+    dask_scheduler: str | None = None,
 ) -> Settings:
     """Settings from the environment, with the given (non-None) values taking precedence."""
     given = {
@@ -54,6 +55,7 @@ def make_settings(
         "token": token,
         "allow_network_files": allow_network_files,
         "allowed_dirs": allowed_dirs,
+        "dask_scheduler": dask_scheduler,
     }
     try:
         return Settings(**{key: value for key, value in given.items() if value is not None})
@@ -95,13 +97,15 @@ def serve(
     parent_pid: int | None = None,
     allow_network_files: bool | None = None,
     allowed_dirs: list[str] | None = None,
+    dask_scheduler: str | None = None,
 ) -> None:
     """Serve the API until stopped; Ctrl-C (or SIGTERM) cancels unfinished jobs and returns.
 
     ``None`` takes the value from TERNAUS_HOST / TERNAUS_PORT / TERNAUS_TOKEN, else
     127.0.0.1, 8765 and no token. With ``parent_pid`` the server stops when that process ends.
     ``allowed_dirs``: the folders requests may name besides the backend's own (None: from
-    TERNAUS_ALLOWED_DIRS, else the user's home and the temporary folder).
+    TERNAUS_ALLOWED_DIRS, else the user's home and the temporary folder); ``dask_scheduler``:
+    the cluster jobs run on (None: TERNAUS_DASK_SCHEDULER, else none).
     The first line on stdout is ``TERNAUS_BACKEND_READY <url>`` once the port is bound. Raises
     TernausError for a non-loopback host without a token or a port that is in use.
     """
@@ -109,7 +113,7 @@ def serve(
 
     from ternaus_backend.api.main import create_app
 
-    settings = make_settings(host, port, token, allow_network_files, allowed_dirs)
+    settings = make_settings(host, port, token, allow_network_files, allowed_dirs, dask_scheduler)
     check_exposure(settings.host, settings.token_value())
     if settings.allow_network_files:  # the pipeline reads the variable in this process
         os.environ[ALLOW_NETWORK_ENV] = "1"

@@ -105,3 +105,15 @@ def test_a_token_http_cannot_carry_is_refused_at_start_without_echoing_it(token)
         make_settings(token=token)
     assert token not in info.value.message
     assert make_settings(token="s3cret-Token_!").token_value() == "s3cret-Token_!"
+
+
+def test_the_cluster_flag_is_a_setting_not_an_environment_variable(monkeypatch):
+    from ternaus_backend.api.server import make_settings
+
+    monkeypatch.delenv("TERNAUS_DASK_SCHEDULER", raising=False)
+    assert make_settings().dask_scheduler is None
+    assert make_settings(dask_scheduler="local:2").dask_scheduler == "local:2"
+    assert "TERNAUS_DASK_SCHEDULER" not in os.environ
+    monkeypatch.setenv("TERNAUS_DASK_SCHEDULER", "tcp://10.0.0.5:8786")
+    assert make_settings().dask_scheduler == "tcp://10.0.0.5:8786"
+    assert make_settings(dask_scheduler="local:1").dask_scheduler == "local:1"
