@@ -20,6 +20,8 @@ from pydantic import (
     model_validator,
 )
 
+from ternaus_backend.models.calibration import Calibration
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 RGB_BANDS = ("red", "green", "blue")
@@ -115,6 +117,10 @@ class ModelMetadata(BaseModel):
     tile_size_px: int = Field(512, ge=1)
     overlap_px: int = Field(64, ge=0)
     thresholds: Thresholds = Field(default_factory=Thresholds)
+    #: Maps each building's mean body probability and area to the probability that it is a
+    #: true positive (:mod:`.calibration`), written as its ``confidence``; ``None``: the
+    #: ``confidence`` is the mean body probability.
+    calibration: Calibration | None = None
     provenance: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")

@@ -12,6 +12,8 @@ is refused rather than executed.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import os
@@ -32,6 +34,7 @@ from torch import nn
 from ..device import pick_device
 from ..errors import DiskFullError, InputError, ModelError
 from ..outputs import looks_like_full_disk
+from .calibration import Calibration
 from .metadata import ModelMetadata, describe_problems, spacenet2_metadata
 from .registry import (
     ENCODERS,
@@ -49,6 +52,77 @@ _BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
 _SHOW_KEYS = 5
 
 StateDict = dict[str, torch.Tensor]
+
+
+# --------------------------------------------------------------------------- calibration sidecar
+
+#: Suffix of the file beside a model that holds its confidence calibration when the model file
+#: itself does not (the embedded default model: rewriting its 24 MB of weights for a few numbers
+#: would add another copy of them to the repository's history).
+CALIBRATION_SUFFIX = ".calibration.json"
+
+
+def calibration_sidecar(path: str | os.PathLike) -> Path:
+    """Where the calibration of the model file ``path`` is looked for (``x.safetensors`` ->
+    ``x.calibration.json``)."""
+    path = Path(path)
+    return path.with_name(path.stem + CALIBRATION_SUFFIX)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes (hex)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_calibration_sidecar(model_path: str | os.PathLike, calibration: Calibration) -> Path:
+    """Write ``calibration`` beside the model file, tied to that file's exact bytes (a model
+    rewritten later, e.g. retrained or re-tuned, no longer takes it)."""
+    model_path = Path(model_path)
+    target = calibration_sidecar(model_path)
+    body = {
+        "model_file": model_path.name,
+        "model_sha256": file_sha256(model_path),
+        "calibration": calibration.model_dump(mode="json"),
+    }
+    temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    temporary.write_text(json.dumps(body, indent=1) + "\n")
+    os.replace(temporary, target)
+    return target
+
+
+def with_sidecar_calibration(
+    meta: ModelMetadata, path: str | os.PathLike
+) -> tuple[ModelMetadata, str | None]:
+    """``meta`` with the calibration of the sidecar beside ``path`` when the metadata has none
+    and the sidecar was written for this very file; and where the calibration comes from
+    (``"metadata"``, ``"sidecar"`` or ``None``)."""
+    if meta.calibration is not None:
+        return meta, "metadata"
+    sidecar = calibration_sidecar(path)
+    if not sidecar.is_file():
+        return meta, None
+    try:
+        body = json.loads(sidecar.read_text())
+        calibration = Calibration.model_validate(body["calibration"])
+        wanted = str(body["model_sha256"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        logger.warning(
+            "%s is not a valid calibration (%s); confidence uncalibrated", sidecar, error
+        )
+        return meta, None
+    if file_sha256(path) != wanted:
+        logger.warning(
+            "%s was fitted for another version of %s; confidence uncalibrated (fit it again: "
+            "benchmarks/bench_calibration.py --write)",
+            sidecar,
+            Path(path).name,
+        )
+        return meta, None
+    return meta.model_copy(update={"calibration": calibration}), "sidecar"
 
 
 # --------------------------------------------------------------------------- reading
@@ -249,6 +323,7 @@ def read_model_file(
             ) from error
     if metadata is None:
         metadata = _infer_metadata(state, path)
+    metadata, calibration_from = with_sidecar_calibration(metadata, path)
 
     bn_weights = _batch_norm_weights(state)
     negative = {key: int((w < 0).sum()) for key, w in bn_weights.items()}
@@ -260,6 +335,7 @@ def read_model_file(
         "bn_weights": sum(w.numel() for w in bn_weights.values()),
         "negative_bn_weights": sum(negative.values()),
         "bn_layers_with_negative_weights": sum(1 for n in negative.values() if n),
+        "calibration": calibration_from,
         **counts,
     }
     return state, metadata, report
@@ -393,6 +469,7 @@ def describe_model(path: str | os.PathLike) -> dict[str, Any]:
                 message = f"the metadata in {path} is invalid ({describe_problems(error)})"
                 raise ModelError(message, details=str(error)) from error
             file_format, source = "safetensors", "safetensors"
+            meta = with_sidecar_calibration(meta, path)[0]
     if meta is None:
         state, meta, report = read_model_file(path)
         shapes = {key: tuple(tensor.shape) for key, tensor in state.items()}

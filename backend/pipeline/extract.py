@@ -28,6 +28,7 @@ from ternaus_backend.errors import InputError, ModelError
 from ternaus_backend.models.metadata import MS_BANDS, ModelMetadata, Thresholds
 from ternaus_backend.outputs import check_output, os_error
 from ternaus_backend.pipeline.engine import PRECISIONS, DevicePlan, plan_device
+from ternaus_backend.pipeline.geodesy import GroundMeasure
 from ternaus_backend.pipeline.inference import predict_probabilities
 from ternaus_backend.pipeline.instances import BlockSpec, block_instances, block_specs
 from ternaus_backend.pipeline.normalize import Normalizer
@@ -485,6 +486,10 @@ class PolygonStage:
         # same polygon whatever extent or block it was extracted in.
         self.to_map, self.col_off, self.row_off = source_grid
         self.opts, self.thresholds = opts, opts.thresholds(meta.thresholds)
+        # With a calibration, each building's confidence is its probability of being right
+        # (from its mean body probability and its area in m², as the writer measures it).
+        self.calibration = meta.calibration
+        self._measure = GroundMeasure(writer.crs) if meta.calibration is not None else None
         self.specs = block_specs(height, width, stage_block_px(height, width, opts), opts.halo_px)
         self.futures: list[Future] = []
         self.busy_s = 0.0
@@ -537,6 +542,8 @@ class PolygonStage:
         )
         polys = to_map([p for p in finished if p is not None], self.to_map)
         confs = [k[1] for k, p in zip(kept, finished, strict=True) if p is not None]
+        if self.calibration is not None and confs:
+            confs = list(self.calibration.apply(confs, self._measure.areas_m2(polys)))
         self.writer.write(polys, confs)
         self.busy_s += time.perf_counter() - started
         return block.clipped

@@ -28,7 +28,7 @@ import os
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,6 +44,7 @@ from ternaus_backend.outputs import check_output
 from ternaus_backend.pipeline.engine import cpu_has_native_bf16
 from ternaus_backend.progress import CancelToken, ProgressCallback, ProgressEvent, no_progress
 from ternaus_backend.training import ddp, recipe
+from ternaus_backend.training.calibration import calibration_step
 from ternaus_backend.training.dataset import (
     CropDataset,
     PreparedSource,
@@ -178,6 +179,9 @@ class TrainResult:
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
     crops_per_s: float = 0.0
+    #: The confidence calibration fitted after training (:mod:`.calibration`): buildings, ECE
+    #: and reliability diagram before/after; ``None`` without labelled validation areas.
+    calibration: dict[str, Any] | None = None
 
 
 def training_autocast_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
@@ -477,9 +481,12 @@ def train(
         labelled = any(s.source.labels is not None for s in sources)
         if config.tune_thresholds and labelled and ranks.main and run.best is not None:
             run.tune_thresholds(device, progress, cancel)
+        calibration = None
+        if ranks.main and run.best is not None:  # after the thresholds: fitted to the final ones
+            calibration = calibration_step(run, device, progress, cancel)
     except CancelledError as exc:
         raise _cancelled(run, out, epochs.crops_per_s) from exc
-    return run.result("completed", epochs.crops_per_s)
+    return replace(run.result("completed", epochs.crops_per_s), calibration=calibration)
 
 
 def _recipe_settings(config: TrainConfig, ckpt: dict[str, Any] | None) -> TrainConfig:
