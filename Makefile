@@ -8,7 +8,7 @@ export QT_QPA_PLATFORM := offscreen
 
 APT_PACKAGES := python3-qgis python3-gdal python3-venv python3-dev gcc g++ qgis xvfb xauth zip unzip
 
-.PHONY: setup test test-fast demo bench bench-loop train-default serve lint clean package deploy screenshot \
+.PHONY: setup test test-fast demo bench bench-loop bench-calibration train-default serve lint clean package deploy screenshot \
 	wheel package-with-backend
 
 setup: $(STAMP)
@@ -49,10 +49,16 @@ bench: setup
 bench-loop: setup
 	$(PY) benchmarks/bench_loop.py --json build/bench_loop.json
 
+# The default model's confidence calibration: fitted on the OAM areas' training parts, ECE on their
+# held-out quarters before/after (README, issue 19); --write stores it beside the model.
+bench-calibration: setup
+	$(PY) benchmarks/bench_calibration.py --json build/bench_calibration.json --write
+
 # The embedded default model: light encoder, RGB, OpenAerialMap mosaics, Banepa chips and Rio tiles
 # from ../shared/data (used by path); see scripts/train_default.sh.
 train-default: setup
 	PY=$(PY) scripts/train_default.sh resources/models/default.safetensors
+	$(PY) benchmarks/bench_calibration.py --json build/bench_calibration.json --write
 
 # The QGIS plugin zip (dist/ternaus_qgis-<version>.zip), and its installation into a QGIS profile
 # (PROFILE=default; PROFILES_PATH=<dir> for another profiles folder) with this checkout's backend.
