@@ -39,8 +39,16 @@ STAGE_TEXT = {
     "queued": "Waiting for the backend",
     "prepare": "Reading the training data",
     "train": "Training",
+    "thresholds": "Tuning the thresholds on the labels",
+    "calibration": "Calibrating the confidence on the validation area",
 }
-STAGE_SPAN = {"prepare": (0.0, 5.0), "plan": (5.0, 5.0), "train": (5.0, 100.0)}
+STAGE_SPAN = {
+    "prepare": (0.0, 5.0),
+    "plan": (5.0, 5.0),
+    "train": (5.0, 100.0),
+    "thresholds": (100.0, 100.0),
+    "calibration": (100.0, 100.0),
+}
 
 
 @dataclass
@@ -100,6 +108,25 @@ class TrainingResult:
     summary: dict[str, Any]
     seconds: float
     cancelled: bool = False
+
+
+def calibration_text(summary: dict[str, Any]) -> str | None:
+    """What the run's confidence calibration (the train job's ``calibration`` report) means for
+    the new model's ``confidence`` field, in a few words; ``None`` without a report."""
+    report = summary.get("calibration")
+    if not isinstance(report, dict):
+        return None
+    buildings = report.get("buildings", 0)
+    if report.get("ece_after") is None:
+        return (
+            f"confidence is the mean building probability ({buildings} validation buildings "
+            "were too few to calibrate it)"
+        )
+    return (
+        f"confidence is the probability that a building is right, calibrated on {buildings} "
+        f"validation buildings (calibration error {report['ece_before']:.2f} -> "
+        f"{report['ece_after']:.2f})"
+    )
 
 
 def build_payload(

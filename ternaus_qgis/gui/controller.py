@@ -30,7 +30,7 @@ from ..core.installer import InstallPlan, InstallResult
 from ..core.jobs import format_seconds
 from ..core.models import choices_from_infos, model_problem
 from ..core.raster_inputs import raster_input
-from ..core.training import TrainingRequest, TrainingResult
+from ..core.training import TrainingRequest, TrainingResult, calibration_text
 from ..core.vector_inputs import export_vector_layer
 from ..exceptions import (
     BackendMissingError,
@@ -510,6 +510,9 @@ class DockController(QObject):
             f"validation F1 {f1_text}, {format_seconds(result.seconds)}; saved in "
             f"{result.model_path}"
         )
+        calibration = calibration_text(summary)
+        if calibration:
+            text += f"; {calibration}"
         panel.stage_label.setText(text)
         panel.progress_bar.setValue(100)
         push_success(self.bar, text)

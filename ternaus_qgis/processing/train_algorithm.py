@@ -29,7 +29,7 @@ from qgis.core import (
 from .. import settings
 from ..backend_process import connection
 from ..core.raster_inputs import raster_input
-from ..core.training import TrainingRequest, run_training
+from ..core.training import TrainingRequest, calibration_text, run_training
 from ..core.vector_inputs import export_vector_layer
 from .common import feedback_progress, user_errors
 
@@ -151,4 +151,7 @@ class TrainModelAlgorithm(QgsProcessingAlgorithm):
             )
         f1 = result.summary.get("best_val_f1")
         feedback.pushInfo(f"model saved: {result.model_path} (best validation F1 {f1})")
+        calibration = calibration_text(result.summary)
+        if calibration:
+            feedback.pushInfo(calibration)
         return {self.MODEL: str(result.model_path), self.F1: f1}
