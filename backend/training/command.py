@@ -330,6 +330,25 @@ def _summary(result: TrainResult) -> str:
     )
 
 
+def _reliability_lines(report: dict[str, Any] | None) -> list[str]:
+    """The calibration's reliability diagram, before and after, as a few lines (bins holding
+    buildings only)."""
+    if not report or "reliability_after" not in report:
+        return []
+    lines = ["reliability on the validation areas (confidence bin: buildings, true positives):"]
+    for key, label in (
+        ("reliability_before", "mean probability"),
+        ("reliability_after", "calibrated"),
+    ):
+        cells = [
+            f"{b['low']:.1f}-{b['high']:.1f}: {b['count']}, {b['tp_rate']:.2f}"
+            for b in report[key]
+            if b["count"]
+        ]
+        lines.append(f"  {label}: " + "; ".join(cells))
+    return lines
+
+
 def run_train(args: argparse.Namespace) -> int:
     """Run ``ternaus train``; returns the exit code (0 done, 130 cancelled by Ctrl-C)."""
     ranks = ddp.Ranks.from_env()
@@ -364,6 +383,8 @@ def run_train(args: argparse.Namespace) -> int:
         return 0  # rank 0 reports
     for note in result.notes:
         print(note, file=sys.stderr)
+    for line in _reliability_lines(result.calibration):
+        print(line, file=sys.stderr)
     print(_summary(result))
     return 0
 

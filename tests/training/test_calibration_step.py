@@ -71,3 +71,22 @@ def test_too_few_buildings_leave_the_model_uncalibrated(tmp_path: Path) -> None:
     assert model.metadata.calibration is None
     assert model.load_report["calibration"] is None
     assert "confidence not calibrated" in model.metadata.provenance["notes"]
+
+
+def test_the_cli_prints_the_reliability_diagram() -> None:
+    import numpy as np
+
+    from ternaus_backend.models.calibration import fit_calibration
+    from ternaus_backend.training.calibration import Outcomes, calibration_report
+    from ternaus_backend.training.command import _reliability_lines
+
+    rng = np.random.default_rng(0)
+    p, area = rng.uniform(0.6, 0.99, 300), rng.uniform(20, 300, 300)
+    outcomes = Outcomes(p, area, rng.random(300) < p - 0.3, p)
+    calibration = fit_calibration(p, area, outcomes.true_positive)
+    lines = _reliability_lines(calibration_report(outcomes, calibration))
+    assert lines[0].startswith("reliability on the validation areas")
+    assert lines[1].startswith("  mean probability: 0.6-0.7: ")
+    assert lines[2].startswith("  calibrated: ")
+    assert _reliability_lines(calibration_report(outcomes, None)) == []
+    assert _reliability_lines(None) == []
