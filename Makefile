@@ -79,7 +79,8 @@ deploy: setup
 	$(PY) scripts/package_plugin.py deploy --profile "$(PROFILE)" $(if $(PROFILES_PATH),--profiles-path "$(PROFILES_PATH)")
 
 # The README's screenshots: the real QGIS desktop (Xvfb) with the packaged plugin: an extraction,
-# training on the reference buildings (while it runs), the evaluation's error layers.
+# training on the reference buildings (while it runs), the evaluation's error layers; the Map check
+# and Changes tabs on Nairobi's imagery and OpenStreetMap buildings.
 screenshot: setup
 	SCENE=$$($(PY) scripts/screenshot_scene.py build/screenshot_scene.tif); \
 	LABELS=$${SCENE:+$${SCENE%.tif}_labels.geojson}; \
@@ -88,6 +89,9 @@ screenshot: setup
 		TERNAUS_DESKTOP_TRAIN_SHOT=docs/qgis-training.png \
 		TERNAUS_DESKTOP_EVAL_SHOT=docs/qgis-evaluation.png \
 		$(PY) -m pytest -q -s tests/qgis/test_desktop.py
+	TERNAUS_DESKTOP_MAP_CHECK_SHOT=docs/qgis-map-check.png \
+		TERNAUS_DESKTOP_CHANGES_SHOT=docs/qgis-changes.png \
+		$(PY) -m pytest -q -s tests/qgis/test_desktop_comparison.py
 
 lint: setup
 	$(VENV)/bin/ruff check backend tests ternaus_qgis

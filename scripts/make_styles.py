@@ -5,7 +5,7 @@
 - ``evaluation_result.qml``: results by ``match`` (green: true positive, red: false positive);
 - ``evaluation_missed.qml``: reference buildings no result matched (magenta dashed outline);
 - ``map_unmapped.qml`` (``ternaus compare``): buildings seen and not on the map, cyan, labelled
-  by ``rank``; ``map_unseen.qml``: map buildings not seen, grey dashed; ``map_offsets.qml``: the
+  by ``rank``; ``map_unseen.qml``: map buildings not seen, yellow dashed; ``map_offsets.qml``: the
   map's offset vectors (a dot at the map, an arrow toward the imagery), labelled with dx/dy;
 - ``changes_new.qml``, ``changes_demolished.qml``, ``changes_changed.qml`` (``ternaus changes``):
   new buildings green, demolished red dashed, changed orange with the area change as a label.
@@ -34,6 +34,7 @@ from qgis.core import (
     QgsTextFormat,
     QgsVectorLayer,
     QgsVectorLayerSimpleLabeling,
+    QgsWkbTypes,
 )
 from qgis.PyQt.QtGui import QColor
 
@@ -111,11 +112,19 @@ def fill(color: str, outline: str, width: str = "0.6", style: str = "solid") -> 
     )
 
 
-def labelled(layer: QgsVectorLayer, expression: str, color: str) -> None:
-    """Labels from ``expression`` (small, haloed) on ``layer``."""
+def labelled(layer: QgsVectorLayer, expression: str, color: str, at_start: bool = False) -> None:
+    """Labels from ``expression`` (small, haloed) on ``layer``; ``at_start``: around the first
+    vertex of each line (an offset of a metre is far shorter than its label, and a label along
+    a line shorter than itself is not drawn)."""
     settings = QgsPalLayerSettings()
     settings.fieldName = expression
     settings.isExpression = True
+    if at_start:
+        settings.geometryGeneratorEnabled = True
+        settings.geometryGenerator = "start_point($geometry)"
+        settings.geometryGeneratorType = QgsWkbTypes.PointGeometry
+        settings.placement = QgsPalLayerSettings.AroundPoint
+        settings.dist = 1.0
     text = QgsTextFormat()
     text.setSize(8)
     text.setColor(QColor(color))
@@ -140,7 +149,10 @@ def comparison_styles() -> None:
     labelled(polygons, "'#' || \"rank\"", "0,90,130")
     save(polygons, "map_unmapped.qml")
     polygons.setLabelsEnabled(False)
-    polygons.setRenderer(QgsSingleSymbolRenderer(fill("0,0,0,0", "120,120,120,255", "0.7", "dash")))
+    # Yellow, not grey: a grey dashed outline vanishes among the roads and shadows of imagery.
+    polygons.setRenderer(
+        QgsSingleSymbolRenderer(fill("255,210,0,35", "255,210,0,255", "0.8", "dash"))
+    )
     save(polygons, "map_unseen.qml")
     polygons.setRenderer(QgsSingleSymbolRenderer(fill("40,190,60,110", "10,130,30,255")))
     save(polygons, "changes_new.qml")
@@ -181,6 +193,7 @@ def comparison_styles() -> None:
         "format_number(\"dx_m\", 1) || ' m E, ' || format_number(\"dy_m\", 1) || ' m N ('"
         " || \"pairs\" || ')'",
         "140,0,80",
+        at_start=True,
     )
     save(lines, "map_offsets.qml")
     del polygons, lines

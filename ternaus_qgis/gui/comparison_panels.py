@@ -141,8 +141,8 @@ class MapCheckPanel(_ComparisonPanel):
     @staticmethod
     def summary_text(summary: dict[str, Any]) -> str:
         text = (
-            f"<b>{summary['unmapped']}</b> seen, not on the map &nbsp; "
-            f"<b>{summary['unseen']}</b> on the map, not seen &nbsp; "
+            f"<b>{summary['unmapped']}</b> seen, not on the map<br>"
+            f"<b>{summary['unseen']}</b> on the map, not seen<br>"
             f"{summary['matched']} matched"
         )
         offset = summary.get("offset")
@@ -217,6 +217,6 @@ class ChangesPanel(_ComparisonPanel):
     @staticmethod
     def summary_text(summary: dict[str, Any]) -> str:
         return (
-            f"<b>{summary['new']}</b> new &nbsp; <b>{summary['demolished']}</b> demolished "
-            f"&nbsp; <b>{summary['changed']}</b> changed &nbsp; {summary['unchanged']} unchanged"
+            f"<b>{summary['new']}</b> new<br><b>{summary['demolished']}</b> demolished<br>"
+            f"<b>{summary['changed']}</b> changed<br>{summary['unchanged']} unchanged"
         )

@@ -91,7 +91,7 @@ def test_map_check_tab_finds_the_gaps_and_the_offset(plugin, tmp_path):
     assert offsets.featureCount() >= 3
     assert offsets.renderer().symbol().symbolLayerCount() == 3  # the arrow style
     text = panel.summary_label.text()
-    assert "<b>5</b> seen, not on the map" in text and "<b>10</b> on the map" in text
+    assert "<b>5</b> seen, not on the map" in text and "<b>10</b> on the map, not seen" in text
     assert "+2.0" in text and "+1.0" in text and "196 pairs" in text  # 2 m east, 1 m north
     assert any("Matching buildings with the map" in s for s in stages), stages
     assert panel.progress_bar.value() == 100
