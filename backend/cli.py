@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from ternaus_backend.distributed.mosaic import mosaic
 from ternaus_backend.errors import InputError, TernausError
+from ternaus_backend.options import add_option_arguments, options_from_args
 from ternaus_backend.progress import ProgressEvent
 from ternaus_backend.scratch import scratch_dir
 
@@ -94,22 +95,9 @@ def parse_bbox(text: str) -> tuple[float, float, float, float]:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from ternaus_backend.pipeline.extract import ExtractOptions
+    from ternaus_backend.pipeline.options import ExtractOptions
 
-    options = ExtractOptions(
-        tile_size_px=args.tile,
-        overlap_px=args.overlap,
-        batch_size=args.batch_size,
-        simplify_px=args.simplify,
-        regularize=args.regularize,
-        device=args.device,
-        native_resolution=args.native_resolution,
-        tta=args.tta,
-        body_threshold=args.threshold,
-        min_area_px=args.min_area,
-        precision=args.precision,
-        compile=args.compile or None,
-    )
+    options = options_from_args(ExtractOptions, args)
     if args.cluster:
         return _predict_on_cluster(args, options)
     if args.resume:
@@ -298,6 +286,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ternaus_backend.pipeline.options import ExtractOptions
+
     parser = argparse.ArgumentParser(
         prog="ternaus", description="Building footprints from imagery."
     )
@@ -329,40 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--overwrite", action="store_true", help="replace --out if it exists (default: refuse)"
     )
-    p.add_argument("--tile", type=int, help="window size in px (multiple of 32)")
-    p.add_argument("--overlap", type=int, help="window overlap in px")
-    p.add_argument(
-        "--batch-size",
-        type=int,
-        help="windows per network call (default: 1 on a CPU, by memory on a GPU)",
-    )
-    p.add_argument(
-        "--precision",
-        choices=["auto", "float32", "bfloat16", "float16"],
-        help="network precision (default auto: bf16 on a CPU with native bf16 units, else "
-        "float32; bf16 or fp16 on a GPU)",
-    )
-    p.add_argument("--compile", action="store_true", help="torch.compile the network (GPU runs)")
-    p.add_argument("--simplify", type=float, default=1.0, help="simplification tolerance in px")
-    p.add_argument("--regularize", action="store_true", help="square building corners")
-    p.add_argument(
-        "--threshold", type=float, help="building probability threshold (default: the model's)"
-    )
-    p.add_argument(
-        "--min-area", type=int, help="drop buildings smaller than this many px (default: model's)"
-    )
-    p.add_argument(
-        "--native-resolution",
-        action="store_true",
-        help="read the raster at its own pixel size (default: resampled on the fly to the "
-        "model's ground resolution when they differ by more than 5%%)",
-    )
-    p.add_argument(
-        "--tta",
-        action="store_true",
-        help="flip test-time augmentation: average over 4 flips of each window (4x slower)",
-    )
-    p.add_argument("--device", help="cpu, cuda, cuda:1 (default: CUDA when present)")
+    add_option_arguments(p, ExtractOptions, "extraction options")  # --tile, --threshold, ...
     p.add_argument(
         "--cluster",
         metavar="ADDRESS",

@@ -122,7 +122,7 @@ def predict_job(
     """Checks a predict request, including its pre-flight estimate (InputError when the
     temporary cannot fit on the disk); returns the job, which runs
     :func:`~ternaus_backend.pipeline.extract.extract`, and the estimate."""
-    from ternaus_backend.pipeline.extract import ExtractOptions, extract, preflight
+    from ternaus_backend.pipeline.extract import extract, preflight
 
     rgb = existing_file(request.rgb, "RGB raster", folders)
     ms = (
@@ -138,20 +138,8 @@ def predict_job(
     out = output_file(
         request.out, "output GeoPackage", ".gpkg", folders, overwrite=request.overwrite
     )
-    opts = request.options
-    pick_device(opts.device)
-    options = ExtractOptions(
-        tile_size_px=opts.tile_size_px,
-        overlap_px=opts.overlap_px,
-        batch_size=opts.batch_size,
-        simplify_px=opts.simplify_px,
-        regularize=opts.regularize,
-        body_threshold=opts.body_threshold,
-        min_area_px=opts.min_area_px,
-        device=opts.device,
-        native_resolution=opts.native_resolution,
-        tta=opts.tta,
-    )
+    options = request.options
+    pick_device(options.device)
     estimate = preflight(
         rgb,
         ms,

@@ -10,10 +10,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ternaus_backend.errors import InputError
 from ternaus_backend.models.metadata import ModelMetadata
+from ternaus_backend.options import request_options
+from ternaus_backend.pipeline.options import ExtractOptions
 from ternaus_backend.pipeline.raster import check_bbox
 from ternaus_backend.training.loop import TrainConfig
 
@@ -56,68 +58,6 @@ SUBMIT_RESPONSES: dict[int | str, dict[str, Any]] = {
 # ---------------------------------------------------------------------------------- requests
 
 
-class PredictOptions(BaseModel):
-    """Tunables of one extraction; ``null`` means: as the model's metadata says."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    tile_size_px: int | None = Field(
-        None,
-        ge=32,
-        validation_alias=AliasChoices("tile_size_px", "tile"),
-        description="window size in pixels, a multiple of 32",
-    )
-    overlap_px: int | None = Field(
-        None,
-        ge=0,
-        validation_alias=AliasChoices("overlap_px", "overlap"),
-        description="overlap of neighbouring windows in pixels",
-    )
-    batch_size: int | None = Field(
-        None, ge=1, le=256, description="windows per network call (default: the device's choice)"
-    )
-    simplify_px: float = Field(1.0, ge=0, description="polygon simplification tolerance in pixels")
-    regularize: bool = Field(False, description="square the building corners")
-    body_threshold: float | None = Field(
-        None, gt=0, lt=1, description="building probability threshold; default: the model's"
-    )
-    min_area_px: int | None = Field(
-        None, ge=0, description="drop buildings smaller than this (px); default: the model's"
-    )
-    native_resolution: bool = Field(
-        False,
-        description="read the raster at its own pixel size; by default it is resampled on the "
-        "fly to the model's ground resolution when they differ by more than 5 %",
-    )
-    tta: bool = Field(
-        False,
-        description="flip test-time augmentation: average the probabilities over 4 flips of "
-        "each window (4x the network's work)",
-    )
-    device: str | None = Field(
-        None,
-        pattern=r"^(cpu|cuda(:\d+)?)$",
-        description="cpu or cuda[:N]; default: CUDA if present",
-    )
-
-    @field_validator("tile_size_px")
-    @classmethod
-    def _tile_multiple_of_32(cls, value: int | None) -> int | None:
-        if value is not None and value % 32:
-            raise ValueError(f"the tile size must be a multiple of 32 (e.g. 256), got {value}")
-        return value
-
-    @model_validator(mode="after")
-    def _overlap_below_tile(self) -> PredictOptions:
-        tile, overlap = self.tile_size_px, self.overlap_px
-        if tile and overlap is not None and overlap >= tile:
-            raise ValueError(
-                f"the overlap ({self.overlap_px} px) must be smaller than the tile "
-                f"({self.tile_size_px} px)"
-            )
-        return self
-
-
 class PredictRequest(BaseModel):
     """Extract building polygons from an RGB raster (+ multispectral) into a GeoPackage."""
 
@@ -142,7 +82,16 @@ class PredictRequest(BaseModel):
         None, description="output GeoPackage (*.gpkg); default: a file in the job's folder"
     )
     overwrite: bool = Field(False, description="replace 'out' if it exists (default: refuse)")
-    options: PredictOptions = Field(default_factory=PredictOptions)
+    options: ExtractOptions = Field(
+        default_factory=ExtractOptions,
+        description="options of the extraction (the same as the flags of `ternaus predict`); "
+        "left out: the model's or the backend's choice",
+    )
+
+    @field_validator("options", mode="before")
+    @classmethod
+    def _front_door_options(cls, value: Any) -> Any:
+        return request_options(ExtractOptions, value)
 
     @field_validator("bbox")
     @classmethod

@@ -198,7 +198,7 @@ def _tasks(rgb, ms, model, opts: ExtractOptions, block_px: int, folder: Path):
         tile = max(windows.tile_h, windows.tile_w)
     else:
         # Blocks must run the whole scene's windows: one tile size and overlap everywhere.
-        opts = replace(opts, tile_size_px=tile, overlap_px=overlap)
+        opts = opts.model_copy(update={"tile_size_px": tile, "overlap_px": overlap})
     crs_wkt = grid.crs.to_wkt() if grid.crs is not None else None
     tasks = [
         BlockTask(

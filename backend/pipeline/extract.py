@@ -25,13 +25,14 @@ from affine import Affine
 
 from ternaus_backend.device import pick_device
 from ternaus_backend.errors import InputError, ModelError
-from ternaus_backend.models.metadata import MS_BANDS, ModelMetadata, Thresholds
+from ternaus_backend.models.metadata import MS_BANDS, ModelMetadata
 from ternaus_backend.outputs import check_output, os_error
-from ternaus_backend.pipeline.engine import PRECISIONS, DevicePlan, plan_device
+from ternaus_backend.pipeline.engine import DevicePlan, plan_device
 from ternaus_backend.pipeline.geodesy import GroundMeasure
 from ternaus_backend.pipeline.inference import predict_probabilities
 from ternaus_backend.pipeline.instances import BlockSpec, block_instances, block_specs
 from ternaus_backend.pipeline.normalize import Normalizer
+from ternaus_backend.pipeline.options import ExtractOptions
 from ternaus_backend.pipeline.polygons import BuildingWriter, finish_polygons, label_polygons
 from ternaus_backend.pipeline.preflight import (
     ExtractEstimate,
@@ -56,68 +57,6 @@ RESOURCES = (
     else Path(__file__).resolve().parents[2] / "resources"
 )
 DEFAULT_MODEL = RESOURCES / "models" / "default.safetensors"
-
-
-@dataclass
-class ExtractOptions:
-    """Tunables of one extraction; ``None`` means: as the model's metadata says."""
-
-    #: Window side; None: sized to the raster up to the device's limit (:mod:`.engine`), never
-    #: below the model's tile size.
-    tile_size_px: int | None = None
-    overlap_px: int | None = None
-    #: Windows per network call; None: chosen for the device (1 on a CPU, by memory on a GPU).
-    batch_size: int | None = None
-    simplify_px: float = 1.0
-    regularize: bool = False
-    block_px: int = 2048
-    halo_px: int = 256
-    device: str | None = None
-    #: Read the raster at its own pixel size, not resampled to the model's resolution.
-    native_resolution: bool = False
-    #: Average the probabilities over flipped copies of each window (4x the network's work).
-    tta: bool = False
-    #: Body probability above which a pixel is building (None: the model's threshold).
-    body_threshold: float | None = None
-    #: Instances smaller than this many pixels are dropped (None: the model's minimum).
-    min_area_px: int | None = None
-    #: Network precision: auto (bf16 on a CPU with native bf16 units, else float32; bf16/fp16 on a
-    #: GPU), float32, bfloat16, float16.
-    precision: str | None = None
-    #: Wrap the network in torch.compile (also TERNAUS_COMPILE=1); worth it for long GPU runs.
-    compile: bool | None = None
-
-    def thresholds(self, model_thresholds: Thresholds) -> Thresholds:
-        """The model's thresholds with this run's overrides."""
-        update = {"body": self.body_threshold, "min_area_px": self.min_area_px}
-        return model_thresholds.model_copy(
-            update={key: value for key, value in update.items() if value is not None}
-        )
-
-    def __post_init__(self) -> None:
-        if self.tile_size_px is not None and (self.tile_size_px < 32 or self.tile_size_px % 32):
-            raise InputError(
-                f"The tile size must be a multiple of 32 px (e.g. 256 or 512), "
-                f"got {self.tile_size_px}."
-            )
-        if self.overlap_px is not None and self.overlap_px < 0:
-            raise InputError(f"The overlap must be 0 or more px, got {self.overlap_px}.")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise InputError(f"The batch size must be at least 1, got {self.batch_size}.")
-        if self.simplify_px < 0:
-            raise InputError(
-                f"The simplification tolerance must be 0 or more px, got {self.simplify_px}."
-            )
-        if self.body_threshold is not None and not 0.0 < self.body_threshold < 1.0:
-            raise InputError(
-                f"The body threshold must be between 0 and 1, got {self.body_threshold}."
-            )
-        if self.min_area_px is not None and self.min_area_px < 0:
-            raise InputError(f"The minimum area must be 0 or more px, got {self.min_area_px}.")
-        if self.block_px < 64 or self.halo_px < 0:
-            raise InputError("block_px must be at least 64 and halo_px 0 or more.")
-        if self.precision not in (None, *PRECISIONS):
-            raise InputError(f"Unknown precision {self.precision!r}: use {', '.join(PRECISIONS)}.")
 
 
 @dataclass

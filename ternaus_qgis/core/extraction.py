@@ -17,6 +17,7 @@ from qgis.core import QgsCoordinateReferenceSystem, QgsRectangle
 
 from ..backend_process import BackendConnection
 from ..exceptions import CancelledByUser, LayerError
+from .extract_options import ExtractionOptions
 from .jobs import Progress, follow_job
 from .models import with_render_resolution
 from .raster_inputs import RasterInput, export_folder, materialize
@@ -48,7 +49,7 @@ class ExtractionRequest:
     out_path: Path
     ms: RasterInput | None = None
     model: str | None = None  # None: the backend's default model
-    options: dict[str, Any] = field(default_factory=dict)
+    options: ExtractionOptions = field(default_factory=ExtractionOptions)
     title: str = "buildings"  # the result layer's name
     source_layer_id: str = ""  # the RGB layer's id (to find earlier results of it)
     model_name: str = "default"
@@ -88,7 +89,7 @@ def build_payload(
     job folder (downloaded afterwards) and reads ``model`` (the request's, or its upload)."""
     payload: dict[str, Any] = {
         "rgb": str(rgb_path),
-        "options": {k: v for k, v in request.options.items() if v is not None},
+        "options": request.options.payload(),
     }
     if not remote:
         payload["out"] = str(request.out_path)

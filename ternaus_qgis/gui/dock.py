@@ -30,6 +30,7 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from .. import settings
+from ..core.extract_options import ExtractionOptions
 from ..core.models import ModelChoice, model_problem
 from .comparison_panels import ChangesPanel, MapCheckPanel
 from .evaluate_panel import EvaluatePanel
@@ -341,18 +342,18 @@ class TernausDockWidget(QDockWidget):
         choice = self.current_model()
         return choice.path if choice else ""
 
-    def options(self) -> dict[str, Any]:
-        """The backend's predict options (``None``: the model's or the backend's choice)."""
+    def options(self) -> ExtractionOptions:
+        """The extraction options set here (``None``: the model's or the backend's choice)."""
         device = self.device_combo.currentData()
-        return {
-            "body_threshold": self.threshold_spin.value() or None,
-            "min_area_px": self.min_area_spin.value() or None,
-            "simplify_px": self.simplify_spin.value(),
-            "regularize": self.regularize_check.isChecked(),
-            "tile_size_px": self.tile_combo.currentData() or None,
-            "batch_size": self.batch_spin.value() or None,
-            "device": None if device == "auto" else device,
-        }
+        return ExtractionOptions(
+            body_threshold=self.threshold_spin.value() or None,
+            min_area_px=self.min_area_spin.value() or None,
+            simplify_px=self.simplify_spin.value(),
+            regularize=self.regularize_check.isChecked(),
+            tile_size_px=self.tile_combo.currentData() or None,
+            batch_size=self.batch_spin.value() or None,
+            device=None if device == "auto" else device,
+        )
 
     def render_resolution(self) -> float | None:
         """The ground pixel (m) at which a web layer is drawn; None: the model's."""

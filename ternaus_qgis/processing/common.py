@@ -1,19 +1,27 @@
-"""What the Processing algorithms share: progress from their feedback, errors as Processing's."""
+"""What the Processing algorithms share: progress from their feedback, errors as Processing's,
+parameters made from an options class (:func:`option_parameters`)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from qgis.core import (
+    QgsProcessingAlgorithm,
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingLayerPostProcessorInterface,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterNumber,
     QgsVectorLayer,
 )
 
+from ..core.extract_options import option_fields
 from ..core.jobs import Progress
 from ..core.result_layers import COMPARISON_LAYERS, style_file
 from ..exceptions import TernausPluginError
@@ -73,3 +81,70 @@ def load_comparison_layers(
             _STYLERS.append(styler)
             details.setPostProcessor(styler)
         context.addLayerToLoadOnCompletion(layer.id(), details)
+
+
+def parameter_name(option: str) -> str:
+    """The Processing parameter of an option: ``body_threshold`` -> ``BODY_THRESHOLD``."""
+    return option.upper()
+
+
+def option_parameters(options: type) -> list[QgsProcessingParameterDefinition]:
+    """One advanced parameter per field of an options class (e.g.
+    :class:`~ternaus_qgis.core.extract_options.ExtractionOptions`), from its label, help, range
+    and default; an option whose default is ``None`` is optional (left empty: the backend's
+    choice)."""
+    parameters = []
+    for name, default, spec in option_fields(options):
+        key = parameter_name(name)
+        if spec.kind == "bool":
+            parameter = QgsProcessingParameterBoolean(key, spec.label, defaultValue=bool(default))
+        elif spec.kind == "choice":
+            parameter = QgsProcessingParameterEnum(
+                key, spec.label, options=[text for text, _ in spec.choices], defaultValue=0
+            )
+        elif spec.kind in ("int", "float"):
+            number_type = (
+                QgsProcessingParameterNumber.Integer
+                if spec.kind == "int"
+                else QgsProcessingParameterNumber.Double
+            )
+            parameter = QgsProcessingParameterNumber(
+                key, spec.label, number_type, defaultValue=default, optional=default is None
+            )
+            if spec.minimum is not None:
+                parameter.setMinimum(spec.minimum)
+            if spec.maximum is not None:
+                parameter.setMaximum(spec.maximum)
+        else:
+            raise ValueError(f"{options.__name__}.{name}: unknown option kind {spec.kind!r}")
+        parameter.setHelp(spec.help)
+        parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        parameters.append(parameter)
+    return parameters
+
+
+def _unset(value: Any) -> bool:
+    return value is None or value == "" or (hasattr(value, "isNull") and value.isNull())
+
+
+def options_from_parameters(
+    algorithm: QgsProcessingAlgorithm, options: type, parameters: dict, context
+) -> Any:
+    """The options class filled from the parameters of :func:`option_parameters` (an empty
+    optional number, an unchecked box of an option without default, the first choice: the
+    option's default)."""
+    values: dict[str, Any] = {}
+    for name, default, spec in option_fields(options):
+        key = parameter_name(name)
+        if spec.kind == "bool":
+            values[name] = True if algorithm.parameterAsBool(parameters, key, context) else default
+        elif spec.kind == "choice":
+            index = algorithm.parameterAsEnum(parameters, key, context)
+            values[name] = spec.choices[index][1] if 0 <= index < len(spec.choices) else default
+        elif default is None and _unset(parameters.get(key)):
+            values[name] = None
+        elif spec.kind == "int":
+            values[name] = algorithm.parameterAsInt(parameters, key, context)
+        else:
+            values[name] = algorithm.parameterAsDouble(parameters, key, context)
+    return options(**values)

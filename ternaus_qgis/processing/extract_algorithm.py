@@ -2,8 +2,12 @@
 
 Parameters ``RGB``, ``MS`` (optional), ``EXTENT`` (optional; required for a web layer),
 ``MODEL`` (optional model file), ``RESOLUTION`` (ground pixel of a web RGB layer; 0: the model's),
-``OUTPUT`` (GeoPackage). Runs :func:`~ternaus_qgis.core.extraction.run_extraction`, the code the
-dock's task runs, with the same backend connection (a local backend is started when needed).
+``OUTPUT`` (GeoPackage), and one advanced parameter per extraction option (``TILE_SIZE_PX``,
+``BODY_THRESHOLD``, ``TTA``, ...: the fields of
+:class:`~ternaus_qgis.core.extract_options.ExtractionOptions`, upper-cased; left as they are: the
+model's or the backend's choice). Runs :func:`~ternaus_qgis.core.extraction.run_extraction`, the
+code the dock's task runs, with the same backend connection (a local backend is started when
+needed).
 """
 
 from __future__ import annotations
@@ -21,9 +25,10 @@ from qgis.core import (
 )
 
 from ..backend_process import connection
+from ..core.extract_options import ExtractionOptions
 from ..core.extraction import ExtractionRequest, run_extraction
 from ..core.raster_inputs import raster_input
-from .common import feedback_progress, user_errors
+from .common import feedback_progress, option_parameters, options_from_parameters, user_errors
 
 
 class ExtractBuildingsAlgorithm(QgsProcessingAlgorithm):
@@ -43,7 +48,9 @@ class ExtractBuildingsAlgorithm(QgsProcessingAlgorithm):
             "Extracts building footprints (touching buildings split apart) from an RGB raster, "
             "optionally with its multispectral partner, with a TernausNetV2 model run by the "
             "Ternaus backend. The result has the fields confidence (mean building probability) "
-            "and area_m2."
+            "and area_m2. The advanced parameters are the dock's extraction options (tile size, "
+            "building threshold, minimum area, simplification, ...); left as they are, the "
+            "model's own values apply."
         )
 
     def createInstance(self) -> ExtractBuildingsAlgorithm:  # noqa: N802
@@ -80,6 +87,8 @@ class ExtractBuildingsAlgorithm(QgsProcessingAlgorithm):
                 optional=True,
             )
         )
+        for parameter in option_parameters(ExtractionOptions):
+            self.addParameter(parameter)
         self.addParameter(
             QgsProcessingParameterVectorDestination(
                 self.OUTPUT,
@@ -113,6 +122,7 @@ class ExtractBuildingsAlgorithm(QgsProcessingAlgorithm):
                 extent_crs=extent_crs,
                 out_path=Path(out),
                 model=model,
+                options=options_from_parameters(self, ExtractionOptions, parameters, context),
                 overwrite=True,  # Processing replaces its OUTPUT, as every algorithm does
             )
             result = run_extraction(

@@ -241,8 +241,8 @@ def test_choices_persist_between_sessions(iface, plugin, synthetic_scene):
     assert again.tile_combo.currentData() == 512
     assert again.rgb_layer() is raster
     options = again.options()
-    assert options["body_threshold"] == pytest.approx(0.55) and options["min_area_px"] == 40
-    assert options["tile_size_px"] == 512 and options["regularize"] is True
+    assert options.body_threshold == pytest.approx(0.55) and options.min_area_px == 40
+    assert options.tile_size_px == 512 and options.regularize is True
     again.deleteLater()
     for key in ("dock/threshold", "dock/min_area_px", "dock/regularize", "dock/tile_px"):
         settings.set(key, settings.DEFAULTS[key])
