@@ -57,6 +57,16 @@ def test_processing_reports_a_clear_error(provider, project, tmp_path):
         )
 
 
+def test_processing_options_reach_the_backend(provider, project, synthetic_scene, tmp_path):
+    import processing
+    from qgis.core import QgsProcessingException
+
+    raster = add_raster(synthetic_scene)
+    parameters = {"RGB": raster, "OUTPUT": str(tmp_path / "x.gpkg"), "TILE_SIZE_PX": 100}
+    with pytest.raises(QgsProcessingException, match="multiple of 32"):
+        processing.run("ternaus:extract_buildings", parameters)
+
+
 @pytest.fixture(scope="module")
 def plugin_zip(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("dist")
