@@ -53,6 +53,8 @@ class ComparisonController(QObject):
         #: The latest outcome of each kind (``ComparisonOutcome``), and the latest error.
         self.last: dict[str, ComparisonOutcome | None] = {"compare": None, "changes": None}
         self.last_error: TernausPluginError | None = None
+        #: Where each kind's latest run counted (shown under its summary), e.g. "inside ...".
+        self.notes: dict[str, str] = {"compare": "", "changes": ""}
         self.panels: dict[str, _ComparisonPanel] = {
             "compare": dock.map_check_panel,
             "changes": dock.changes_panel,
@@ -123,7 +125,7 @@ class ComparisonController(QObject):
                 kind, TernausPluginError(f"The layers could not be opened: {error}.", str(error))
             )
             return
-        panel.show_summary(comparison.summary, format_seconds(comparison.seconds))
+        panel.show_summary(comparison.summary, format_seconds(comparison.seconds), self.notes[kind])
         push_success(self.bar, f"{group}: {comparison.text}; saved in {comparison.path}")
 
     def _failed(self, kind: str, error: TernausPluginError) -> None:
@@ -149,12 +151,20 @@ class ComparisonController(QObject):
             raise LayerError("Our buildings and the map's are the same layer: choose two.")
         result_path = export_vector_layer(result, "result")
         reference_path = export_vector_layer(reference, "map buildings")
+        area_path = self._area_path(panel)
+        self.notes["compare"] = ""
+        image = source_image(result)
+        if area_path is None and image is not None:  # the map beyond the image was not seen
+            area_path = export_vector_layer(
+                _rectangle_layer(image.extent(), image.crs()), "imaged area"
+            )
+            self.notes["compare"] = f"Inside the extent of '{image.name()}', where they come from"
         stem = f"{reference.name()}_vs_{result.name()}_map_check"
         return CompareRequest(
             result_path=result_path,
             reference_path=reference_path,
             out_path=result_layers.free_path(result_layers.results_folder(), stem),
-            area_path=self._area_path(panel),
+            area_path=area_path,
             iou_threshold=panel.iou_spin.value(),
             cell_m=panel.cell_spin.value(),
             result_name=result.name(),
@@ -181,10 +191,12 @@ class ComparisonController(QObject):
         area_path = self._area_path(panel)
         paths: dict[str, Path] = {}
         extractions: dict[str, ExtractionRequest] = {}
+        self.notes["changes"] = ""
         if images:
             extent, crs = self._common_extent(layers, area, selected)
             if area_path is None:  # count changes only where both dates are known
                 area_path = export_vector_layer(_rectangle_layer(extent, crs), "overlap")
+                self.notes["changes"] = "Inside the part both dates cover"
         for side, layer in layers.items():
             if side in images:
                 extractions[side] = self._extraction(layer, extent, crs)
@@ -259,6 +271,13 @@ class ComparisonController(QObject):
             source_layer_id=layer.id(),
             model_name=model_name,
         )
+
+
+def source_image(layer: QgsVectorLayer) -> QgsRasterLayer | None:
+    """The project's raster layer an extraction result was made from (None: not a result of the
+    dock, or that layer is gone)."""
+    source = QgsProject.instance().mapLayer(layer.customProperty(result_layers.PROP_SOURCE) or "")
+    return source if isinstance(source, QgsRasterLayer) else None
 
 
 def _rectangle_layer(extent: QgsRectangle, crs) -> QgsVectorLayer:

@@ -91,10 +91,14 @@ class _ComparisonPanel(QWidget):
         self.progress_bar.setValue(int(round(percent)))
         self.stage_label.setText(stage)
 
-    def show_summary(self, summary: dict[str, Any], took: str) -> None:
+    def show_summary(self, summary: dict[str, Any], took: str, note: str = "") -> None:
+        """The counts; ``note`` says where they were counted (e.g. inside an image's extent)."""
         self.progress_bar.setValue(100)
         self.stage_label.setText(f"Done in {took}")
-        self.summary_label.setText(self.summary_text(summary))
+        text = self.summary_text(summary)
+        if note:
+            text += f"<br><i>{note}</i>"
+        self.summary_label.setText(text)
 
     def show_error(self, message: str) -> None:
         self.stage_label.setText(message)

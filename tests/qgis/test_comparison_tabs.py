@@ -98,6 +98,42 @@ def test_map_check_tab_finds_the_gaps_and_the_offset(plugin, tmp_path):
     assert Path(outcome.comparison.path).parent.name == "ternaus_results"
 
 
+def small_image(path: Path, around, margin_m: float = 30.0) -> Path:
+    """A 3-band GeoTIFF in UTM 36N covering ``around`` (a QgsRectangle) and ``margin_m``."""
+    import numpy as np
+    import rasterio
+    from rasterio.transform import from_origin
+
+    x0, y1 = around.xMinimum() - margin_m, around.yMaximum() + margin_m
+    width = int((around.width() + 2 * margin_m) / 0.5)
+    height = int((around.height() + 2 * margin_m) / 0.5)
+    profile = dict(
+        driver="GTiff", width=width, height=height, count=3, dtype="uint8", crs="EPSG:32636"
+    )
+    with rasterio.open(path, "w", transform=from_origin(x0, y1, 0.5, 0.5), **profile) as dst:
+        dst.write(np.full((3, height, width), 120, dtype="uint8"))
+    return path
+
+
+def test_map_check_of_an_extraction_counts_only_inside_its_image(plugin, tmp_path):
+    """A result made by the dock from an image: the map beyond that image was not looked at, so
+    its buildings there are not 'not seen' (the image: 30 m around the first added building)."""
+    from ternaus_qgis.core.result_layers import PROP_SOURCE
+
+    case = map_and_result(tmp_path)
+    result = vector(case.result, "result")
+    (first,) = [f for f in result.getFeatures() if f["id"] == case.added_ids[0]]
+    image = add_raster(small_image(tmp_path / "image.tif", first.geometry().boundingBox()), "img")
+    result.setCustomProperty(PROP_SOURCE, image.id())
+    panel = plugin.dock.map_check_panel
+    panel.result_combo.setLayer(result)
+    panel.map_combo.setLayer(vector(case.reference, "osm"))
+    outcome, _stages = run_tab(plugin, "compare")
+    summary = outcome.comparison.summary
+    assert summary["unmapped"] == 1 and summary["matched"] < 196 and summary["unseen"] < 10
+    assert "Inside the extent of 'img'" in panel.summary_label.text()
+
+
 def test_changes_tab_between_two_building_layers(plugin, tmp_path):
     case = second_date(tmp_path)
     before = vector(case.before, "2019")
@@ -141,6 +177,7 @@ def test_changes_tab_extracts_an_image_first(plugin, synthetic_scene):
     assert s["demolished"] + s["changed"] + s["unchanged"] == labels.featureCount()
     assert 0 < s["new"] + s["changed"] + s["unchanged"] <= extracted.count
     assert s["unchanged"] + s["changed"] > labels.featureCount() // 2  # the model sees most
+    assert "Inside the part both dates cover" in panel.summary_label.text()
     layers = group_layers("changes - surveyed to image 2024")
     assert layers["new buildings"].featureCount() == s["new"]
     assert layers["demolished buildings"].featureCount() == s["demolished"]
