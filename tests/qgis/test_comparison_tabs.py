@@ -236,3 +236,21 @@ def test_map_check_can_be_cancelled(plugin, tmp_path):
     assert "ancel" in comparison.last_error.message
     assert panel.run_button.isEnabled()
     assert QgsProject.instance().layerTreeRoot().findGroup("map check - osm vs result") is None
+
+
+def test_changes_of_images_can_be_cancelled_during_the_extraction(plugin, synthetic_scene):
+    panel = plugin.dock.changes_panel
+    panel.before_combo.setLayer(add_raster(synthetic_scene, "image A"))
+    panel.after_combo.setLayer(add_raster(synthetic_scene, "image B"))
+    comparison = plugin.controller.comparison
+    QTest.mouseClick(panel.run_button, Qt.LeftButton)
+    wait_until(
+        lambda: panel.stage_label.text().startswith("Earlier image: "), 120, "the extraction"
+    )
+    QTest.mouseClick(panel.cancel_button, Qt.LeftButton)
+    wait_until(lambda: comparison.tasks["changes"] is None, 120, "the cancel")
+    assert comparison.last["changes"] is None
+    assert "ancel" in comparison.last_error.message
+    assert panel.run_button.isEnabled() and not panel.cancel_button.isEnabled()
+    root = QgsProject.instance().layerTreeRoot()
+    assert root.findGroup("changes - image A to image B") is None
