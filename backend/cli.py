@@ -1,4 +1,5 @@
-"""The ``ternaus`` command line: predict, evaluate, compare, changes, train, serve, synth, info.
+"""The ``ternaus`` command line: predict, evaluate, compare, changes, where-to-label, train, serve,
+synth, info.
 
 Every command prints a one-line error and exits non-zero on bad input (never a traceback); long
 commands show tqdm progress bars. All work is done by the same functions the HTTP API and the QGIS
@@ -248,6 +249,32 @@ def cmd_changes(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_where_to_label(args: argparse.Namespace) -> int:
+    from ternaus_backend.evaluation.where_to_label import propose_cells
+    from ternaus_backend.pipeline.options import ExtractOptions
+
+    out = _layers_out(args)
+    bars = TqdmProgress()
+    try:
+        proposal = propose_cells(
+            args.rgb,
+            out,
+            ms=args.ms,
+            model=args.model,
+            aoi=args.aoi,
+            bbox=args.bbox,
+            bbox_crs=args.bbox_crs,
+            cell_m=args.cell_m,
+            top=args.top,
+            options=ExtractOptions(device=args.device),
+            progress=bars,
+        )
+    finally:
+        bars.close()
+    print(json.dumps(proposal.to_dict()))
+    return 0
+
+
 def cmd_synth(args: argparse.Namespace) -> int:
     from ternaus_backend.synthetic import make_scene
 
@@ -398,6 +425,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="GeoPackage for the layers new, demolished and changed")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=cmd_changes)
+
+    p = sub.add_parser(
+        "where-to-label",
+        help="where to label next: a grid of cells over the image ranked by how unsure the "
+        "model is there (body probability near the threshold, flips that disagree, buildings "
+        "of low confidence); prints the top cells as JSON",
+    )
+    p.add_argument("--rgb", required=True, help="RGB raster (GeoTIFF, COG or VRT)")
+    p.add_argument("--ms", help="multispectral raster of the same scene (for 11-band models)")
+    p.add_argument("--model", help="model file (default: the embedded default model)")
+    p.add_argument("--aoi", help="rank only cells inside these polygons (pixels outside ignored)")
+    p.add_argument("--bbox", type=parse_bbox, help="XMIN,YMIN,XMAX,YMAX (in the RGB raster's CRS)")
+    p.add_argument("--bbox-crs", help="CRS of --bbox if not the raster's, e.g. EPSG:4326")
+    p.add_argument(
+        "--cell-m", type=float, default=100.0, help="side of a cell on the ground, metres (100)"
+    )
+    p.add_argument("--top", type=int, default=3, help="cells marked top (field top), 3")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: a GPU if there is one)")
+    p.add_argument("--out", help="GeoPackage for the layers cells (ranked) and buildings")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.set_defaults(func=cmd_where_to_label)
 
     from ternaus_backend.training.command import add_train_parser
 

@@ -1,4 +1,5 @@
-"""Long jobs (predict, train, evaluate, compare, changes) run in a thread pool, one folder per job.
+"""Long jobs (predict, train, evaluate, compare, changes, where_to_label) run in a thread pool, one
+folder per job.
 
 A job function gets a :class:`JobContext` (its folder, a progress callback, a cancel token) and
 returns a :class:`JobOutcome`. The manager records status, latest progress, result and error;
@@ -56,7 +57,7 @@ from ternaus_backend.progress import CancelToken, ProgressCallback, ProgressEven
 
 log = logging.getLogger(__name__)
 
-JobKind = Literal["predict", "train", "evaluate", "compare", "changes"]
+JobKind = Literal["predict", "train", "evaluate", "compare", "changes", "where_to_label"]
 
 #: A job folder's name (``uuid4().hex[:12]``); only such folders are ever removed as jobs'.
 JOB_ID = re.compile(r"^[0-9a-f]{12}$")

@@ -30,7 +30,8 @@ api_router.include_router(uploads.router)
 
 DESCRIPTION = """Building footprints from imagery (TernausNetV2), for the Ternaus QGIS plugin.
 
-Long work runs as jobs: submit (`POST /v1/jobs/predict|evaluate|compare|changes|train`), poll
+Long work runs as jobs: submit
+(`POST /v1/jobs/predict|evaluate|compare|changes|where_to_label|train`), poll
 (`GET /v1/jobs/{id}`), cancel (`POST /v1/jobs/{id}/cancel`), download (`GET /v1/jobs/{id}/result`).
 Paths are paths on the backend's machine. Errors are `{"error": {"message", "details"}}`.
 When the backend has a token, every request except `GET /v1/health` needs

@@ -19,6 +19,7 @@ from ternaus_backend.api.schemas import (
     EvaluateRequest,
     PredictRequest,
     TrainRequest,
+    WhereToLabelRequest,
 )
 from ternaus_backend.api.uploads import check_upload_input
 from ternaus_backend.device import pick_device
@@ -33,6 +34,7 @@ EVALUATE_OUTPUT = "evaluation.gpkg"
 COMPARE_OUTPUT = "map_gaps.gpkg"
 CHANGES_OUTPUT = "changes.gpkg"
 TRAIN_OUTPUT = "model.safetensors"
+WHERE_TO_LABEL_OUTPUT = "where_to_label.gpkg"
 
 
 # ------------------------------------------------------------------------------ checks
@@ -345,6 +347,52 @@ def changes_job(request: ChangesRequest, folders: AllowedFolders) -> JobFunction
         context.progress(ProgressEvent("changes", 1, 1))
         summary = {**detection.to_dict(), "before_path": before, "after_path": after, "area": area}
         return JobOutcome(summary, file=detection.out)
+
+    return run
+
+
+# ------------------------------------------------------------------------------ where to label
+
+
+def where_to_label_job(
+    request: WhereToLabelRequest, settings: Settings, folders: AllowedFolders
+) -> JobFunction:
+    """Checks a where-to-label request; the job runs the model over the image and ranks the
+    cells (:func:`~ternaus_backend.evaluation.where_to_label.propose_cells`), writing the
+    layers ``cells`` and ``buildings``."""
+    from ternaus_backend.evaluation.where_to_label import propose_cells
+    from ternaus_backend.pipeline.options import ExtractOptions
+
+    rgb = existing_file(request.rgb, "RGB raster", folders)
+    ms = existing_file(request.ms, "multispectral raster", folders) if request.ms else None
+    model = (
+        existing_file(request.model, "model file", folders)
+        if request.model is not None
+        else default_model(settings)
+    )
+    aoi = existing_file(request.aoi, "area file", folders) if request.aoi is not None else None
+    out = output_file(request.out, "cells GeoPackage", ".gpkg", folders, request.overwrite)
+    pick_device(request.device)
+
+    def run(context: JobContext) -> JobOutcome:
+        proposal = propose_cells(
+            rgb,
+            out or context.work_dir / WHERE_TO_LABEL_OUTPUT,
+            ms=ms,
+            model=model,
+            aoi=aoi,
+            bbox=request.bbox,
+            bbox_crs=request.bbox_crs,
+            cell_m=request.cell_m,
+            top=request.top,
+            options=ExtractOptions(device=request.device),
+            progress=context.progress,
+            cancel=context.cancel,
+            work_dir=context.work_dir,
+            overwrite=request.overwrite or out is None,
+        )
+        summary = {**proposal.to_dict(), "rgb": rgb, "model": model, "aoi": aoi}
+        return JobOutcome(summary, file=proposal.out)
 
     return run
 

@@ -170,6 +170,47 @@ class ChangesRequest(BaseModel):
     )
 
 
+class WhereToLabelRequest(BaseModel):
+    """Where to label next: cells over an image ranked by how unsure the model is there."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rgb: Path = Field(description="RGB raster (GeoTIFF)")
+    ms: Path | None = Field(
+        None, description="multispectral raster of the scene (for 11-band models)"
+    )
+    model: Path | None = Field(None, description="model file; default: the backend's default model")
+    aoi: Path | None = Field(
+        None, description="rank only cells inside this area's polygons (pixels outside ignored)"
+    )
+    bbox: tuple[float, float, float, float] | None = Field(
+        None, description="extent [xmin, ymin, xmax, ymax]; default: the whole raster (or AOI)"
+    )
+    bbox_crs: str | None = Field(
+        None, description="CRS of the bbox if not the raster's, e.g. EPSG:4326"
+    )
+    cell_m: float = Field(100.0, gt=0, description="side of a cell on the ground, in metres")
+    top: int = Field(3, ge=0, description="cells marked top (field 'top'), best-ranked first")
+    device: str | None = Field(None, description="cpu, cuda or cuda:N; default: the backend's")
+    out: Path | None = Field(
+        None,
+        description="GeoPackage for the layers 'cells' (rank, score, near_threshold, "
+        "flip_disagreement, low_confidence_share, low_confidence_buildings, buildings, top) and "
+        "'buildings'; default: a file in the job's folder",
+    )
+    overwrite: bool = Field(False, description="replace 'out' if it exists (default: refuse)")
+
+    @field_validator("bbox")
+    @classmethod
+    def _ordered_bbox(cls, value: tuple[float, ...] | None) -> tuple[float, ...] | None:
+        if value is None:
+            return None
+        try:
+            return check_bbox(value)  # type: ignore[arg-type]
+        except InputError as error:
+            raise ValueError(error.message) from None
+
+
 class TrainRequest(TrainConfig):
     """Train or fine-tune a model (the fields of the training configuration).
 
@@ -256,7 +297,7 @@ class JobOut(BaseModel):
     """A job and where it stands."""
 
     id: str
-    kind: Literal["predict", "train", "evaluate", "compare", "changes"]
+    kind: Literal["predict", "train", "evaluate", "compare", "changes", "where_to_label"]
     status: Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted"] = Field(
         description="interrupted: the backend stopped while the job was queued or running; "
         "submit it again"

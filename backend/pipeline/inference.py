@@ -37,6 +37,9 @@ from ternaus_backend.pipeline.store import ProbabilityStore, quantise_into
 from ternaus_backend.pipeline.windows import WindowGrid, blend_weights
 from ternaus_backend.progress import CancelToken, ProgressCallback, ProgressEvent, no_progress
 
+#: How a batch of windows becomes logits: ``(model, images, device, plan) -> logits``.
+NetworkFn = Callable[..., np.ndarray]
+
 
 @dataclass
 class Batch:
@@ -178,14 +181,55 @@ def run_network_tta(
     before averaging, so the result is exactly flip-equivariant.
     """
     total: np.ndarray | None = None
+    for probs in flip_probabilities(model, images, device, plan):
+        total = probs if total is None else total + probs
+    return _logits(total / len(TTA_FLIPS))
+
+
+def flip_probabilities(
+    model: torch.nn.Module,
+    images: np.ndarray,
+    device: torch.device,
+    plan: DevicePlan | None = None,
+) -> Iterator[np.ndarray]:
+    """The probabilities (n, classes, h, w) of each flip of :data:`TTA_FLIPS` in turn, flipped
+    back (each flipped batch runs on its own: memory as without TTA)."""
     for axes in TTA_FLIPS:
         flipped = np.ascontiguousarray(np.flip(images, axes)) if axes else images
         probs = expit(run_network(model, flipped, device, plan))
-        if axes:
-            probs = np.flip(probs, axes)
-        total = probs if total is None else total + probs
-    mean = np.clip(total / len(TTA_FLIPS), _TTA_EPS, 1.0 - _TTA_EPS)
+        yield np.flip(probs, axes) if axes else probs
+
+
+def _logits(probabilities: np.ndarray) -> np.ndarray:
+    mean = np.clip(probabilities, _TTA_EPS, 1.0 - _TTA_EPS)
     return np.log(mean / (1.0 - mean)).astype(np.float32)
+
+
+#: Logit of the flip-disagreement channel: a pixel's value is about 1 (or 0) once blended.
+_DISAGREE_LOGIT = 8.0
+
+
+def flip_disagreement_network(body_threshold: float) -> NetworkFn:
+    """A network function for :func:`predict_probabilities` whose logits (n, classes + 1, h, w)
+    are those of :func:`run_network_tta` (the flip-averaged maps), then one more channel: about
+    1 where the flips disagree on the body (some at or above ``body_threshold``, some below),
+    about 0 where they agree (blended across window overlaps like the other channels)."""
+
+    def network(model, images, device, plan=None) -> np.ndarray:
+        total = low = high = None
+        for probs in flip_probabilities(model, images, device, plan):
+            body = probs[:, :1]
+            if total is None:
+                total, low, high = probs.copy(), body.copy(), body.copy()
+            else:
+                total += probs
+                np.minimum(low, body, out=low)
+                np.maximum(high, body, out=high)
+        disagree = (low < body_threshold) & (high >= body_threshold)
+        extra = np.where(disagree, _DISAGREE_LOGIT, -_DISAGREE_LOGIT).astype(np.float32)
+        return np.concatenate([_logits(total / len(TTA_FLIPS)), extra], axis=1)
+
+    return network
 
 
 FLUSH_CHUNK_PX = 2048
@@ -299,15 +343,18 @@ def predict_probabilities(
     tta: bool = False,
     plan: DevicePlan | None = None,
     on_rows: RowsDone | None = None,
+    network: NetworkFn | None = None,
 ) -> None:
     """Fills ``store`` with the stitched body/border probabilities of the whole grid.
 
     Three stages run at once: reading the next batch (a thread), the network (this thread) and
     blending into the store (a thread; ``on_rows`` is called from it). ``tta``: average each
     window's probabilities over flips (:func:`run_network_tta`). ``plan``: how the network runs
-    (default: chosen for ``device``).
+    (default: chosen for ``device``). ``network``: another network function (its logits have
+    the store's channels), e.g. :func:`flip_disagreement_network`'s.
     """
-    network = run_network_tta if tta else run_network
+    if network is None:
+        network = run_network_tta if tta else run_network
     encoder = getattr(getattr(model, "metadata", None), "encoder", "")
     plan = plan or plan_device(device, encoder, grid.tile_h, batch_size=batch_size)
     classes = store.shape[2]

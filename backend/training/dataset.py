@@ -202,9 +202,31 @@ def _automatic_split(
 ) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int]]:
     """Train and validation masks from a band of the training area's pixel bounding box.
 
+    A training area of separate parts (e.g. the cells ``ternaus where-to-label`` proposed) whose
+    band falls between them gets a band of its largest part instead; the other parts train.
     Returns ``(train_split, val_split, (row0, col0, row1, col1))`` where the last is the band's
     pixel box; the masks are not yet restricted to ``area``.
     """
+    train_split, val_split, band = _split_in_box(area, val_fraction, seed, source)
+    if (val_split & area).any():
+        return train_split, val_split, band
+    parts, count = ndimage.label(area)
+    if count < 2:
+        return train_split, val_split, band
+    sizes = ndimage.sum(area, parts, range(1, count + 1))
+    largest = parts == int(np.argmax(sizes)) + 1
+    inside, val_split, band = _split_in_box(largest, val_fraction, seed, source)
+    rows, cols = np.flatnonzero(largest.any(axis=1)), np.flatnonzero(largest.any(axis=0))
+    outside = np.ones(area.shape, dtype=bool)
+    outside[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1] = False
+    near_val = ndimage.binary_dilation(val_split, iterations=VAL_GAP_PX)
+    return inside | (outside & ~near_val), val_split, band
+
+
+def _split_in_box(
+    area: np.ndarray, val_fraction: float, seed: int, source: TrainingSource
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int]]:
+    """:func:`_automatic_split` on the pixel bounding box of ``area``."""
     rows = np.flatnonzero(area.any(axis=1))
     cols = np.flatnonzero(area.any(axis=0))
     r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1

@@ -1,5 +1,5 @@
-"""Jobs: submit (predict, evaluate, compare, changes, train), list, poll, cancel, download the
-result, delete."""
+"""Jobs: submit (predict, evaluate, compare, changes, where_to_label, train), list, poll, cancel,
+download the result, delete."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from ternaus_backend.api.runners import (
     evaluate_job,
     predict_job,
     train_job,
+    where_to_label_job,
 )
 from ternaus_backend.api.schemas import (
     ERROR_RESPONSES,
@@ -29,6 +30,7 @@ from ternaus_backend.api.schemas import (
     JobOut,
     PredictRequest,
     TrainRequest,
+    WhereToLabelRequest,
 )
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], responses=ERROR_RESPONSES)
@@ -119,6 +121,29 @@ def submit_changes(
     """Buildings new, demolished, changed (matched below ``change_iou``) and unchanged between
     two dates' layers; the result has the counts, the GeoPackage is at ``result_url``."""
     return _submit(jobs, "changes", body, changes_job(body, folders), response)
+
+
+@router.post(
+    "/where_to_label",
+    response_model=JobOut,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=SUBMIT_RESPONSES,
+    summary="Propose cells to label next",
+)
+def submit_where_to_label(
+    body: WhereToLabelRequest,
+    jobs: JobsDep,
+    settings: SettingsDep,
+    folders: FoldersDep,
+    response: Response,
+) -> JobOut:
+    """Where to label next: the model runs over the image (flip TTA) and square cells of
+    ``cell_m`` metres are ranked by how unsure it is there (``score`` = share of the cell near
+    the body threshold + share where the flips disagree + share covered by buildings of low
+    confidence; ``rank`` 1 first). The result has the ``top`` cells; the GeoPackage (layers
+    ``cells`` and ``buildings``) is at ``result_url``."""
+    function = where_to_label_job(body, settings, folders)
+    return _submit(jobs, "where_to_label", body, function, response)
 
 
 @router.post(
