@@ -84,8 +84,9 @@ def test_saving_a_model_on_a_full_disk_says_so_and_keeps_the_earlier_one(small_d
 
 def test_a_checkpoint_on_a_full_disk_says_so_and_names_the_best_model(small_disk, monkeypatch):
     from ternaus_backend.progress import no_progress
+    from ternaus_backend.training.config import TrainConfig
     from ternaus_backend.training.dataset import TrainingSource
-    from ternaus_backend.training.loop import TrainConfig, _Run
+    from ternaus_backend.training.run import Run
 
     folder, real = small_disk
     model, meta = _model()
@@ -94,7 +95,7 @@ def test_a_checkpoint_on_a_full_disk_says_so_and_names_the_best_model(small_disk
         sources=[TrainingSource(rgb=folder / "a.tif", labels=folder / "a.gpkg")], out=out
     )
     ckpt = folder / "tuned.ckpt"
-    run = _Run(config, model, meta, [], [], None, out, ckpt, no_progress, 0.0)
+    run = Run(config, model, meta, [], [], None, out, ckpt, no_progress, 0.0)
     optimizer = torch.optim.AdamW(model.parameters())
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     scaler = torch.amp.GradScaler("cpu", enabled=False)

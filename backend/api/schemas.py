@@ -17,7 +17,7 @@ from ternaus_backend.models.metadata import ModelMetadata
 from ternaus_backend.options import request_options
 from ternaus_backend.pipeline.options import ExtractOptions
 from ternaus_backend.pipeline.raster import check_bbox
-from ternaus_backend.training.loop import TrainConfig
+from ternaus_backend.training.config import TrainConfig
 
 # ---------------------------------------------------------------------------------- errors
 

@@ -10,10 +10,10 @@ from importlib import import_module
 from typing import Any
 
 _EXPORTS = {
-    "TrainConfig": "loop",
-    "TrainResult": "loop",
+    "TrainConfig": "config",
+    "TrainResult": "config",
     "train": "loop",
-    "checkpoint_path": "loop",
+    "checkpoint_path": "checkpoint",
     "TrainingSource": "dataset",
     "BceJaccardLoss": "losses",
     "add_train_parser": "command",

@@ -239,7 +239,7 @@ def calibration_step(
     validation areas and rewrite it with the calibration (or without the one it inherited from
     its starting model, which no longer describes it); the note goes into the run's notes and
     provenance. Returns the report for ``TrainResult.calibration``. ``run`` is the loop's
-    ``_Run`` (``out``, ``meta``, ``sources``, ``notes``, ``_metadata()``)."""
+    ``Run`` (:class:`~.run.Run`: ``out``, ``meta``, ``sources``, ``notes``, ``_metadata()``)."""
     from ternaus_backend.models.model_file import load_model, save_model
 
     best = load_model(run.out, device=str(device))

@@ -29,8 +29,8 @@ from scipy import ndimage
 from ternaus_backend.errors import InputError
 
 if TYPE_CHECKING:
+    from ternaus_backend.training.config import TrainConfig
     from ternaus_backend.training.dataset import PreparedSource, TrainingSource
-    from ternaus_backend.training.loop import TrainConfig
 
 __all__ = [
     "RecipeName",
@@ -130,7 +130,7 @@ def default_config(
     **fields: Any,
 ) -> TrainConfig:
     """The configuration the plugin's Train tab sends by default (also the benchmark's)."""
-    from ternaus_backend.training.loop import TrainConfig
+    from ternaus_backend.training.config import TrainConfig
 
     return TrainConfig(
         sources=list(sources), out=out, init=init, recipe=recipe, overwrite=True, **fields

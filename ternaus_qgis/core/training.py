@@ -230,7 +230,7 @@ def run_training(
 
 def checkpoint_path(model_path: Path) -> Path:
     """The backend's resumable checkpoint beside a model file: ``<model>.ckpt.pt`` (as
-    ``ternaus_backend.training.loop.checkpoint_path`` names it)."""
+    ``ternaus_backend.training.checkpoint.checkpoint_path`` names it)."""
     return model_path.with_name(model_path.name + ".ckpt.pt")
 
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import json
 
+from ternaus_backend.training.config import TrainConfig
 from ternaus_backend.training.dataset import TrainingSource
-from ternaus_backend.training.loop import TrainConfig, _provenance
+from ternaus_backend.training.provenance import model_provenance
 
 
 def _config(tmp_path, generation: int) -> TrainConfig:
@@ -26,7 +27,7 @@ def _generations(tmp_path, count: int, first: dict[str, str] | None = None) -> l
     notes = ["resampled to 0.3 m: " + "a_long_scene_name.tif, " * 20]  # ~500 characters
     chain, parent = [], first
     for generation in range(count):
-        prov = _provenance(_config(tmp_path, generation + 1), [], notes, best, 2, parent)
+        prov = model_provenance(_config(tmp_path, generation + 1), [], notes, best, 2, parent)
         chain.append(prov)
         parent = prov
     return chain
@@ -57,7 +58,7 @@ def test_a_parent_with_the_old_nested_provenance_becomes_a_flat_lineage(tmp_path
             "init_provenance": json.dumps(old),
         }
     assert len(json.dumps(old)) > 1000
-    child = _provenance(_config(tmp_path, 1), [], [], None, 1, old)
+    child = model_provenance(_config(tmp_path, 1), [], [], None, 1, old)
     lineage = json.loads(child["lineage"])
     assert [a["name"] for a in lineage] == [
         "gen0.safetensors", "old4.safetensors", "old3.safetensors", "old2.safetensors",

@@ -14,18 +14,12 @@ from ternaus_backend.models import create_model, load_model, save_model, spacene
 from ternaus_backend.pipeline.extract import extract
 from ternaus_backend.progress import CancelToken, ProgressEvent
 from ternaus_backend.synthetic import make_scene
-from ternaus_backend.training import loop as loop_module
+from ternaus_backend.training import steps as steps_module
 from ternaus_backend.training.command import add_train_parser, run_train
 from ternaus_backend.training.dataset import TrainingSource
 from ternaus_backend.training.finetune import build_model, first_conv
-from ternaus_backend.training.loop import (
-    TrainConfig,
-    WarmupCosine,
-    checkpoint_path,
-    train,
-    training_autocast_dtype,
-    unvalidated_path,
-)
+from ternaus_backend.training.loop import TrainConfig, checkpoint_path, train, unvalidated_path
+from ternaus_backend.training.steps import WarmupCosine, training_autocast_dtype
 
 TINY = dict(steps_per_epoch=4, batch_size=4, crop_px=64, lr=3e-3, device="cpu")
 
@@ -93,21 +87,21 @@ def test_training_lowers_the_loss_and_the_model_extracts(scene, tmp_path: Path) 
 
 def test_autocast_type_follows_the_device_and_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     cpu = torch.device("cpu")
-    monkeypatch.setattr(loop_module, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(steps_module, "cpu_has_native_bf16", lambda: True)
     assert training_autocast_dtype(cpu, amp=True) == torch.bfloat16
     assert training_autocast_dtype(cpu, amp=False) is None
     assert training_autocast_dtype(torch.device("cuda"), amp=True) == torch.float16
-    monkeypatch.setattr(loop_module, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(steps_module, "cpu_has_native_bf16", lambda: False)
     assert training_autocast_dtype(cpu, amp=True) is None  # emulated bf16 is slower
 
 
 def test_bf16_training_on_a_cpu_lowers_the_loss_and_saves_the_usual_weights(
     scene, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(loop_module, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(steps_module, "cpu_has_native_bf16", lambda: True)
     out = tmp_path / "bf16.safetensors"
     rec = Recorder()
-    with caplog.at_level("INFO", logger=loop_module.log.name):
+    with caplog.at_level("INFO", logger=steps_module.log.name):
         train(_config(scene, out, epochs=2, steps_per_epoch=8), progress=rec)
     assert "bfloat16 autocast on cpu" in caplog.text
     losses = [e.info["loss"] for e in rec.steps()]
