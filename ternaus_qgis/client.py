@@ -102,6 +102,10 @@ class BackendClient:
         """``POST /v1/jobs/changes``: what changed between two dates' building layers."""
         return self._call("POST", "/jobs/changes", request)
 
+    def submit_where_to_label(self, request: dict[str, Any]) -> dict[str, Any]:
+        """``POST /v1/jobs/where_to_label``: cells of an image ranked by the model's doubt."""
+        return self._call("POST", "/jobs/where_to_label", request)
+
     def submit_train(self, request: dict[str, Any]) -> dict[str, Any]:
         """``POST /v1/jobs/train``: a new training (or fine-tuning) job."""
         return self._call("POST", "/jobs/train", request)

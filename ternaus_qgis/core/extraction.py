@@ -16,6 +16,7 @@ from typing import Any
 from qgis.core import QgsCoordinateReferenceSystem, QgsRectangle
 
 from ..backend_process import BackendConnection
+from ..client import BackendClient
 from ..exceptions import CancelledByUser, LayerError
 from .extract_options import ExtractionOptions
 from .jobs import Progress, follow_job
@@ -117,6 +118,36 @@ def run_extraction(
     for warning in info.warnings:  # shown once per URL: here when no dock showed it
         progress.log(warning)
     _check_cancel(progress)
+    request.out_path.parent.mkdir(parents=True, exist_ok=True)
+    remote = needs_upload(info)
+    rgb_path, ms_path = backend_rasters(request, client, info, progress)
+    model = request.model
+    if remote and model and Path(model).is_file():  # a model file of this machine
+        model = backend_path(client, info, Path(model), "the model", progress)
+    job = client.submit_predict(build_payload(request, rgb_path, ms_path, remote, model))
+    progress.log(f"Backend job {job['id']} on {info.device_text}")
+    job = follow_job(client, backend, job, progress, STAGE_TEXT, PREDICT_STAGE_SPAN)
+    summary = job.get("result") or {}
+    out = fetch_output(client, info, job, request.out_path) or Path(
+        summary.get("out") or request.out_path
+    )
+    return ExtractionResult(
+        path=out,
+        layer_name=summary.get("layer", "buildings"),
+        count=int(summary.get("buildings", 0)),
+        seconds=time.monotonic() - started,
+        device=info.device_text,
+        summary=summary,
+        request=request,
+    )
+
+
+def backend_rasters(request: Any, client: BackendClient, info: Any, progress: Progress):
+    """The paths the backend reads ``request.rgb`` and ``request.ms`` from (``None`` for no
+    multispectral layer): web layers rendered and other layers exported over ``request.extent``
+    (in ``request.extent_crs``; the layer's own extent when None) where needed, uploaded to a
+    remote backend. ``request``: an :class:`ExtractionRequest` or any request with those fields
+    and ``model`` (e.g. the Train tab's cells to label)."""
     paths = []
     for raster in (request.rgb, request.ms):
         if raster is None:
@@ -144,29 +175,9 @@ def run_extraction(
                 progress.cancelled,
             )
         )
-    request.out_path.parent.mkdir(parents=True, exist_ok=True)
-    remote = needs_upload(info)
     rgb_path = backend_path(client, info, paths[0], f"the {request.rgb.role} raster", progress)
     ms_path = backend_path(client, info, paths[1], "the multispectral raster", progress)
-    model = request.model
-    if remote and model and Path(model).is_file():  # a model file of this machine
-        model = backend_path(client, info, Path(model), "the model", progress)
-    job = client.submit_predict(build_payload(request, rgb_path, ms_path, remote, model))
-    progress.log(f"Backend job {job['id']} on {info.device_text}")
-    job = follow_job(client, backend, job, progress, STAGE_TEXT, PREDICT_STAGE_SPAN)
-    summary = job.get("result") or {}
-    out = fetch_output(client, info, job, request.out_path) or Path(
-        summary.get("out") or request.out_path
-    )
-    return ExtractionResult(
-        path=out,
-        layer_name=summary.get("layer", "buildings"),
-        count=int(summary.get("buildings", 0)),
-        seconds=time.monotonic() - started,
-        device=info.device_text,
-        summary=summary,
-        request=request,
-    )
+    return rgb_path, ms_path
 
 
 def _check_cancel(progress: Progress) -> None:

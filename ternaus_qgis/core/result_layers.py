@@ -196,3 +196,81 @@ def add_comparison_layers(
         group.addLayer(layer).setItemVisibilityChecked(False)
         layers.append(layer)
     return layers
+
+
+#: Colours of the cells to label: the top cells' fill and outline, the other cells' outline.
+TOP_FILL, TOP_OUTLINE, OTHER_OUTLINE = "255,140,0,70", "230,90,0,255", "110,110,110,220"
+
+
+def style_label_cells(layer: QgsVectorLayer) -> None:
+    """The cells of ``where_to_label``: the top cells filled orange with a thick outline, the
+    others a thin dashed grey outline; every cell labelled with its rank (1: label it first)."""
+    from qgis.core import (
+        QgsFillSymbol,
+        QgsPalLayerSettings,
+        QgsRuleBasedRenderer,
+        QgsTextBufferSettings,
+        QgsTextFormat,
+        QgsVectorLayerSimpleLabeling,
+    )
+    from qgis.PyQt.QtGui import QColor, QFont
+
+    top = QgsFillSymbol.createSimple(
+        {"color": TOP_FILL, "outline_color": TOP_OUTLINE, "outline_width": "0.9"}
+    )
+    other = QgsFillSymbol.createSimple(
+        {
+            "color": "0,0,0,0",
+            "outline_color": OTHER_OUTLINE,
+            "outline_width": "0.3",
+            "outline_style": "dash",
+        }
+    )
+    root = QgsRuleBasedRenderer.Rule(None)
+    root.appendChild(QgsRuleBasedRenderer.Rule(top, 0, 0, '"top"', "label these first"))
+    root.appendChild(QgsRuleBasedRenderer.Rule(other, 0, 0, 'NOT "top"', "other cells, by rank"))
+    layer.setRenderer(QgsRuleBasedRenderer(root))
+    text = QgsTextFormat()
+    font = QFont()
+    font.setBold(True)
+    text.setFont(font)
+    text.setSize(12)
+    text.setColor(QColor(*(int(v) for v in TOP_OUTLINE.split(",")[:3])))
+    buffer = QgsTextBufferSettings()
+    buffer.setEnabled(True)
+    buffer.setSize(1.0)
+    buffer.setColor(QColor("white"))
+    text.setBuffer(buffer)
+    labels = QgsPalLayerSettings()
+    labels.fieldName = "rank"
+    labels.placement = QgsPalLayerSettings.OverPoint
+    labels.setFormat(text)
+    layer.setLabeling(QgsVectorLayerSimpleLabeling(labels))
+    layer.setLabelsEnabled(True)
+
+
+def add_label_cells_layers(path: Path, image_name: str) -> list[QgsVectorLayer]:
+    """The ``cells`` (styled, ranked) and ``buildings`` (hidden) layers of a ``where_to_label``
+    GeoPackage, in a new group on top; returns [cells, buildings]."""
+    project = QgsProject.instance()
+    group = project.layerTreeRoot().insertGroup(0, f"where to label - {image_name}")
+    layers = []
+    for layer_name, title in (
+        ("cells", "cells to label (by rank)"),
+        ("buildings", "buildings (confidence)"),
+    ):
+        layer = QgsVectorLayer(f"{path}|layername={layer_name}", title, "ogr")
+        if not layer.isValid():
+            raise RuntimeError(f"the layer {layer_name} of {path} could not be opened")
+        if layer_name == "cells":
+            style_label_cells(layer)
+        else:
+            qml = style_file("buildings.qml")
+            if qml is not None:
+                layer.loadNamedStyle(str(qml))
+        project.addMapLayer(layer, False)
+        node = group.addLayer(layer)
+        if layer_name == "buildings":
+            node.setItemVisibilityChecked(False)
+        layers.append(layer)
+    return layers

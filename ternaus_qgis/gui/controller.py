@@ -46,6 +46,7 @@ from ..tasks.install_task import InstallBackendTask
 from ..tasks.train_task import TrainTask
 from .comparison_controller import ComparisonController
 from .dock import TernausDockWidget
+from .labelling_controller import LabellingController
 from .messages import push_error, push_success, push_warning
 
 REPLACE, ADD = "replace", "add"
@@ -110,6 +111,8 @@ class DockController(QObject):
         self.ask_install_plan: Callable[[object], InstallPlan | None] = ask_install_plan
         #: The Map check and Changes tabs.
         self.comparison = ComparisonController(dock, message_bar, backend)
+        #: The Train tab's "Propose cells to label".
+        self.labelling = LabellingController(dock, message_bar, backend, canvas)
 
     # ------------------------------------------------------------------ backend state
     def refresh_backend(self) -> None:
@@ -558,6 +561,7 @@ class DockController(QObject):
         self.task = self.status_task = self.evaluate_task = self.train_task = None
         self.install_task = None
         self.comparison.shutdown()
+        self.labelling.shutdown()
 
 
 def ask_install_plan(parent) -> InstallPlan | None:

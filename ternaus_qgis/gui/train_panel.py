@@ -7,6 +7,7 @@ from qgis.PyQt.QtCore import pyqtSignal
 from qgis.PyQt.QtWidgets import (
     QCheckBox,
     QComboBox,
+    QDoubleSpinBox,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -28,6 +29,8 @@ class TrainPanel(QWidget):
 
     train_requested = pyqtSignal()
     cancel_requested = pyqtSignal()
+    #: "Propose cells to label": where the model is unsure on the RGB layer (in view).
+    propose_requested = pyqtSignal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -91,6 +94,10 @@ class TrainPanel(QWidget):
         form.addRow("Steps per epoch", self.steps_spin)
         form.addRow("New model name", self.name_edit)
         layout.addLayout(form)
+        layout.addLayout(self._propose_row())
+        self.propose_label = QLabel("", self)
+        self.propose_label.setWordWrap(True)
+        layout.addWidget(self.propose_label)
         buttons = QHBoxLayout()
         self.train_button = QPushButton("Train", self)
         self.cancel_button = QPushButton("Stop (keep best)", self)
@@ -112,6 +119,39 @@ class TrainPanel(QWidget):
         self.train_button.clicked.connect(self.train_requested)
         self.cancel_button.clicked.connect(self.cancel_requested)
         self.set_models([])
+
+    def _propose_row(self) -> QHBoxLayout:
+        """Cell size, how many to highlight, and the *Propose cells to label* button."""
+        row = QHBoxLayout()
+        self.cell_spin = QDoubleSpinBox(self)
+        self.cell_spin.setRange(10.0, 2000.0)
+        self.cell_spin.setDecimals(0)
+        self.cell_spin.setSingleStep(10.0)
+        self.cell_spin.setValue(100.0)
+        self.cell_spin.setSuffix(" m")
+        self.cell_spin.setToolTip("Side of a cell on the ground")
+        self.top_spin = QSpinBox(self)
+        self.top_spin.setRange(1, 50)
+        self.top_spin.setValue(3)
+        self.top_spin.setPrefix("top ")
+        self.top_spin.setToolTip("Cells highlighted to label first")
+        self.propose_button = QPushButton("Propose cells to label", self)
+        self.propose_button.setToolTip(
+            "Where to label next: the model ('Start from', or the default) runs over the RGB "
+            "layer (the part in view) and ranks square cells by how unsure it is there: body "
+            "probability near the threshold, flips that disagree, buildings of low confidence. "
+            "Draw your labels in the highlighted cells, then Train."
+        )
+        self.propose_button.clicked.connect(self.propose_requested)
+        row.addWidget(self.cell_spin)
+        row.addWidget(self.top_spin)
+        row.addWidget(self.propose_button, 1)
+        return row
+
+    def set_proposing(self, proposing: bool) -> None:
+        self.propose_button.setEnabled(not proposing)
+        if proposing:
+            self.propose_label.setText("Looking where the model is unsure…")
 
     def set_models(self, models: list[ModelChoice]) -> None:
         """The models to fine-tune (the default first), after "a new model"."""

@@ -12,6 +12,7 @@ from .compare_algorithm import CompareWithMapAlgorithm
 from .evaluate_algorithm import EvaluateBuildingsAlgorithm
 from .extract_algorithm import ExtractBuildingsAlgorithm
 from .train_algorithm import TrainModelAlgorithm
+from .where_to_label_algorithm import WhereToLabelAlgorithm
 
 ICON = Path(__file__).resolve().parent.parent / "icon.svg"
 
@@ -34,3 +35,4 @@ class TernausProvider(QgsProcessingProvider):
         self.addAlgorithm(CompareWithMapAlgorithm())
         self.addAlgorithm(DetectChangesAlgorithm())
         self.addAlgorithm(TrainModelAlgorithm())
+        self.addAlgorithm(WhereToLabelAlgorithm())

@@ -1,0 +1,131 @@
+"""LabellingController: the Train tab's *Propose cells to label* as a task, its result as a
+ranked, styled layer of cells (GUI thread).
+
+The request is read here (the Train tab's RGB layer and starting model, the part of the image in
+the map canvas); the work is a :class:`~ternaus_qgis.tasks.label_cells_task.LabelCellsTask`, the
+backend's ``where_to_label`` job, the code behind ``ternaus where-to-label`` and the Processing
+algorithm ``ternaus:where_to_label``.
+"""
+
+from __future__ import annotations
+
+from qgis.core import QgsApplication, QgsCoordinateTransform, QgsProject, QgsRectangle
+from qgis.PyQt.QtCore import QObject
+
+from ..backend_process import BackendConnection
+from ..core import result_layers
+from ..core.jobs import format_seconds
+from ..core.labelling import LabelCellsRequest, LabelCellsResult
+from ..core.raster_inputs import raster_input
+from ..exceptions import LayerError, TernausPluginError
+from ..tasks.label_cells_task import LabelCellsTask
+from .messages import push_error, push_success
+
+
+class LabellingController(QObject):
+    """Connects the Train tab's *Propose cells to label* to a task and the project."""
+
+    def __init__(self, dock, message_bar, backend: BackendConnection, canvas=None) -> None:
+        super().__init__(dock)
+        self.dock = dock
+        self.panel = dock.train_panel
+        self.bar = message_bar
+        self.backend = backend
+        self.canvas = canvas
+        self.task: LabelCellsTask | None = None
+        #: The latest result and error (tests and the next steps read them).
+        self.last: LabelCellsResult | None = None
+        self.last_error: TernausPluginError | None = None
+        #: The layers of the latest result: [cells, buildings].
+        self.layers: list = []
+        self.panel.propose_requested.connect(self.propose)
+
+    def propose(self) -> None:
+        """Collect the request (GUI thread) and start a LabelCellsTask."""
+        if self.task is not None:
+            return
+        try:
+            request = self.collect()
+        except TernausPluginError as error:
+            self._failed(error)
+            return
+        self.task = LabelCellsTask(request, self.backend, self._done, self._failed)
+        self.task.progressChanged.connect(self._progress)
+        self.panel.set_proposing(True)
+        QgsApplication.taskManager().addTask(self.task)
+
+    def collect(self) -> LabelCellsRequest:
+        """The Train tab's image, its starting model (else the default) and the part of the
+        image in view (the whole image without a canvas)."""
+        panel = self.panel
+        layer = panel.rgb_layer()
+        rgb = raster_input(layer, "RGB", 3, self.dock.render_resolution())
+        ms_layer = panel.ms_layer()
+        ms = raster_input(ms_layer, "multispectral", 1) if ms_layer is not None else None
+        extent, crs = self._extent_in_view(layer)
+        model = panel.base_combo.currentData() or None
+        folder = result_layers.results_folder()
+        return LabelCellsRequest(
+            rgb=rgb,
+            ms=ms,
+            extent=extent,
+            extent_crs=crs,
+            out_path=result_layers.free_path(folder, f"{rgb.name}_where_to_label"),
+            model=model,
+            cell_m=panel.cell_spin.value(),
+            top=panel.top_spin.value(),
+            title=f"where to label - {rgb.name}",
+        )
+
+    def _extent_in_view(self, layer) -> tuple[QgsRectangle | None, object]:
+        """The canvas's visible extent within the layer's, in the layer's CRS (None: the whole
+        layer, when there is no canvas)."""
+        crs = layer.crs()
+        if self.canvas is None:
+            return None, crs
+        settings = self.canvas.mapSettings()
+        view = settings.visibleExtent()
+        canvas_crs = settings.destinationCrs()
+        if canvas_crs.isValid() and canvas_crs != crs:
+            transform = QgsCoordinateTransform(canvas_crs, crs, QgsProject.instance())
+            view = transform.transformBoundingBox(view)
+        if layer.extent().isEmpty():  # a web layer: the view is the extent
+            return view, crs
+        extent = view.intersect(layer.extent())
+        if extent.isEmpty():
+            raise LayerError(
+                f"The map shows no part of '{layer.name()}': zoom to the image, then propose."
+            )
+        return extent, crs
+
+    def _progress(self, percent: float) -> None:
+        if self.task is not None:
+            self.panel.propose_label.setText(f"{self.task.stage} ({percent:.0f} %)")
+
+    def _done(self, result: LabelCellsResult) -> None:
+        self.task = None
+        self.last = result
+        self.panel.set_proposing(False)
+        try:
+            self.layers = result_layers.add_label_cells_layers(result.path, result.request.rgb.name)
+        except RuntimeError as error:
+            self._failed(TernausPluginError(f"The cells could not be opened: {error}.", str(error)))
+            return
+        seconds = format_seconds(result.seconds)
+        self.panel.propose_label.setText(
+            f"{result.text} ({seconds}). Draw labels in the highlighted cells, then Train."
+        )
+        push_success(self.bar, f"Where to label: {result.text}; saved in {result.path}")
+
+    def _failed(self, error: TernausPluginError) -> None:
+        self.task = None
+        self.last_error = error
+        self.panel.set_proposing(False)
+        self.panel.propose_label.setText(error.message)
+        push_error(self.bar, error)
+
+    def shutdown(self) -> None:
+        """Cancel running work and forget its callbacks (plugin unload)."""
+        if self.task is not None:
+            self.task.detach()
+        self.task = None
