@@ -8,7 +8,7 @@ export QT_QPA_PLATFORM := offscreen
 
 APT_PACKAGES := python3-qgis python3-gdal python3-venv python3-dev gcc g++ qgis xvfb xauth zip unzip
 
-.PHONY: setup test test-fast demo bench bench-loop bench-calibration train-default serve lint clean package deploy screenshot \
+.PHONY: setup test test-fast demo bench bench-loop bench-where-to-label bench-calibration train-default serve lint clean package deploy screenshot \
 	wheel package-with-backend
 
 setup: $(STAMP)
@@ -48,6 +48,11 @@ bench: setup
 # fine-tune with the Train tab's defaults, score the rest of the area (README, issue 17).
 bench-loop: setup
 	$(PY) benchmarks/bench_loop.py --json build/bench_loop.json
+
+# Where to label next (issue 19): per OAM area, fine-tune on the 3 top-ranked cells vs 3 random
+# cells (Train tab defaults), F1 on the rest of the area (about 1 h per area on 2 busy cores).
+bench-where-to-label: setup
+	$(PY) benchmarks/bench_where_to_label.py --json build/bench_where_to_label.json
 
 # The default model's confidence calibration: fitted on the OAM areas' training parts, ECE on their
 # held-out quarters before/after (README, issue 19); --write stores it beside the model.
