@@ -112,10 +112,25 @@ class LabellingController(QObject):
             self._failed(TernausPluginError(f"The cells could not be opened: {error}.", str(error)))
             return
         seconds = format_seconds(result.seconds)
-        self.panel.propose_label.setText(
-            f"{result.text} ({seconds}). Draw labels in the highlighted cells, then Train."
-        )
+        advice = "Draw labels in the highlighted cells, then Train."
+        if self.use_top_cells_as_area(self.layers[0]):
+            advice = (
+                "Draw labels in the highlighted cells, then Train: they are the training area "
+                "(selected cells of the new layer)."
+            )
+        self.panel.propose_label.setText(f"{result.text} ({seconds}). {advice}")
         push_success(self.bar, f"Where to label: {result.text}; saved in {result.path}")
+
+    def use_top_cells_as_area(self, cells) -> bool:
+        """Select the top cells; when the Train tab has no training area yet, make them it
+        (the layer, only its selected polygons). Returns whether it did."""
+        cells.selectByExpression('"top"')
+        panel = self.panel
+        if panel.area_layer() is not None:
+            return False
+        panel.area_combo.setLayer(cells)
+        panel.area_selected_check.setChecked(True)
+        return True
 
     def _failed(self, error: TernausPluginError) -> None:
         self.task = None

@@ -93,6 +93,10 @@ def test_train_tab_proposes_ranked_cells_over_the_image_in_view(plugin, iface, s
     assert cells.labelsEnabled() and cells.labeling().settings().fieldName == "rank"
     text = panel.propose_label.text()
     assert "36 cells of 50 m ranked" in text and "Draw labels in the highlighted cells" in text
+    # the top cells are selected and, with no training area chosen yet, become it
+    assert sorted(f["rank"] for f in cells.selectedFeatures()) == [1, 2, 3]
+    assert panel.area_layer() is cells and panel.area_selected_check.isChecked()
+    assert "they are the training area" in text
     assert Path(result.path).parent.name == "ternaus_results"
     assert nodes[1].layer().featureCount() == summary["buildings"]
 
