@@ -1,0 +1,62 @@
+"""benchmarks/bench_where_to_label.py: the candidate cells, the labelled sets and the table."""
+
+from __future__ import annotations
+
+import pytest
+from shapely.geometry import box
+
+from benchmarks.bench_loop import loop_areas
+from benchmarks.bench_where_to_label import CELLS, MIN_INSIDE, candidates, labelled, markdown
+from scripts.eval_real import DATA
+from ternaus_backend.evaluation.where_to_label import Cell
+
+
+def cell(rank: int, x0: float, y0: float, side: float = 30.0) -> Cell:
+    return Cell(0, rank, box(x0, y0, x0 + side, y0 + side), 0.1, 0.0, 0.0, 0, 0, None, 1.0, rank)
+
+
+@pytest.fixture(scope="module")
+def kampala():
+    if not (DATA / "hotosm_oam" / "kampala_rgb.tif").exists():
+        pytest.skip("shared OAM data not present")
+    return loop_areas(names=["kampala"])[0]
+
+
+def test_candidates_avoid_the_validation_quarter_and_the_outside(kampala) -> None:
+    x0, y0, x1, y1 = kampala.aoi.bounds
+    grid = [
+        cell(1 + i + 100 * j, x, y)
+        for j, y in enumerate(range(int(y0), int(y1), 30))
+        for i, x in enumerate(range(int(x0), int(x1), 30))
+    ]
+    kept = candidates(kampala, grid)
+    assert 0 < len(kept) < len(grid)
+    assert [c.rank for c in kept] == sorted(c.rank for c in kept)  # best-ranked first
+    for c in kept:
+        assert not c.geometry.intersects(kampala.val)
+        assert c.geometry.intersection(kampala.aoi).area >= MIN_INSIDE * c.geometry.area
+    chosen = labelled(kampala, kept[:CELLS], "guided")
+    assert chosen.name == "kampala_guided"
+    assert chosen.block_buildings and all(
+        b.intersects(chosen.block) for b in chosen.block_buildings
+    )
+
+
+def test_the_table_says_which_choice_won() -> None:
+    row = {
+        "area": "kampala",
+        "candidates": 18,
+        "cells": {
+            "guided": [{"buildings_labelled": 20}, {"buildings_labelled": 13}],
+            "random": [{"buildings_labelled": 5}],
+        },
+        "results": {"before": {"f1": 0.5}, "guided": {"f1": 0.62}, "random": {"f1": 0.55}},
+        "random_mean_f1": 0.55,
+        "guided_wins": True,
+        "guided_seconds": 600.0,
+        "random_seconds": 500.0,
+    }
+    text = markdown([row, {"area": "nairobi", "candidates": 2, "skipped": True}])
+    assert "| kampala (18) | 33 / 5 | 0.500 | 0.620 | 0.550 | yes | 600 / 500 |" in text
+    assert "| nairobi (2) | too few cells |" in text
+    assert "Guided wins on 1 of 1 areas run." in text
