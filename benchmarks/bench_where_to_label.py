@@ -82,6 +82,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--reuse", action="store_true", help="reuse the fine-tuned models of an earlier --work"
     )
+    parser.add_argument(
+        "--choices",
+        nargs="+",
+        choices=("guided", "random"),
+        default=["guided", "random"],
+        help="the cell sets to fine-tune (e.g. one per process, then --reuse in one --work)",
+    )
     args = parser.parse_args(argv)
     areas = loop_areas(args.data, args.areas)
     if not areas:
@@ -135,6 +142,8 @@ def run_area(area: LoopArea, base, work: Path, args: argparse.Namespace) -> dict
     }
     models = {"before": base}
     for name, cells in choices.items():
+        if name.rstrip("0123456789") not in args.choices:
+            continue
         setting = labelled(area, cells, name)
         row["cells"][name] = [
             {
