@@ -20,6 +20,11 @@ pipeline. Scored on the *rest*: the area minus both cell sets (and a 10 m gap), 
 
     .venv/bin/python benchmarks/bench_where_to_label.py [--areas kampala nairobi] [--cell-m 30]
         [--json build/bench_where_to_label.json] [--work build/wtl_work]
+        [--choices guided|random] [--reuse] [--merge A.json B.json]
+
+One process per cell set (``--choices guided`` and ``--choices random`` with their own
+``--work``) halves the wall-clock time on a machine with cores to spare; ``--merge`` joins their
+JSON files into one table.
 
 Prints one markdown table; seconds are wall-clock on this machine.
 """
@@ -89,7 +94,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=["guided", "random"],
         help="the cell sets to fine-tune (e.g. one per process, then --reuse in one --work)",
     )
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        type=Path,
+        metavar="JSON",
+        help="no run: merge the --json files of runs with different --choices (same areas, "
+        "--cell-m and --seed) into one table (and --json)",
+    )
     args = parser.parse_args(argv)
+    if args.merge:
+        rows = merge([json.loads(path.read_text()) for path in args.merge])
+        print(markdown(rows))
+        if args.json:
+            write_json(args.json, args, rows)
+        return 0
     areas = loop_areas(args.data, args.areas)
     if not areas:
         print(f"no OAM areas under {args.data}; nothing to measure", file=sys.stderr)
@@ -107,6 +126,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         write_json(args.json, args, rows)
     return 0
+
+
+def merge(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of several runs of one setting (each fine-tuned some cell sets), per area: the
+    cells, results and times of each set joined, and who wins worked out again."""
+    merged: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        for row in run["rows"]:
+            into = merged.setdefault(row["area"], {**row, "cells": {}, "results": {}})
+            into["cells"].update(row.get("cells", {}))
+            into["results"].update(row.get("results", {}))
+            into.update({k: v for k, v in row.items() if k.endswith(("_seconds", "_train"))})
+    for row in merged.values():
+        if row.get("skipped"):
+            continue
+        f1 = {k: v.get("f1") for k, v in row["results"].items()}
+        randoms = [f1[k] for k in f1 if k.startswith("random") and f1[k] is not None]
+        row["random_mean_f1"] = sum(randoms) / len(randoms) if randoms else None
+        row["guided_wins"] = (
+            f1.get("guided") is not None
+            and row["random_mean_f1"] is not None
+            and f1["guided"] > row["random_mean_f1"]
+        )
+    return list(merged.values())
 
 
 def write_json(path: Path, args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:

@@ -60,3 +60,26 @@ def test_the_table_says_which_choice_won() -> None:
     assert "| kampala (18) | 33 / 5 | 0.500 | 0.620 | 0.550 | yes | 600 / 500 |" in text
     assert "| nairobi (2) | too few cells |" in text
     assert "Guided wins on 1 of 1 areas run." in text
+
+
+def test_runs_of_one_set_each_merge_into_one_row(tmp_path) -> None:
+    from benchmarks.bench_where_to_label import merge
+
+    guided = {
+        "area": "kampala",
+        "candidates": 18,
+        "cells": {"guided": [{"buildings_labelled": 43}]},
+        "results": {"before": {"f1": 0.568}, "guided": {"f1": 0.61}},
+        "guided_seconds": 1200.0,
+    }
+    random_ = {
+        "area": "kampala",
+        "candidates": 18,
+        "cells": {"random": [{"buildings_labelled": 19}]},
+        "results": {"before": {"f1": 0.568}, "random": {"f1": 0.58}},
+        "random_seconds": 1100.0,
+    }
+    (row,) = merge([{"rows": [guided]}, {"rows": [random_]}])
+    assert set(row["cells"]) == {"guided", "random"}
+    assert row["random_mean_f1"] == 0.58 and row["guided_wins"] is True
+    assert (row["guided_seconds"], row["random_seconds"]) == (1200.0, 1100.0)
