@@ -279,13 +279,18 @@ def _seed_missing(shape: tuple[int, int], rows: tuple[int, int]) -> int:
 
 def test_no_validation_messages_tell_automatic_from_given_areas(tmp_path: Path) -> None:
     rgb, labels = write_scene(tmp_path, 200, 200, [(10, 10, 30, 30), (170, 170, 190, 190)])
-    # two far-apart squares: a band of their common box may fall between them
+    # two far-apart squares: a band of their common box falling between them moves into one
+    # of them (the largest part; where-to-label's cells are such areas), the other trains
     aoi = write_area(tmp_path / "aoi.geojson", px_box(0, 0, 40, 40), px_box(160, 160, 200, 200))
     seed = _seed_missing((200, 200), (40, 160))
     source = TrainingSource(rgb=rgb, labels=labels, aoi=aoi)
-    with pytest.raises(InputError, match="automatic validation split") as info:
-        prepare_sources([source], NORM, seed=seed)
-    assert "--val-aoi" in str(info.value) and "does not overlap" not in str(info.value)
+    (prepared,) = prepare_sources([source], NORM, seed=seed)
+    val_rows = np.flatnonzero(prepared.val_mask.any(axis=1))
+    assert len(val_rows) and (val_rows[-1] < 40 or val_rows[0] >= 160)
+    assert prepared.train_weight[:40].any() and prepared.train_weight[160:].any()
+    message = dataset_module._no_validation_message([source])
+    assert "automatic validation split" in message and "--val-aoi" in message
+    assert "does not overlap" not in message
     far = write_area(
         tmp_path / "far.geojson", box(X0 + 1e4, Y0 - 1e4 - 10, X0 + 1e4 + 10, Y0 - 1e4)
     )
