@@ -191,7 +191,9 @@ class WhereToLabelRequest(BaseModel):
     )
     cell_m: float = Field(100.0, gt=0, description="side of a cell on the ground, in metres")
     top: int = Field(3, ge=0, description="cells marked top (field 'top'), best-ranked first")
-    device: str | None = Field(None, description="cpu, cuda or cuda:N; default: the backend's")
+    device: str | None = Field(
+        None, pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="cpu or cuda[:N]; default: auto"
+    )
     out: Path | None = Field(
         None,
         description="GeoPackage for the layers 'cells' (rank, score, near_threshold, "

@@ -75,6 +75,8 @@ log = logging.getLogger(__name__)
 
 #: How far (in logit) from the body threshold a probability counts as near it.
 NEAR_THRESHOLD_LOGIT = 1.0
+#: The smallest cell side, in pixels of the processing grid.
+MIN_CELL_PX = 8
 #: A building below this calibrated confidence is more likely wrong than right.
 LOW_CONFIDENCE = 0.5
 LAYERS = ("cells", "buildings")
@@ -213,6 +215,12 @@ def propose_cells(
             check_bands(native, meta, ms is not None)
         inputs = processing_inputs(rgb, ms, meta, bbox, bbox_crs, None, opts.native_resolution)
         with inputs, scratch_dir("ternaus-label-", work_dir) as tmp:
+            pixel_m = inputs.grid.pixel_size_m
+            if _cell_px(inputs, cell_m) < MIN_CELL_PX:
+                raise InputError(
+                    f"Cells of {cell_m:g} m are under {MIN_CELL_PX} pixels of "
+                    f"{pixel_m:.2f} m: choose cells of at least {MIN_CELL_PX * pixel_m:.0f} m."
+                )
             check_temp_space(
                 estimate_extract(
                     inputs.grid,

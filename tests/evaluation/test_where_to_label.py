@@ -169,6 +169,8 @@ def test_bad_input_is_refused_before_any_work(tmp_path):
     raster = scene(tmp_path, lambda image: None)
     with pytest.raises(InputError, match="positive"):
         propose_cells(raster, model=ThresholdModel(), cell_m=0)
+    with pytest.raises(InputError, match="at least 4 m"):  # 8 px of 0.5 m
+        propose_cells(raster, model=ThresholdModel(), cell_m=1.0)
     (tmp_path / "taken.gpkg").write_bytes(b"x")
     with pytest.raises(InputError, match="exists"):
         propose_cells(raster, tmp_path / "taken.gpkg", model=ThresholdModel(), overwrite=False)
