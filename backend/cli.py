@@ -265,6 +265,7 @@ def cmd_where_to_label(args: argparse.Namespace) -> int:
             bbox=args.bbox,
             bbox_crs=args.bbox_crs,
             cell_m=args.cell_m,
+            exclude=args.exclude,
             top=args.top,
             options=ExtractOptions(device=args.device),
             progress=bars,
@@ -440,6 +441,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bbox-crs", help="CRS of --bbox if not the raster's, e.g. EPSG:4326")
     p.add_argument(
         "--cell-m", type=float, default=100.0, help="side of a cell on the ground, metres (100)"
+    )
+    p.add_argument(
+        "--exclude", help="polygons already labelled: cells at least half inside are left out"
     )
     p.add_argument("--top", type=int, default=3, help="cells marked top (field top), 3")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: a GPU if there is one)")

@@ -371,6 +371,11 @@ def where_to_label_job(
         else default_model(settings)
     )
     aoi = existing_file(request.aoi, "area file", folders) if request.aoi is not None else None
+    exclude = (
+        existing_file(request.exclude, "labelled area file", folders)
+        if request.exclude is not None
+        else None
+    )
     out = output_file(request.out, "cells GeoPackage", ".gpkg", folders, request.overwrite)
     pick_device(request.device)
 
@@ -384,6 +389,7 @@ def where_to_label_job(
             bbox=request.bbox,
             bbox_crs=request.bbox_crs,
             cell_m=request.cell_m,
+            exclude=exclude,
             top=request.top,
             options=ExtractOptions(device=request.device),
             progress=context.progress,

@@ -190,6 +190,11 @@ class WhereToLabelRequest(BaseModel):
         None, description="CRS of the bbox if not the raster's, e.g. EPSG:4326"
     )
     cell_m: float = Field(100.0, gt=0, description="side of a cell on the ground, in metres")
+    exclude: Path | None = Field(
+        None,
+        description="polygons already labelled (e.g. the training area): cells at least half "
+        "inside them are left out",
+    )
     top: int = Field(3, ge=0, description="cells marked top (field 'top'), best-ranked first")
     device: str | None = Field(
         None, pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="cpu or cuda[:N]; default: auto"

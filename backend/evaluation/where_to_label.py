@@ -20,11 +20,12 @@ at the edge or a cell mostly outside the AOI or the image weighs less):
 ``score = near_threshold + flip_disagreement + low_confidence_share`` (0 to 3): roughly the share
 of the cell where the model is unsure, counted once per signal that says so. Cells are ranked by
 score (``rank`` 1 the most uncertain: label it first); cells with no pixel of the image (or of the
-AOI) are left out. Background the model is sure of scores 0; a cell of clear buildings scores
-little (their outlines only); a cell of ambiguous roofs, or of buildings the calibration doubts,
-scores high. Also per cell: ``buildings`` and ``low_confidence_buildings`` (counts, by centroid),
-``mean_confidence`` of its buildings, ``covered`` (share of the cell inside the image and AOI) and
-``top`` (true for the ``top`` best-ranked cells, 3 by default).
+AOI) are left out, and with ``exclude`` (what is already labelled, e.g. the training area) the
+cells at least half inside it. Background the model is sure of scores 0; a cell of clear
+buildings scores little (their outlines only); a cell of ambiguous roofs, or of buildings the
+calibration doubts, scores high. Also per cell: ``buildings`` and ``low_confidence_buildings``
+(counts, by centroid), ``mean_confidence`` of its buildings, ``covered`` (share of the cell
+inside the image and AOI) and ``top`` (true for the ``top`` best-ranked cells, 3 by default).
 
 The GeoPackage holds two layers in the raster's CRS: ``cells`` (ordered by rank) and
 ``buildings`` (the extraction's buildings, with ``confidence`` and ``area_m2``).
@@ -145,6 +146,8 @@ class LabelProposal:
     seconds: float
     top: int = 3
     thresholds: dict[str, float] = field(default_factory=dict)
+    #: Cells left out as already labelled (``exclude``).
+    excluded: int = 0
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -152,6 +155,7 @@ class LabelProposal:
         cells with their scores and bounds)."""
         return {
             "cells": len(self.cells),
+            "excluded": self.excluded,
             "cell_m": self.cell_m,
             "cell_px": self.cell_px,
             "buildings": self.buildings,
@@ -186,6 +190,7 @@ def propose_cells(
     bbox: Bounds | None = None,
     bbox_crs: str | None = None,
     cell_m: float = 100.0,
+    exclude: str | Path | None = None,
     top: int = 3,
     options: ExtractOptions | None = None,
     progress: ProgressCallback = no_progress,
@@ -195,7 +200,8 @@ def propose_cells(
 ) -> LabelProposal:
     """Rank square cells of ``cell_m`` metres over ``rgb`` (+ ``ms``; inside ``bbox`` and the
     ``aoi`` polygons when given) by how unsure ``model`` is there (module docstring); with
-    ``out``, write the layers ``cells`` and ``buildings`` there."""
+    ``out``, write the layers ``cells`` and ``buildings`` there. ``exclude``: polygons already
+    labelled (e.g. the training area); a cell at least half inside them is left out."""
     started = time.perf_counter()
     if not cell_m > 0:
         raise InputError(f"The cell size must be positive (metres), got {cell_m}.")
@@ -206,6 +212,7 @@ def propose_cells(
     opts = options or ExtractOptions()
     device = pick_device(opts.device)
     aoi_geoms, aoi_crs = _read_aoi(aoi)
+    done_geoms, done_crs = _read_aoi(exclude, "area already labelled")
     if aoi_geoms is not None and bbox is None:
         bbox, bbox_crs = shapely.union_all(aoi_geoms).bounds, aoi_crs
     with raster_env():
@@ -235,6 +242,10 @@ def propose_cells(
                 from ternaus_backend.vector_io import reproject_geometries
 
                 aoi_geoms = reproject_geometries(aoi_geoms, aoi_crs, inputs.grid.crs)
+            if done_geoms is not None and done_crs is not None and inputs.grid.crs is not None:
+                from ternaus_backend.vector_io import reproject_geometries
+
+                done_geoms = reproject_geometries(done_geoms, done_crs, inputs.grid.crs)
             buildings_path = Path(tmp) / "buildings.gpkg"
             store = _run_network(inputs, net, opts, device, buildings_path, tmp, progress, cancel)
             thresholds = opts.thresholds(meta.thresholds)
@@ -242,6 +253,11 @@ def propose_cells(
             cells = _score_cells(
                 store, inputs, thresholds.body, cell_m, polygons, props, aoi_geoms, cancel
             )
+            excluded = 0
+            if done_geoms is not None:
+                labelled = shapely.union_all(done_geoms)
+                kept = [c for c in cells if not _mostly_inside(c.geometry, labelled)]
+                cells, excluded = kept, len(cells) - len(kept)
             cells.sort(key=lambda c: (-c.score, c.row, c.col))
             for rank, cell in enumerate(cells, start=1):
                 cell.rank = rank
@@ -256,8 +272,14 @@ def propose_cells(
                 seconds=0.0,
                 top=top,
                 thresholds={"body": thresholds.body},
+                excluded=excluded,
             )
-            if not cells:
+            if not cells and excluded:
+                proposal.warnings.append(
+                    f"All {excluded} cells lie in the area already labelled: there is nothing "
+                    "left to propose there; widen the extent."
+                )
+            elif not cells:
                 proposal.warnings.append(
                     "No cell holds a pixel of the image inside the area: check that the area "
                     "(AOI) and the extent cover the image."
@@ -269,15 +291,20 @@ def propose_cells(
     return proposal
 
 
-def _read_aoi(aoi: str | Path | None) -> tuple[list | None, str | None]:
+def _read_aoi(aoi: str | Path | None, role: str = "area") -> tuple[list | None, str | None]:
     if aoi is None:
         return None, None
     data = read_features(aoi)
     geoms = [g for g in data.geometries if g is not None and not g.is_empty]
     geoms = [g for g in geoms if g.geom_type in ("Polygon", "MultiPolygon")]
     if not geoms:
-        raise InputError(f"The area {Path(aoi).name} holds no polygon; draw the area as polygons.")
+        raise InputError(f"The {role} {Path(aoi).name} holds no polygon; draw it as polygons.")
     return geoms, data.crs
+
+
+def _mostly_inside(cell, labelled) -> bool:
+    """Whether at least half of ``cell`` lies inside ``labelled``."""
+    return cell.intersects(labelled) and cell.intersection(labelled).area >= 0.5 * cell.area
 
 
 def _cell_px(inputs: RasterInputs, cell_m: float) -> int:

@@ -43,6 +43,7 @@ class LabelCellsRequest:
     ms: RasterInput | None = None
     model: str | None = None  # None: the backend's default model
     aoi_path: Path | None = None  # rank only cells inside these polygons
+    exclude_path: Path | None = None  # already labelled: cells at least half inside left out
     cell_m: float = 100.0
     top: int = 3
     title: str = "cells to label"
@@ -64,6 +65,8 @@ class LabelCellsResult:
         s = self.summary
         top = s.get("top") or []
         if not top:
+            if s.get("excluded"):
+                return "no cell to propose: every cell in view lies in the training area"
             return "no cell to propose: the image holds no pixel inside the area"
         best = ", ".join(
             f"#{c['rank']} ({c['near_threshold']:.0%} near the threshold, "
@@ -71,7 +74,8 @@ class LabelCellsResult:
             f"{c['low_confidence_buildings']} of {c['buildings']} buildings doubtful)"
             for c in top
         )
-        return f"{s['cells']} cells of {s['cell_m']:g} m ranked; label first {best}"
+        left_out = f" ({s['excluded']} in the training area left out)" if s.get("excluded") else ""
+        return f"{s['cells']} cells of {s['cell_m']:g} m ranked{left_out}; label first {best}"
 
 
 def run_label_cells(
@@ -97,6 +101,10 @@ def run_label_cells(
         body["model"] = model
     if request.aoi_path is not None:
         body["aoi"] = backend_path(client, info, request.aoi_path, "the area", progress)
+    if request.exclude_path is not None:
+        body["exclude"] = backend_path(
+            client, info, request.exclude_path, "the labelled area", progress
+        )
     if request.extent is not None and not request.extent.isEmpty():
         e = request.extent
         body["bbox"] = [e.xMinimum(), e.yMinimum(), e.xMaximum(), e.yMaximum()]

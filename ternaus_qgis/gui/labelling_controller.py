@@ -17,6 +17,7 @@ from ..core import result_layers
 from ..core.jobs import format_seconds
 from ..core.labelling import LabelCellsRequest, LabelCellsResult
 from ..core.raster_inputs import raster_input
+from ..core.vector_inputs import export_vector_layer
 from ..exceptions import LayerError, TernausPluginError
 from ..tasks.label_cells_task import LabelCellsTask
 from .messages import push_error, push_success
@@ -55,8 +56,9 @@ class LabellingController(QObject):
         QgsApplication.taskManager().addTask(self.task)
 
     def collect(self) -> LabelCellsRequest:
-        """The Train tab's image, its starting model (else the default) and the part of the
-        image in view (the whole image without a canvas)."""
+        """The Train tab's image, its starting model (else the default), the part of the image
+        in view (the whole image without a canvas) and its training area (left out: labelled
+        already)."""
         panel = self.panel
         layer = panel.rgb_layer()
         rgb = raster_input(layer, "RGB", 3, self.dock.render_resolution())
@@ -64,6 +66,12 @@ class LabellingController(QObject):
         ms = raster_input(ms_layer, "multispectral", 1) if ms_layer is not None else None
         extent, crs = self._extent_in_view(layer)
         model = panel.base_combo.currentData() or None
+        area = panel.area_layer()  # labelled already: its cells are not proposed again
+        exclude = (
+            export_vector_layer(area, "training area", panel.area_selected_check.isChecked())
+            if area is not None
+            else None
+        )
         folder = result_layers.results_folder()
         return LabelCellsRequest(
             rgb=rgb,
@@ -72,6 +80,7 @@ class LabellingController(QObject):
             extent_crs=crs,
             out_path=result_layers.free_path(folder, f"{rgb.name}_where_to_label"),
             model=model,
+            exclude_path=exclude,
             cell_m=panel.cell_spin.value(),
             top=panel.top_spin.value(),
             title=f"where to label - {rgb.name}",

@@ -1,7 +1,8 @@
 """``ternaus:where_to_label``: where to label next, as a Processing algorithm.
 
 Parameters ``RGB``, ``MS`` (optional), ``EXTENT`` (optional), ``AREA`` (optional polygons: rank only
-cells inside), ``MODEL`` (optional model file), ``CELL_M`` (cell side, default 100 m), ``TOP``
+cells inside), ``EXCLUDE`` (optional polygons already labelled: cells half inside left out),
+``MODEL`` (optional model file), ``CELL_M`` (cell side, default 100 m), ``TOP``
 (cells marked top, default 3) and ``OUTPUT`` (a GeoPackage with the layers ``cells`` and
 ``buildings``); outputs ``CELLS`` (cells ranked) and ``BUILDINGS``. Same code as the Train tab's
 *Propose cells to label* and ``ternaus where-to-label``:
@@ -52,6 +53,7 @@ class WhereToLabelAlgorithm(QgsProcessingAlgorithm):
     """Square cells over an image, ranked by how unsure the model is there."""
 
     RGB, MS, EXTENT, AREA, MODEL = "RGB", "MS", "EXTENT", "AREA", "MODEL"
+    EXCLUDE = "EXCLUDE"
     CELL_M, TOP, OUTPUT = "CELL_M", "TOP", "OUTPUT"
 
     def name(self) -> str:
@@ -94,6 +96,14 @@ class WhereToLabelAlgorithm(QgsProcessingAlgorithm):
             )
         )
         self.addParameter(
+            QgsProcessingParameterVectorLayer(
+                self.EXCLUDE,
+                "Already labelled (optional): cells at least half inside are left out",
+                [QgsProcessing.TypeVectorPolygon],
+                optional=True,
+            )
+        )
+        self.addParameter(
             QgsProcessingParameterFile(
                 self.MODEL,
                 "Model file (default: the backend's default model)",
@@ -126,6 +136,7 @@ class WhereToLabelAlgorithm(QgsProcessingAlgorithm):
         rgb_layer = self.parameterAsRasterLayer(parameters, self.RGB, context)
         ms_layer = self.parameterAsRasterLayer(parameters, self.MS, context)
         area = self.parameterAsVectorLayer(parameters, self.AREA, context)
+        done = self.parameterAsVectorLayer(parameters, self.EXCLUDE, context)
         model = self.parameterAsFile(parameters, self.MODEL, context) or None
         out = self.parameterAsFileOutput(parameters, self.OUTPUT, context)
         if not out.lower().endswith(".gpkg"):
@@ -148,6 +159,9 @@ class WhereToLabelAlgorithm(QgsProcessingAlgorithm):
                 out_path=Path(out),
                 model=model,
                 aoi_path=export_vector_layer(area, "area") if area is not None else None,
+                exclude_path=(
+                    export_vector_layer(done, "labelled area") if done is not None else None
+                ),
                 cell_m=self.parameterAsDouble(parameters, self.CELL_M, context),
                 top=self.parameterAsInt(parameters, self.TOP, context),
             )

@@ -201,3 +201,34 @@ def test_cli_on_kampala_with_the_default_model(tmp_path, capsys):
     assert sum(r["low_confidence_buildings"] for r in best) >= sum(
         r["low_confidence_buildings"] for r in worst
     )
+
+
+def test_cells_already_labelled_are_left_out(tmp_path):
+    def paint(image):
+        image[:, :, :] = GREY  # everything ambiguous
+
+    raster = scene(tmp_path, paint)
+    x0, y0 = 500000.0, 7450000.0
+    done = tmp_path / "labelled.geojson"
+    # all of cell (0, 0), a quarter of cell (0, 1)
+    ring = [[x0, y0], [x0 + 30, y0], [x0 + 30, y0 - 10], [x0 + 20, y0 - 10], [x0 + 20, y0 - 20]]
+    ring += [[x0, y0 - 20], [x0, y0]]
+    done.write_text(
+        json.dumps(
+            {
+                "type": "FeatureCollection",
+                "crs": {"type": "name", "properties": {"name": "EPSG:32723"}},
+                "features": [
+                    {
+                        "type": "Feature",
+                        "properties": {},
+                        "geometry": {"type": "Polygon", "coordinates": [ring]},
+                    }
+                ],
+            }
+        )
+    )
+    proposal = propose_cells(raster, model=ThresholdModel(), cell_m=CELL_M, exclude=done)
+    assert proposal.excluded == 1 and len(proposal.cells) == 5
+    assert (0, 0) not in [(c.row, c.col) for c in proposal.cells]
+    assert proposal.to_dict()["excluded"] == 1

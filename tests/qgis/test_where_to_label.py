@@ -99,6 +99,14 @@ def test_train_tab_proposes_ranked_cells_over_the_image_in_view(plugin, iface, s
     assert "they are the training area" in text
     assert Path(result.path).parent.name == "ternaus_results"
     assert nodes[1].layer().featureCount() == summary["buildings"]
+    # proposing again: the training area (the top cells) is labelled already and left out
+    again, _ = propose(plugin, 50.0, 3)
+    assert again.summary["cells"] == 33 and again.summary["excluded"] == 3
+    first_top = {tuple(round(v) for v in c["bounds"]) for c in summary["top"]}
+    next_top = {tuple(round(v) for v in c["bounds"]) for c in again.summary["top"]}
+    assert not first_top & next_top
+    assert "3 in the training area left out" in panel.propose_label.text()
+    assert panel.area_layer() is cells  # the training area stays as it was
 
 
 def test_only_the_part_of_the_image_in_view_is_ranked(plugin, iface, synthetic_scene):
