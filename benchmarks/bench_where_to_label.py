@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import shapely
+from scipy.stats import spearmanr
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -51,6 +52,7 @@ from benchmarks.bench_loop import GAP_M, LoopArea, fine_tune, loop_areas, write_
 from scripts.eval_real import DATA, DEFAULT_MODEL, OAM_AREAS, evaluate  # noqa: E402
 from ternaus_backend.evaluation.where_to_label import Cell, propose_cells  # noqa: E402
 from ternaus_backend.models.model_file import load_model  # noqa: E402
+from ternaus_backend.vector_io import read_polygons  # noqa: E402
 
 #: Cells a user labels, and the share of a candidate's square that must lie inside the area.
 CELLS = 3
@@ -66,6 +68,22 @@ def candidates(area: LoopArea, cells: Sequence[Cell]) -> list[Cell]:
         if not c.geometry.intersects(area.val)
         and c.geometry.intersection(area.aoi).area >= MIN_INSIDE * c.geometry.area
     ]
+
+
+def cell_errors(area: LoopArea, cells: Sequence[Cell], buildings: Sequence) -> list[int]:
+    """The default model's errors per cell: false positives + false negatives (SpaceNet rules,
+    IoU 0.5) of its buildings against the OpenStreetMap buildings whose centroid is in the cell,
+    both clipped to it."""
+    from ternaus_backend.evaluation.spacenet import score
+
+    errors = []
+    for cell in cells:
+        square = cell.geometry
+        found = [b.intersection(square) for b in buildings if b.centroid.within(square)]
+        truth = [b.intersection(square) for b in area.buildings if b.centroid.within(square)]
+        result = score(found, truth)
+        errors.append(result.fp + result.fn)
+    return errors
 
 
 def labelled(area: LoopArea, cells: Sequence[Cell], name: str) -> LoopArea:
@@ -93,6 +111,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=("guided", "random"),
         default=["guided", "random"],
         help="the cell sets to fine-tune (e.g. one per process, then --reuse in one --work)",
+    )
+    parser.add_argument(
+        "--errors-only",
+        action="store_true",
+        help="no fine-tune: only the default model's errors in the guided and random cells and "
+        "their rank correlation with the score (a few minutes for the four areas)",
     )
     parser.add_argument(
         "--merge",
@@ -162,7 +186,10 @@ def run_area(area: LoopArea, base, work: Path, args: argparse.Namespace) -> dict
     """Propose, choose, fine-tune twice (or more with ``--draws``), score the rest."""
     aoi = write_layer(work / f"{area.name}_aoi.geojson", [area.aoi], area.crs)
     started = time.perf_counter()
-    proposal = propose_cells(area.raster, model=DEFAULT_MODEL, aoi=aoi, cell_m=args.cell_m)
+    cells_path = work / f"{area.name}_cells.gpkg"
+    proposal = propose_cells(
+        area.raster, cells_path, model=DEFAULT_MODEL, aoi=aoi, cell_m=args.cell_m
+    )
     propose_s = time.perf_counter() - started
     pool = candidates(area, proposal.cells)
     if len(pool) < 2 * CELLS:
@@ -173,6 +200,19 @@ def run_area(area: LoopArea, base, work: Path, args: argparse.Namespace) -> dict
     for draw in range(args.draws):
         key = "random" if args.draws == 1 else f"random{draw + 1}"
         choices[key] = rng.sample(pool, CELLS)
+    errors = cell_errors(area, pool, read_polygons(cells_path, layer="buildings"))
+    first_draw = next(v for k, v in choices.items() if k.startswith("random"))
+    drawn = [pool.index(c) for c in first_draw]
+    rho = spearmanr([c.score for c in pool], errors).correlation
+    error_row = {
+        "score_errors_spearman": None if rho != rho else round(float(rho), 3),
+        "guided_errors": sum(errors[:CELLS]),
+        "random_errors": sum(errors[k] for k in drawn),
+        "mean_errors_per_cell": round(sum(errors) / len(errors), 2),
+    }
+    print(f"{area.name}: {error_row}", file=sys.stderr)
+    if args.errors_only:
+        return {"area": area.name, "candidates": len(pool), "errors_only": True, **error_row}
     chosen = shapely.union_all([c.geometry for cells in choices.values() for c in cells])
     rest = area.aoi.difference(chosen.buffer(GAP_M))
     row: dict[str, Any] = {
@@ -182,6 +222,7 @@ def run_area(area: LoopArea, base, work: Path, args: argparse.Namespace) -> dict
         "cells": {},
         "results": {},
         "rest_m2": round(rest.area),
+        **error_row,
     }
     models = {"before": base}
     for name, cells in choices.items():
@@ -229,16 +270,21 @@ def run_area(area: LoopArea, base, work: Path, args: argparse.Namespace) -> dict
 
 
 def markdown(rows: Sequence[dict[str, Any]]) -> str:
-    """Rest-of-area F1 per area: before, guided, random; the buildings each set labelled."""
+    """Rest-of-area F1 per area: before, guided, random; the buildings each set labelled; then
+    the default model's errors in the guided and random cells."""
     lines = [
         "| area (candidate cells) | buildings labelled guided / random | rest F1 before | "
         "guided | random | guided wins | fine-tune s guided / random |",
         "|---|---|---:|---:|---:|---|---|",
     ]
+    if all(row.get("errors_only") for row in rows):
+        lines = []
     wins = ran = 0
     for row in rows:
         if row.get("skipped"):
             lines.append(f"| {row['area']} ({row['candidates']}) | too few cells | | | | | |")
+            continue
+        if row.get("errors_only"):
             continue
         res = row["results"]
 
@@ -263,7 +309,21 @@ def markdown(rows: Sequence[dict[str, Any]]) -> str:
             + " + ".join(f"{row.get(f'{k}_seconds', 0):.0f}" for k in randoms)
             + " |"
         )
-    lines.append(f"\nGuided wins on {wins} of {ran} areas run.")
+    if ran:
+        lines.append(f"\nGuided wins on {wins} of {ran} areas run.")
+    measured = [r for r in rows if "guided_errors" in r]
+    if measured:
+        lines += [
+            *([""] if lines else []),
+            "| area (candidate cells) | default model's errors (FP + FN) in the guided / random "
+            "cells | mean per cell | Spearman score vs errors |",
+            "|---|---|---:|---:|",
+        ]
+        lines += [
+            f"| {r['area']} ({r['candidates']}) | {r['guided_errors']} / {r['random_errors']} | "
+            f"{r['mean_errors_per_cell']:.2f} | {r['score_errors_spearman']} |"
+            for r in measured
+        ]
     return "\n".join(lines)
 
 

@@ -83,3 +83,19 @@ def test_runs_of_one_set_each_merge_into_one_row(tmp_path) -> None:
     assert set(row["cells"]) == {"guided", "random"}
     assert row["random_mean_f1"] == 0.58 and row["guided_wins"] is True
     assert (row["guided_seconds"], row["random_seconds"]) == (1200.0, 1100.0)
+
+
+def test_errors_only_rows_make_the_errors_table_alone() -> None:
+    row = {
+        "area": "kampala",
+        "candidates": 18,
+        "errors_only": True,
+        "score_errors_spearman": 0.43,
+        "guided_errors": 24,
+        "random_errors": 10,
+        "mean_errors_per_cell": 3.94,
+    }
+    text = markdown([row])
+    assert text.splitlines()[0].startswith("| area (candidate cells) | default model's errors")
+    assert "| kampala (18) | 24 / 10 | 3.94 | 0.43 |" in text
+    assert "rest F1" not in text and "Guided wins" not in text
