@@ -17,7 +17,10 @@ from qgis.core import (
     QgsProcessingParameterBoolean,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
+    QgsProcessingParameterExtent,
+    QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterLayer,
     QgsVectorLayer,
 )
 
@@ -25,6 +28,34 @@ from ..core.extract_options import option_fields
 from ..core.jobs import Progress
 from ..core.result_layers import COMPARISON_LAYERS, style_file
 from ..exceptions import TernausPluginError
+
+
+def image_parameters(extent: bool = True) -> list[QgsProcessingParameterDefinition]:
+    """The image a job reads: RGB, optional multispectral partner and (``extent``) an extent."""
+    params: list[QgsProcessingParameterDefinition] = [
+        QgsProcessingParameterRasterLayer("RGB", "RGB raster layer"),
+        QgsProcessingParameterRasterLayer(
+            "MS", "Multispectral raster layer (for 11-band models)", optional=True
+        ),
+    ]
+    if extent:
+        params.append(
+            QgsProcessingParameterExtent(
+                "EXTENT", "Extent (default: the whole RGB layer)", optional=True
+            )
+        )
+    return params
+
+
+def model_parameter(name: str = "MODEL") -> QgsProcessingParameterFile:
+    """An optional model file; left empty, the backend's default model."""
+    return QgsProcessingParameterFile(
+        name,
+        "Model file (default: the backend's default model)",
+        extension="",
+        optional=True,
+        fileFilter="Models (*.safetensors *.pt *.pth)",
+    )
 
 
 def feedback_progress(feedback: QgsProcessingFeedback) -> Progress:

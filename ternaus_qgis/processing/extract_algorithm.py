@@ -17,10 +17,7 @@ from pathlib import Path
 from qgis.core import (
     QgsProcessing,
     QgsProcessingAlgorithm,
-    QgsProcessingParameterExtent,
-    QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
-    QgsProcessingParameterRasterLayer,
     QgsProcessingParameterVectorDestination,
 )
 
@@ -28,7 +25,14 @@ from ..backend_process import connection
 from ..core.extract_options import ExtractionOptions
 from ..core.extraction import ExtractionRequest, run_extraction
 from ..core.raster_inputs import raster_input
-from .common import feedback_progress, option_parameters, options_from_parameters, user_errors
+from .common import (
+    feedback_progress,
+    image_parameters,
+    model_parameter,
+    option_parameters,
+    options_from_parameters,
+    user_errors,
+)
 
 
 class ExtractBuildingsAlgorithm(QgsProcessingAlgorithm):
@@ -47,36 +51,20 @@ class ExtractBuildingsAlgorithm(QgsProcessingAlgorithm):
         return (
             "Extracts building footprints (touching buildings split apart) from an RGB raster, "
             "optionally with its multispectral partner, with a TernausNetV2 model run by the "
-            "Ternaus backend. The result has the fields confidence (mean building probability) "
-            "and area_m2. The advanced parameters are the dock's extraction options (tile size, "
-            "building threshold, minimum area, simplification, ...); left as they are, the "
-            "model's own values apply."
+            "Ternaus backend. The result has the fields confidence (the probability that the "
+            "building is right, when the model is calibrated; else its mean building "
+            "probability) and area_m2. The advanced parameters are the dock's extraction "
+            "options (tile size, building threshold, minimum area, simplification, ...); left "
+            "as they are, the model's own values apply."
         )
 
     def createInstance(self) -> ExtractBuildingsAlgorithm:  # noqa: N802
         return ExtractBuildingsAlgorithm()
 
     def initAlgorithm(self, config=None) -> None:  # noqa: N802
-        self.addParameter(QgsProcessingParameterRasterLayer(self.RGB, "RGB raster layer"))
-        self.addParameter(
-            QgsProcessingParameterRasterLayer(
-                self.MS, "Multispectral raster layer (for 11-band models)", optional=True
-            )
-        )
-        self.addParameter(
-            QgsProcessingParameterExtent(
-                self.EXTENT, "Extent (default: the whole RGB layer)", optional=True
-            )
-        )
-        self.addParameter(
-            QgsProcessingParameterFile(
-                self.MODEL,
-                "Model file (default: the backend's default model)",
-                extension="",
-                optional=True,
-                fileFilter="Models (*.safetensors *.pt *.pth)",
-            )
-        )
+        for parameter in image_parameters():
+            self.addParameter(parameter)
+        self.addParameter(model_parameter(self.MODEL))
         self.addParameter(
             QgsProcessingParameterNumber(
                 self.RESOLUTION,

@@ -21,7 +21,6 @@ from qgis.core import (
     QgsProcessingOutputNumber,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterNumber,
-    QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
     QgsProcessingParameterVectorLayer,
 )
@@ -31,7 +30,7 @@ from ..backend_process import connection
 from ..core.raster_inputs import raster_input
 from ..core.training import TrainingRequest, calibration_text, run_training
 from ..core.vector_inputs import export_vector_layer
-from .common import feedback_progress, user_errors
+from .common import feedback_progress, image_parameters, user_errors
 
 
 class TrainModelAlgorithm(QgsProcessingAlgorithm):
@@ -59,12 +58,8 @@ class TrainModelAlgorithm(QgsProcessingAlgorithm):
 
     def initAlgorithm(self, config=None) -> None:  # noqa: N802
         polygons = [QgsProcessing.TypeVectorPolygon]
-        self.addParameter(QgsProcessingParameterRasterLayer(self.RGB, "RGB raster layer"))
-        self.addParameter(
-            QgsProcessingParameterRasterLayer(
-                self.MS, "Multispectral raster layer (for 11-band models)", optional=True
-            )
-        )
+        for parameter in image_parameters(extent=False):
+            self.addParameter(parameter)
         self.addParameter(
             QgsProcessingParameterVectorLayer(
                 self.LABELS,

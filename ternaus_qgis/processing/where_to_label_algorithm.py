@@ -20,11 +20,8 @@ from qgis.core import (
     QgsProcessingContext,
     QgsProcessingLayerPostProcessorInterface,
     QgsProcessingOutputNumber,
-    QgsProcessingParameterExtent,
-    QgsProcessingParameterFile,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterNumber,
-    QgsProcessingParameterRasterLayer,
     QgsProcessingParameterVectorLayer,
     QgsVectorLayer,
 )
@@ -34,7 +31,7 @@ from ..core.labelling import LabelCellsRequest, run_label_cells
 from ..core.raster_inputs import raster_input
 from ..core.result_layers import style_label_cells
 from ..core.vector_inputs import export_vector_layer
-from .common import feedback_progress, user_errors
+from .common import feedback_progress, image_parameters, model_parameter, user_errors
 
 
 class _CellsStyler(QgsProcessingLayerPostProcessorInterface):
@@ -76,17 +73,8 @@ class WhereToLabelAlgorithm(QgsProcessingAlgorithm):
         return WhereToLabelAlgorithm()
 
     def initAlgorithm(self, config=None) -> None:  # noqa: N802
-        self.addParameter(QgsProcessingParameterRasterLayer(self.RGB, "RGB raster layer"))
-        self.addParameter(
-            QgsProcessingParameterRasterLayer(
-                self.MS, "Multispectral raster layer (for 11-band models)", optional=True
-            )
-        )
-        self.addParameter(
-            QgsProcessingParameterExtent(
-                self.EXTENT, "Extent (default: the whole RGB layer)", optional=True
-            )
-        )
+        for parameter in image_parameters():
+            self.addParameter(parameter)
         self.addParameter(
             QgsProcessingParameterVectorLayer(
                 self.AREA,
@@ -103,15 +91,7 @@ class WhereToLabelAlgorithm(QgsProcessingAlgorithm):
                 optional=True,
             )
         )
-        self.addParameter(
-            QgsProcessingParameterFile(
-                self.MODEL,
-                "Model file (default: the backend's default model)",
-                extension="",
-                optional=True,
-                fileFilter="Models (*.safetensors *.pt *.pth)",
-            )
-        )
+        self.addParameter(model_parameter(self.MODEL))
         self.addParameter(
             QgsProcessingParameterNumber(
                 self.CELL_M,
