@@ -122,6 +122,12 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="side of the unlabelled imagery read around the labels for self-training",
     )
     p.add_argument(
+        "--pseudo-targets",
+        choices=["buildings", "pixels"],
+        help="self-training targets: the starting model's buildings (with touching borders) or "
+        "its confident pixels (default: buildings without labels, pixels beside labels)",
+    )
+    p.add_argument(
         "--l2sp",
         dest="l2sp_weight",
         type=float,
@@ -242,6 +248,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             recipe=args.recipe,
             self_training=args.self_training,
             context_px=args.context_px,
+            pseudo_targets=args.pseudo_targets,
             l2sp_weight=args.l2sp_weight,
             epochs=args.epochs,
             steps_per_epoch=args.steps_per_epoch,

@@ -55,6 +55,10 @@ class TrainConfig(BaseModel):
     #: still learn): a few hundred crops of one neighbourhood do not move them away from the
     #: statistics of the data the model was trained on.
     freeze_norms: bool | None = None
+    #: What the self-training targets are (:mod:`.pseudo`): the teacher's ``buildings`` (its
+    #: extracted instances, with touching borders as for drawn labels) or its confident
+    #: ``pixels``; ``None``: the recipe's (buildings without labels, pixels beside labels).
+    pseudo_targets: Literal["buildings", "pixels"] | None = None
     weight_decay: float = Field(1e-4, ge=0)
     warmup_fraction: float = Field(0.05, ge=0, lt=1)
     jaccard_weight: float = Field(0.5, ge=0)

@@ -268,7 +268,12 @@ def _self_training(
     model.to(device)  # the teacher runs where training will
     progress(ProgressEvent("prepare", len(sources), len(sources), {"source": "self-training"}))
     return add_pseudo_labels(
-        model, sources, device, cancel=cancel, border_width_px=config.border_width_px
+        model,
+        sources,
+        device,
+        cancel=cancel,
+        border_width_px=config.border_width_px,
+        kind=config.pseudo_targets or "buildings",
     )
 
 

@@ -8,22 +8,32 @@ what it already did well on this imagery (no forgetting), and as a teacher whose
 averaged over flips, trained into a student that sees scaled, flipped and recoloured crops, they
 sharpen it on this imagery (self-training) even without any labels.
 
-The targets are the teacher's *buildings*, not its pixels: its flip-averaged maps become instances
-by the model's own extraction rule (seeds, watershed, minimum area: what a user would get), and
-those instances are turned into body and touching-border targets by the same rule as drawn labels
-(:func:`~.targets.touching_borders`). So the gap between two touching buildings keeps its border
-target (a pixel-wise rule would teach the gap as plain background and merge terraces), and a blob
-the extraction drops is not taught as a building. A pixel counts (weight > 0) when the teacher is
-sure of it: inside a building with body probability at least :data:`CONFIDENT_BUILDING`, outside
-every building at most :data:`CONFIDENT_BACKGROUND`, or on a touching border between its
-buildings; pixels in between are left out (weight 0), as are the user's training area (their
-labels win), the validation area with its gap, and nodata.
+Two kinds of targets (``kind``), chosen by the recipe from what was measured (benchmarks):
+
+``buildings`` (self-training alone, "Adapt to this imagery"): the teacher's flip-averaged maps
+become instances by the model's own extraction rule (seeds, watershed, minimum area: what a user
+would get), and those instances are turned into body and touching-border targets by the same rule
+as drawn labels (:func:`~.targets.touching_borders`). So the gap between two touching buildings
+keeps its border target (a pixel-wise rule would teach the gap as plain background and merge
+terraces), and a blob the extraction drops is not taught as a building. A pixel counts (weight > 0)
+when the teacher is sure of it: inside a building with body probability at least
+:data:`CONFIDENT_BUILDING`, outside every building at most :data:`CONFIDENT_BACKGROUND`, or on a
+touching border between its buildings; pixels in between are left out (weight 0), as are the user's
+training area (their labels win), the validation area with its gap, and nodata.
+
+``pixels`` (beside the user's labels): a pixel is a building when its body probability is at least
+:data:`CONFIDENT_BUILDING`, background at most :data:`CONFIDENT_BACKGROUND` (border target where
+it is a building and the border map says so); the user's labels teach the touching borders.
+Measured on the four OpenAerialMap areas (``benchmarks/bench_loop.py``), building targets raised
+self-training alone on three areas where pixel targets raised it on one, while beside labels
+they lowered the fine-tune on three of four.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -46,6 +56,7 @@ __all__ = [
     "CONFIDENT_BACKGROUND",
     "probabilities",
     "instance_targets",
+    "pixel_targets",
     "add_pseudo_labels",
 ]
 
@@ -125,6 +136,16 @@ def instance_targets(
     return instances, border, building, (sure | border) & area
 
 
+def pixel_targets(
+    prob: np.ndarray, area: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The teacher's confident pixels as targets: ``(border, building, confident)`` (module
+    docstring, ``pixels``)."""
+    building = prob[0] >= CONFIDENT_BUILDING
+    confident = (building | (prob[0] <= CONFIDENT_BACKGROUND)) & area
+    return building & (prob[1] >= 0.5), building, confident
+
+
 def add_pseudo_labels(
     model: nn.Module,
     sources: Sequence[PreparedSource],
@@ -132,19 +153,24 @@ def add_pseudo_labels(
     weight: float = 1.0,
     cancel: CancelToken | None = None,
     border_width_px: int = 3,
+    kind: Literal["buildings", "pixels"] = "buildings",
 ) -> list[str]:
     """Turn each source's context pixels (``PreparedSource.context_mask``) into confident
-    pseudo-labels of ``model`` (:func:`instance_targets`), in place (targets, ``train_weight``
-    times ``weight``, ``pseudo_mask``); returns one note per source for the model's provenance."""
+    pseudo-labels of ``model`` (:func:`instance_targets` or :func:`pixel_targets` by ``kind``),
+    in place (targets, ``train_weight`` times ``weight``, ``pseudo_mask``); returns one note per
+    source for the model's provenance."""
     notes = []
     thresholds = getattr(getattr(model, "metadata", None), "thresholds", None) or Thresholds()
     for source in sources:
         if not source.context_mask.any():
             continue
         prob = probabilities(model, source.image, device, cancel)
-        _, border, building, confident = instance_targets(
-            prob, thresholds, border_width_px, source.context_mask
-        )
+        if kind == "buildings":
+            _, border, building, confident = instance_targets(
+                prob, thresholds, border_width_px, source.context_mask
+            )
+        else:
+            border, building, confident = pixel_targets(prob, source.context_mask)
         source.target[0][confident] = building[confident]
         source.target[1][confident] = border[confident]
         source.train_weight[confident] = weight
@@ -152,7 +178,7 @@ def add_pseudo_labels(
         share = confident.sum() / max(1, source.context_mask.sum())
         notes.append(
             f"self-training on {source.name}: {int(confident.sum())} px of the starting model's "
-            f"confident answers ({share:.0%} of the unlabelled context, "
+            f"confident {kind} ({share:.0%} of the unlabelled context, "
             f"{int((building & confident).sum())} px building, "
             f"{int((border & confident).sum())} px touching border)"
         )

@@ -3,12 +3,13 @@
 ``local`` (the default when fine-tuning, ``--init``): made for a few hundred buildings a user
 corrected in one neighbourhood, and measured on the rest of the area they never saw
 (``benchmarks/bench_loop.py``). The starting model's confident answers on the unlabelled imagery
-around the labels (:mod:`.pseudo`) fill half of every batch, so the network keeps what it did
-well there and adapts to that imagery; the weights are pulled toward the starting model's
-(L2-SP); a learning rate of 3e-4 and a step count that grows with the number of labelled
+around the labels (:mod:`.pseudo`: its confident pixels) fill half of every batch, so the network
+keeps what it did well there and adapts to that imagery; the weights are pulled toward the starting
+model's (L2-SP); a learning rate of 3e-4 and a step count that grows with the number of labelled
 buildings (:func:`planned_steps`) keep a fine-tune on a 2-core CPU within about ten minutes.
 Afterwards the instance thresholds are tuned on the labelled areas (:mod:`.thresholds`).
-Without labels at all it is self-training alone ("Adapt to this imagery").
+Without labels at all it is self-training alone ("Adapt to this imagery"), on the starting
+model's buildings (its extracted instances with their touching borders) rather than its pixels.
 
 ``classic``: the former settings (10 x 100 steps, learning rate 1e-3, labels only), used for
 models trained from scratch, where there is no starting model to learn from.
@@ -108,13 +109,15 @@ def resolve(config: TrainConfig, buildings: int | None = None) -> TrainConfig:
         values["steps_per_epoch"] = math.ceil(steps / values["epochs"])
     elif local:
         values.pop("epochs")
+    labelled = any(s.labels is not None for s in config.sources)
+    values["pseudo_targets"] = "pixels" if labelled else "buildings"
     resolved = config.model_copy(update=_unset(config, values))
     if resolved.self_training and config.init is None:
         raise InputError(
             "Self-training learns from a starting model's answers: give a model to start from "
             "(--init default, or any model file), or train without self-training."
         )
-    if not resolved.self_training and all(s.labels is None for s in config.sources):
+    if not resolved.self_training and not labelled:
         raise InputError(
             "No labels were given: draw or correct buildings and give them as --labels, or "
             "adapt the starting model to the imagery by self-training (--init default)."

@@ -3,6 +3,7 @@ without labels, and the word ``default`` for the embedded model (real network, r
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from ternaus_backend.training.loop import TrainConfig, train
 from ternaus_backend.training.pseudo import (
     add_pseudo_labels,
     instance_targets,
+    pixel_targets,
     probabilities,
 )
 
@@ -117,8 +119,6 @@ def test_self_training_needs_a_starting_model_and_no_labels_needs_self_training(
 def test_cli_takes_the_word_default_and_leaves_the_settings_to_the_recipe(
     scene, tmp_path: Path
 ) -> None:
-    import argparse
-
     parser = argparse.ArgumentParser()
     add_train_parser(parser.add_subparsers())
     args = parser.parse_args(
@@ -164,6 +164,39 @@ def test_pseudo_labels_are_the_teachers_buildings_with_their_touching_borders() 
     assert confident[0, 0] and not building[0, 0] and not border_t[0, 0]
     assert building[15, 10] and confident[15, 10] and not border_t[15, 10]
     assert not confident[:, 58:].any()
+
+
+def test_pixel_targets_are_the_teachers_confident_pixels() -> None:
+    body = np.array([[0.9, 0.5, 0.1, 0.75]], np.float32)
+    border = np.array([[0.8, 0.9, 0.9, 0.1]], np.float32)
+    area = np.array([[True, True, True, False]])
+    border_t, building, confident = pixel_targets(np.stack([body, border]), area)
+    assert confident.tolist() == [[True, False, True, False]]
+    assert building.tolist() == [[True, False, False, True]]
+    assert border_t.tolist() == [[True, False, False, False]]  # a border only on a building
+
+
+def test_the_recipe_self_trains_on_buildings_alone_and_on_pixels_beside_labels(
+    scene, tmp_path: Path
+) -> None:
+    out = tmp_path / "m.safetensors"
+    labelled = [TrainingSource(rgb=scene.rgb, labels=scene.labels)]
+    alone = [TrainingSource(rgb=scene.rgb)]
+    resolve = recipe.resolve
+    assert resolve(TrainConfig(sources=labelled, out=out, init="default")).pseudo_targets == (
+        "pixels"
+    )
+    assert resolve(TrainConfig(sources=alone, out=out, init="default")).pseudo_targets == (
+        "buildings"
+    )
+    asked = TrainConfig(sources=labelled, out=out, init="default", pseudo_targets="buildings")
+    assert resolve(asked).pseudo_targets == "buildings"
+    parser = argparse.ArgumentParser()
+    add_train_parser(parser.add_subparsers())
+    parsed = parser.parse_args(
+        ["train", "--rgb", str(scene.rgb), "--out", str(out), "--pseudo-targets", "pixels"]
+    )
+    assert config_from_args(parsed).pseudo_targets == "pixels"
 
 
 def test_pseudo_labels_take_the_teachers_confident_answers_outside_the_labels(
