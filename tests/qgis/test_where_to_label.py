@@ -67,8 +67,11 @@ def test_train_tab_proposes_ranked_cells_over_the_image_in_view(plugin, iface, s
     result, stages = propose(plugin, 50.0, 3)
     summary = result.summary
     assert summary["cells"] == 36 and summary["buildings"] > 5  # 256 m square, 50 m cells
-    shown = ("Running the network", "Separating buildings", "Ranking the cells")
-    assert any(any(words in s for words in shown) for s in stages), stages
+    # progress was shown between the start and the summary (which stages the polling catches
+    # depends on the machine's load)
+    shown = ("Running", "Separating buildings", "Ranking the cells")
+    assert stages[0].startswith("Looking where") and "cells of 50 m ranked" in stages[-1]
+    assert any(any(words in s for words in shown) for s in stages[1:-1]), stages
     group = QgsProject.instance().layerTreeRoot().findGroup("where to label - scene")
     assert group is not None
     nodes = group.findLayers()
