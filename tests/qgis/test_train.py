@@ -201,14 +201,12 @@ def test_adapt_to_this_imagery_without_labels_from_the_train_tab(plugin, labelle
     panel.epochs_spin.setValue(2)
     panel.steps_spin.setValue(2)
     panel.name_edit.setText("adapted")
-    texts: list[str] = []
+    texts: list[str] = []  # every text the stage line shows (polling missed short-lived ones)
+    show = panel.stage_label.setText
+    panel.stage_label.setText = lambda text: texts.append(text) or show(text)
     plugin.controller.training_options["crop_px"] = 64
     QTest.mouseClick(panel.train_button, Qt.LeftButton)
-    wait_until(
-        lambda: texts.append(panel.stage_label.text()) or plugin.controller.train_task is None,
-        300,
-        "the self-training",
-    )
+    wait_until(lambda: plugin.controller.train_task is None, 300, "the self-training")
     result = plugin.controller.last_training
     assert result is not None, plugin.controller.last_error.message
     assert result.model_path.name == "adapted.safetensors" and result.model_path.is_file()
