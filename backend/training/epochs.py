@@ -162,6 +162,7 @@ class Epochs:
             "best": epoch_stats.best,
             "crops_per_s": epoch_stats.crops_per_s,
             "eta_s": eta,
+            "plan": self.run.plan,
         }
         self.last_validated = info
         progress(ProgressEvent("train", done, self.total_steps, info))

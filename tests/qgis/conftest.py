@@ -151,6 +151,15 @@ def add_raster(path: Path, name: str = "scene") -> QgsRasterLayer:
     return layer
 
 
+def record_texts(label) -> list[str]:
+    """Every text ``label`` is given from now on, in order (polling its text misses stages that
+    last a few milliseconds when the machine is loaded)."""
+    texts: list[str] = []
+    show = label.setText
+    label.setText = lambda text: texts.append(text) or show(text)
+    return texts
+
+
 def wait_until(condition, timeout_s: float = 120.0, what: str = "condition") -> None:
     """Process Qt events until ``condition()`` holds; fails the test after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s

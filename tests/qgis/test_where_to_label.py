@@ -13,7 +13,7 @@ from qgis.PyQt.QtTest import QTest
 
 from ternaus_qgis import settings
 
-from .conftest import add_raster, wait_until
+from .conftest import add_raster, record_texts, wait_until
 
 
 @pytest.fixture
@@ -42,18 +42,11 @@ def propose(plugin, cell_m: float, top: int):
     panel = plugin.dock.train_panel
     panel.cell_spin.setValue(cell_m)
     panel.top_spin.setValue(top)
-    stages: list[str] = []
+    stages = record_texts(panel.propose_label)
     QTest.mouseClick(panel.propose_button, Qt.LeftButton)
     assert labelling.task is not None, labelling.last_error and labelling.last_error.message
     assert not panel.propose_button.isEnabled()
-
-    def ended() -> bool:
-        text = panel.propose_label.text()
-        if text and (not stages or stages[-1] != text):
-            stages.append(text)
-        return labelling.task is None
-
-    wait_until(ended, 300.0, "the where-to-label task")
+    wait_until(lambda: labelling.task is None, 300.0, "the where-to-label task")
     assert labelling.last is not None, labelling.last_error and labelling.last_error.message
     assert panel.propose_button.isEnabled()
     return labelling.last, stages
@@ -67,8 +60,8 @@ def test_train_tab_proposes_ranked_cells_over_the_image_in_view(plugin, iface, s
     result, stages = propose(plugin, 50.0, 3)
     summary = result.summary
     assert summary["cells"] == 36 and summary["buildings"] > 5  # 256 m square, 50 m cells
-    # progress was shown between the start and the summary (which stages the polling catches
-    # depends on the machine's load)
+    # progress was shown between the start and the summary (which backend stages a poll
+    # catches depends on the machine's load)
     shown = ("Running", "Separating buildings", "Ranking the cells")
     assert stages[0].startswith("Looking where") and "cells of 50 m ranked" in stages[-1]
     assert any(any(words in s for words in shown) for s in stages[1:-1]), stages
