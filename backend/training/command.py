@@ -135,6 +135,14 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="pull toward the starting model's weights (default: the recipe's, 1e-3 local)",
     )
     p.add_argument(
+        "--blend",
+        type=float,
+        metavar="SHARE",
+        help="share of the fine-tuned weights in the saved model, the rest the starting "
+        "model's, so it keeps what it knew beyond the labels (default: the recipe's, 0.25 "
+        "local; 1: no blend)",
+    )
+    p.add_argument(
         "--encoder",
         help="encoder of a new model (default resnet_light; with --init the init model's "
         "encoder is used, or resnet_light_deep grown from a resnet_light init model)",
@@ -250,6 +258,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             context_px=args.context_px,
             pseudo_targets=args.pseudo_targets,
             l2sp_weight=args.l2sp_weight,
+            blend=args.blend,
             epochs=args.epochs,
             steps_per_epoch=args.steps_per_epoch,
             batch_size=args.batch_size,

@@ -55,6 +55,10 @@ class TrainConfig(BaseModel):
     #: still learn): a few hundred crops of one neighbourhood do not move them away from the
     #: statistics of the data the model was trained on.
     freeze_norms: bool | None = None
+    #: Share of the fine-tuned weights in the saved model, the rest the starting model's
+    #: (:mod:`.blend`): keeps what the model knew beyond the labelled neighbourhood; 1 saves the
+    #: fine-tuned weights as they are; ``None``: the recipe's.
+    blend: float | None = Field(None, gt=0, le=1)
     #: What the self-training targets are (:mod:`.pseudo`): the teacher's ``buildings`` (its
     #: extracted instances, with touching borders as for drawn labels) or its confident
     #: ``pixels``; ``None``: the recipe's (buildings without labels, pixels beside labels).

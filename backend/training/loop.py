@@ -41,6 +41,7 @@ from ternaus_backend.models.metadata import ModelMetadata
 from ternaus_backend.outputs import check_output
 from ternaus_backend.progress import CancelToken, ProgressCallback, ProgressEvent, no_progress
 from ternaus_backend.training import ddp, recipe
+from ternaus_backend.training.blend import StateDict, starting_state
 from ternaus_backend.training.calibration import calibration_step
 from ternaus_backend.training.checkpoint import (
     check_resume_bands,
@@ -98,6 +99,7 @@ def train(
     ckpt = load_checkpoint(ckpt_path) if config.resume else None
     config = _recipe_settings(config, ckpt)
     model, meta, notes, init_provenance = _network(config, ckpt, ckpt_path, out)
+    start = _starting_weights(config, model, ckpt)
     sources = _read_sources(config, meta, progress, cancel)
     if ckpt is None:
         notes += _resampled_notes(sources, meta)
@@ -117,7 +119,7 @@ def train(
     epochs = Epochs(config, run, steps, net, dataset, loader, ranks, device)
     try:
         epochs.train_all(progress, cancel)
-        calibration = _after_training(config, run, ranks, device, progress, cancel)
+        calibration = _after_training(config, run, start, ranks, device, progress, cancel)
     except CancelledError as exc:
         raise cancelled_error(run, out, epochs.crops_per_s) from exc
     return replace(run.result("completed", epochs.crops_per_s), calibration=calibration)
@@ -160,6 +162,7 @@ def _recipe_settings(config: TrainConfig, ckpt: dict[str, Any] | None) -> TrainC
             "self_training",
             "l2sp_weight",
             "tune_thresholds",
+            "blend",
         )
         update = {k: saved.get(k) for k in keys if getattr(config, k) is None}
         config = config.model_copy(update={k: v for k, v in update.items() if v is not None})
@@ -329,16 +332,35 @@ def _crops(
     return dataset, loader
 
 
+def _starting_weights(
+    config: TrainConfig, model: nn.Module, ckpt: dict[str, Any] | None
+) -> StateDict | None:
+    """The starting model's weights, for the blend after training (``None`` when nothing is
+    blended); a resumed run builds them again from ``config.init``."""
+    if config.init is None or (config.blend or 1.0) >= 1.0:
+        return None
+    if ckpt is None:
+        return starting_state(model)
+    started, _meta, _notes = build_model(
+        _band_names(config.sources), config.resolution_m, config.init, config.encoder
+    )
+    return starting_state(started)
+
+
 def _after_training(
     config: TrainConfig,
     run: Run,
+    start: StateDict | None,
     ranks: ddp.Ranks,
     device: torch.device,
     progress: ProgressCallback,
     cancel: CancelToken,
 ) -> dict[str, Any] | None:
-    """On rank 0, once there is a best model: tune its thresholds on the labelled areas (when
-    asked), then calibrate its confidence (:mod:`.calibration`); returns the calibration report."""
+    """On rank 0, once there is a best model: blend it with the starting model (when asked),
+    tune its thresholds on the labelled areas (when asked), then calibrate its confidence
+    (:mod:`.calibration`); returns the calibration report."""
+    if start is not None and ranks.main and run.best is not None:
+        run.blend_with_start(start, device, progress)
     labelled = any(s.source.labels is not None for s in run.sources)
     if config.tune_thresholds and labelled and ranks.main and run.best is not None:
         run.tune_thresholds(device, progress, cancel)

@@ -57,6 +57,9 @@ LOCAL: dict[str, Any] = {
     "self_training": True,
     "tune_thresholds": True,
     "freeze_norms": False,
+    #: share of the fine-tuned weights kept (:mod:`.blend`), chosen on bench_loop with labels
+    #: and without (docs/benchmarks.md)
+    "blend": 0.25,
 }
 CLASSIC: dict[str, Any] = {
     "epochs": 10,
@@ -66,6 +69,7 @@ CLASSIC: dict[str, Any] = {
     "self_training": False,
     "tune_thresholds": False,
     "freeze_norms": False,
+    "blend": 1.0,
 }
 #: Steps of a local fine-tune: a base plus a few per labelled building, within these bounds.
 STEPS_BASE, STEPS_PER_BUILDING, STEPS_MIN, STEPS_MAX = 200, 4, 240, 480

@@ -20,6 +20,7 @@ from torch import nn
 from ternaus_backend.errors import CancelledError
 from ternaus_backend.models.metadata import ModelMetadata
 from ternaus_backend.progress import CancelToken, ProgressCallback, ProgressEvent
+from ternaus_backend.training.blend import StateDict, blend_states
 from ternaus_backend.training.checkpoint import (
     CHECKPOINT_FORMAT,
     rng_state,
@@ -121,6 +122,26 @@ class Run:
             _fmt(stats.val_f1),
             " (best, saved)" if stats.best else "",
         )
+
+    def blend_with_start(
+        self, start: StateDict, device: torch.device, progress: ProgressCallback
+    ) -> None:
+        """Blend the best model's weights with the starting model's (``config.blend`` of the
+        fine-tuned ones, :mod:`.blend`) and rewrite it."""
+        from ternaus_backend.models.model_file import load_model
+
+        share = float(self.config.blend or 1.0)
+        progress(ProgressEvent("blend", 0, 1, {"phase": "blend"}))
+        best = load_model(self.out, device=str(device))
+        best.load_state_dict(blend_states(start, best.state_dict(), share))
+        note = (
+            f"weights blended: {share:.0%} fine-tuned, {1 - share:.0%} the starting model's "
+            "(keeps what it knew beyond the labelled areas)"
+        )
+        self.notes.append(note)
+        log.info(note)
+        save_model_file(best, self._metadata(), self.out)
+        progress(ProgressEvent("blend", 1, 1, {"phase": "blend", "note": note}))
 
     def tune_thresholds(
         self, device: torch.device, progress: ProgressCallback, cancel: CancelToken

@@ -39,6 +39,7 @@ STAGE_TEXT = {
     "queued": "Waiting for the backend",
     "prepare": "Reading the training data",
     "train": "Training",
+    "blend": "Blending with the starting model",
     "thresholds": "Tuning the thresholds on the labels",
     "calibration": "Calibrating the confidence on the validation area",
 }
@@ -46,6 +47,7 @@ STAGE_SPAN = {
     "prepare": (0.0, 5.0),
     "plan": (5.0, 5.0),
     "train": (5.0, 100.0),
+    "blend": (100.0, 100.0),
     "thresholds": (100.0, 100.0),
     "calibration": (100.0, 100.0),
 }

@@ -18,9 +18,10 @@ from ternaus_backend.models.metadata import Thresholds
 from ternaus_backend.pipeline.extract import DEFAULT_MODEL
 from ternaus_backend.synthetic import make_scene
 from ternaus_backend.training import recipe
+from ternaus_backend.training.blend import blend_states
 from ternaus_backend.training.command import add_train_parser, config_from_args
 from ternaus_backend.training.dataset import CropDataset, TrainingSource, prepare_sources
-from ternaus_backend.training.loop import TrainConfig, train
+from ternaus_backend.training.loop import TrainConfig, _starting_weights, train
 from ternaus_backend.training.pseudo import (
     add_pseudo_labels,
     instance_targets,
@@ -121,20 +122,21 @@ def test_cli_takes_the_word_default_and_leaves_the_settings_to_the_recipe(
 ) -> None:
     parser = argparse.ArgumentParser()
     add_train_parser(parser.add_subparsers())
-    args = parser.parse_args(
-        [
-            "train",
-            "--rgb",
-            str(scene.rgb),
-            "--init",
-            "default",
-            "--out",
-            str(tmp_path / "m.safetensors"),
-        ]
-    )
-    config = config_from_args(args)
+    args_list = [
+        "train",
+        "--rgb",
+        str(scene.rgb),
+        "--init",
+        "default",
+        "--out",
+        str(tmp_path / "m.safetensors"),
+    ]
+    config = config_from_args(parser.parse_args(args_list))
     assert config.init == DEFAULT_MODEL and config.recipe == "local"
     assert config.epochs is None and config.lr is None and config.sources[0].labels is None
+    assert config.blend is None  # the recipe's
+    blended = config_from_args(parser.parse_args([*args_list, "--blend", "0.5"]))
+    assert blended.blend == 0.5
     estimate = recipe.estimate_seconds(config, buildings=50)
     assert 60 < estimate < 15 * 60  # a local fine-tune is planned to fit in minutes on a CPU
 
@@ -322,3 +324,82 @@ def test_an_area_without_labels_is_the_imagery_to_adapt_to(scene, tmp_path: Path
     # only the left half of the scene is read, and it is all context
     assert part.context_mask.all() and not part.has_validation
     assert part.image.shape[-1] == pytest.approx(whole.image.shape[-1] / 2, abs=2)
+
+
+def test_blending_averages_weights_and_keeps_counters() -> None:
+    start = {"w": torch.zeros(3), "n": torch.tensor(5)}
+    tuned = {"w": torch.full((3,), 4.0, dtype=torch.bfloat16), "n": torch.tensor(9)}
+    mixed = blend_states(start, tuned, 0.25)
+    assert mixed["w"].dtype == torch.bfloat16 and torch.equal(mixed["w"].float(), torch.ones(3))
+    assert int(mixed["n"]) == 9  # counters are not averaged
+    assert blend_states(start, tuned, 1.0)["w"].float().eq(4.0).all()
+    with pytest.raises(ValueError, match="share"):
+        blend_states(start, tuned, 0.0)
+    with pytest.raises(ValueError, match="shape"):
+        blend_states({**start, "w": torch.zeros(2)}, tuned, 0.5)
+    with pytest.raises(ValueError, match="differ"):
+        blend_states({"w": torch.zeros(3)}, tuned, 0.5)
+
+
+def test_the_local_recipe_blends_with_the_starting_model(scene, tmp_path: Path) -> None:
+    out = tmp_path / "m.safetensors"
+    labelled = [TrainingSource(rgb=scene.rgb, labels=scene.labels)]
+    local = recipe.resolve(TrainConfig(sources=labelled, out=out, init="default"), buildings=50)
+    assert local.blend == recipe.LOCAL["blend"] < 1
+    adapt = recipe.resolve(
+        TrainConfig(sources=[TrainingSource(rgb=scene.rgb)], out=out, init="default")
+    )
+    assert adapt.blend == recipe.LOCAL["blend"]  # adapting too
+    classic = recipe.resolve(
+        TrainConfig(sources=labelled, out=out, init="default", recipe="classic")
+    )
+    assert classic.blend == 1.0
+    own = recipe.resolve(TrainConfig(sources=labelled, out=out, init="default", blend=0.6))
+    assert own.blend == 0.6
+
+
+def test_the_saved_model_is_the_blend_of_the_fine_tune_and_the_start(scene, tmp_path: Path) -> None:
+    """Same run twice (same seed): unblended, and blended half way; the second file holds
+    exactly the average of the first and the default model."""
+    block = _area(tmp_path / "block.geojson", scene, (0.4, 0.0, 1.0, 1.0))
+    outs = {}
+    for share in (1.0, 0.5):
+        outs[share] = tmp_path / f"blend_{share}.safetensors"
+        config = TrainConfig(
+            sources=[TrainingSource(rgb=scene.rgb, labels=scene.labels, aoi=block)],
+            out=outs[share],
+            init="default",
+            epochs=1,
+            context_px=512,
+            blend=share,
+            tune_thresholds=False,
+            **TINY,
+        )
+        result = train(config)
+        assert result.status == "completed"
+    assert "weights blended: 50% fine-tuned" in " ".join(result.notes)
+    base = load_model(DEFAULT_MODEL).state_dict()
+    tuned, blended = (load_model(outs[s]).state_dict() for s in (1.0, 0.5))
+    expected = blend_states(base, tuned, 0.5)
+    learnt = [k for k in base if base[k].is_floating_point() and "running" not in k]
+    assert max(float((tuned[k].float() - base[k].float()).abs().max()) for k in learnt) > 0
+    for key in learnt:
+        assert torch.allclose(blended[key].float(), expected[key].float(), atol=1e-6), key
+
+
+def test_a_resumed_run_blends_with_the_model_it_started_from(scene, tmp_path: Path) -> None:
+    config = recipe.resolve(
+        TrainConfig(
+            sources=[TrainingSource(rgb=scene.rgb, labels=scene.labels)],
+            out=tmp_path / "m.safetensors",
+            init="default",
+        )
+    )
+    elsewhere = load_model(DEFAULT_MODEL)
+    with torch.no_grad():
+        for p in elsewhere.parameters():
+            p.add_(1.0)  # the checkpointed weights differ from the start
+    start = _starting_weights(config, elsewhere, ckpt={"epoch": 1})
+    base = load_model(DEFAULT_MODEL).state_dict()
+    assert start is not None and all(torch.equal(start[k], base[k]) for k in base)
+    assert _starting_weights(config.model_copy(update={"blend": 1.0}), elsewhere, None) is None
