@@ -19,7 +19,8 @@ scores; also on the part of the rest that lies in the validation quarter (never 
 the default model either). The building-free Rio tiles img61/img62 check for false positives.
 
     .venv/bin/python benchmarks/bench_loop.py [--areas kampala nairobi] [--modes finetune adapt]
-        [--json build/bench_loop.json] [--recipe classic]
+        [--json build/bench_loop.json] [--recipe classic] [--blends 0.25 0.5 1]
+        [--work build/loop --reuse]
 
 Prints one markdown table; seconds are wall-clock on this machine (fine-tune includes reading,
 pseudo-labels and validation).
@@ -167,18 +168,47 @@ def retune(path: Path, source: TrainingSource) -> tuple[Path, dict]:
     return Path(out), {"notes": [tuned[1] + " (re-tuned on the saved weights)"]}
 
 
-def fine_tune(
-    area: LoopArea, mode: str, work: Path, recipe: str, reuse: bool = False, **overrides: Any
-) -> tuple[Path, float, dict]:
-    """Fine-tune the default model as the plugin would; returns (model, seconds, summary)."""
+def loop_source(area: LoopArea, mode: str, work: Path) -> TrainingSource:
+    """What the user gives the Train tab: the raster, and for ``finetune`` the block's buildings
+    as labels and the block as the training area."""
     labels = block = None
     if mode == "finetune":
         labels = write_layer(work / f"{area.name}_labels.geojson", area.block_buildings, area.crs)
         block = write_layer(work / f"{area.name}_block.geojson", [area.block], area.crs)
-    source = TrainingSource(rgb=area.raster, labels=labels, aoi=block)
+    return TrainingSource(rgb=area.raster, labels=labels, aoi=block)
+
+
+def blended(trained: Path, share: float, source: TrainingSource, base: Any) -> Any:
+    """The recipe's last steps on a fine-tune trained unblended (``--set blend=1``): ``share``
+    of its weights blended with the default model's (:mod:`ternaus_backend.training.blend`),
+    then, with labels, the thresholds tuned on them starting from the default model's, as
+    ``train()`` does with ``blend=share``; one training run gives every share."""
+    import torch
+
+    from ternaus_backend.training.blend import blend_states, starting_state
+    from ternaus_backend.training.dataset import prepare_sources
+    from ternaus_backend.training.thresholds import tune_on_labels
+
+    model = load_model(trained, device="cpu")
+    meta = model.metadata.model_copy(update={"thresholds": base.metadata.thresholds})
+    model.load_state_dict(blend_states(starting_state(base), model.state_dict(), share))
+    model.metadata = meta
+    if source.labels is not None:
+        sources = prepare_sources([source], meta.normalization, resolution_m=meta.resolution_m)
+        tuned = tune_on_labels(model, sources, torch.device("cpu"))
+        if tuned is not None:
+            model.metadata = meta.model_copy(update={"thresholds": tuned[0]})
+    return model.eval()
+
+
+def fine_tune(
+    area: LoopArea, mode: str, work: Path, recipe: str, reuse: bool = False, **overrides: Any
+) -> tuple[Path, float, dict]:
+    """Fine-tune the default model as the plugin would; returns (model, seconds, summary)."""
+    source = loop_source(area, mode, work)
     saved = work / f"{area.name}_{mode}.safetensors"
     if reuse and saved.exists():
-        if mode != "finetune":
+        if mode != "finetune" or overrides.get("blend") == 1.0:  # blends: tuned by blended()
             return saved, 0.0, {"notes": ["reused"]}
         path, summary = retune(saved, source)
         return path, 0.0, summary
@@ -243,6 +273,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="reuse the models of an earlier run in --work (fine-tunes get the recipe's "
         "threshold step again); times then read 0",
     )
+    parser.add_argument(
+        "--blends",
+        nargs="+",
+        type=float,
+        metavar="SHARE",
+        help="train unblended (blend=1) once and score each share of the fine-tuned weights "
+        "blended with the default model's (the recipe's last steps, see blended()); columns "
+        "MODE@SHARE",
+    )
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--json", type=Path, metavar="PATH")
     parser.add_argument("--work", type=Path, help="keep models and layers here")
@@ -266,13 +305,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "results": {},
             }
             models: dict[str, Any] = {"before": base}
+            if args.blends:
+                overrides["blend"] = 1.0
             for mode in args.modes:
                 path, seconds, summary = fine_tune(
                     area, mode, work, args.recipe, args.reuse, **overrides
                 )
                 row[f"{mode}_seconds"] = round(seconds, 1)
                 row[f"{mode}_train"] = summary
-                models[mode] = load_model(path, device="cpu")
+                if not args.blends:
+                    models[mode] = load_model(path, device="cpu")
+                for share in args.blends or ():
+                    source = loop_source(area, mode, work)
+                    models[f"{mode}@{share:g}"] = blended(path, share, source, base)
             for label, model in models.items():
                 folder = work / area.name / label
                 folder.mkdir(parents=True, exist_ok=True)
@@ -292,7 +337,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     file=sys.stderr,
                 )
             rows.append(row)
-    print(markdown(rows, ["before", *args.modes]))
+    columns = [f"{m}@{b:g}" for m in args.modes for b in args.blends] if args.blends else args.modes
+    print(markdown(rows, ["before", *columns]))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"recipe": args.recipe, "rows": rows}, indent=2))
@@ -325,7 +371,8 @@ def markdown(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
             + " | ".join(str(res.get(c, {}).get("rio_empty_fp", "n/a")) for c in columns)
             + " |"
         )
-        times = ["-"] + [f"{row.get(f'{c}_seconds', 0):.0f} s" for c in columns[1:]]
+        modes = [c.partition("@")[0] for c in columns[1:]]  # finetune@0.25: finetune's run
+        times = ["-"] + [f"{row.get(f'{m}_seconds', 0):.0f} s" for m in modes]
         lines.append("| | seconds | " + " | ".join(times) + " |")
     return "\n".join(lines)
 
