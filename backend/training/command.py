@@ -125,7 +125,7 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--pseudo-targets",
         choices=["buildings", "pixels"],
         help="self-training targets: the starting model's buildings (with touching borders) or "
-        "its confident pixels (default: buildings without labels, pixels beside labels)",
+        "its confident pixels (default: buildings)",
     )
     p.add_argument(
         "--l2sp",

@@ -61,7 +61,7 @@ class TrainConfig(BaseModel):
     blend: float | None = Field(None, gt=0, le=1)
     #: What the self-training targets are (:mod:`.pseudo`): the teacher's ``buildings`` (its
     #: extracted instances, with touching borders as for drawn labels) or its confident
-    #: ``pixels``; ``None``: the recipe's (buildings without labels, pixels beside labels).
+    #: ``pixels``; ``None``: the recipe's (buildings).
     pseudo_targets: Literal["buildings", "pixels"] | None = None
     weight_decay: float = Field(1e-4, ge=0)
     warmup_fraction: float = Field(0.05, ge=0, lt=1)

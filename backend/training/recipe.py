@@ -60,6 +60,8 @@ LOCAL: dict[str, Any] = {
     #: share of the fine-tuned weights kept (:mod:`.blend`), chosen on bench_loop with labels
     #: and without (docs/benchmarks.md)
     "blend": 0.25,
+    #: self-training on the teacher's buildings, with labels and without (bench_loop, blended)
+    "pseudo_targets": "buildings",
 }
 CLASSIC: dict[str, Any] = {
     "epochs": 10,
@@ -70,6 +72,7 @@ CLASSIC: dict[str, Any] = {
     "tune_thresholds": False,
     "freeze_norms": False,
     "blend": 1.0,
+    "pseudo_targets": "buildings",
 }
 #: Steps of a local fine-tune: a base plus a few per labelled building, within these bounds.
 STEPS_BASE, STEPS_PER_BUILDING, STEPS_MIN, STEPS_MAX = 200, 4, 240, 480
@@ -114,7 +117,6 @@ def resolve(config: TrainConfig, buildings: int | None = None) -> TrainConfig:
     elif local:
         values.pop("epochs")
     labelled = any(s.labels is not None for s in config.sources)
-    values["pseudo_targets"] = "pixels" if labelled else "buildings"
     resolved = config.model_copy(update=_unset(config, values))
     if resolved.self_training and config.init is None:
         raise InputError(
