@@ -21,12 +21,12 @@ when the teacher is sure of it: inside a building with body probability at least
 touching border between its buildings; pixels in between are left out (weight 0), as are the user's
 training area (their labels win), the validation area with its gap, and nodata.
 
-``pixels`` (beside the user's labels): a pixel is a building when its body probability is at least
-:data:`CONFIDENT_BUILDING`, background at most :data:`CONFIDENT_BACKGROUND` (border target where
-it is a building and the border map says so); the user's labels teach the touching borders.
+``pixels`` (the former rule, on request): a pixel is a building when its body probability is at
+least :data:`CONFIDENT_BUILDING`, background at most :data:`CONFIDENT_BACKGROUND` (border target
+where it is a building and the border map says so); the user's labels teach the touching borders.
 Measured on the four OpenAerialMap areas (``benchmarks/bench_loop.py``), building targets raised
-self-training alone on three areas where pixel targets raised it on one, while beside labels
-they lowered the fine-tune on three of four.
+self-training alone on three areas where pixel targets raised it on one; the recipe uses them
+with labels too, where its blend with the starting model was measured (:mod:`.blend`).
 """
 
 from __future__ import annotations
