@@ -1,9 +1,9 @@
-"""ComparisonController: the "Map check" and "Changes" tabs' requests as tasks, their results as
-styled layers in a group (GUI thread).
+"""MapCheckController and ChangesController: the "Map check" and "Changes" tabs' requests as
+tasks, their results as styled layers in a group (GUI thread).
 
 Layers are read and exported here (:func:`~ternaus_qgis.core.vector_inputs.export_vector_layer`,
-:func:`~ternaus_qgis.core.raster_inputs.raster_input`); the work is a
-:class:`~ternaus_qgis.tasks.comparison_task.ComparisonTask`, the backend's ``compare`` and
+:func:`~ternaus_qgis.core.raster_inputs.raster_input`); the work is
+:func:`~ternaus_qgis.tasks.comparison_task.run_comparison`, the backend's ``compare`` and
 ``changes`` jobs (and its ``predict`` job for a date given as an image), the code behind
 ``ternaus compare`` / ``ternaus changes`` and the Processing algorithms.
 """
@@ -13,7 +13,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from qgis.core import (
-    QgsApplication,
     QgsCoordinateTransform,
     QgsFeature,
     QgsGeometry,
@@ -23,9 +22,7 @@ from qgis.core import (
     QgsRectangle,
     QgsVectorLayer,
 )
-from qgis.PyQt.QtCore import QObject
 
-from ..backend_process import BackendConnection
 from ..core import result_layers
 from ..core.comparison import ChangesRequest, CompareRequest
 from ..core.extraction import ExtractionRequest
@@ -34,131 +31,111 @@ from ..core.models import model_problem
 from ..core.raster_inputs import raster_input
 from ..core.vector_inputs import export_vector_layer
 from ..exceptions import LayerError, TernausPluginError
-from ..tasks.comparison_task import ComparisonOutcome, ComparisonTask
+from ..tasks.comparison_task import ComparisonOutcome, describe, run_comparison
 from .comparison_panels import ChangesPanel, MapCheckPanel, _ComparisonPanel
 from .messages import push_error, push_success
+from .workflow import Job, Workflow
 
 SIDE_WORDS = {"before": "earlier", "after": "later"}
 
+#: A comparison's request, and the extractions of the dates given as images (by side).
+ComparisonJob = tuple[CompareRequest | ChangesRequest, dict[str, ExtractionRequest]]
 
-class ComparisonController(QObject):
-    """Connects the dock's Map check and Changes tabs to tasks and the project."""
 
-    def __init__(self, dock, message_bar, backend: BackendConnection) -> None:
-        super().__init__(dock)
-        self.dock = dock
-        self.bar = message_bar
-        self.backend = backend
-        self.tasks: dict[str, ComparisonTask | None] = {"compare": None, "changes": None}
-        #: The latest outcome of each kind (``ComparisonOutcome``), and the latest error.
-        self.last: dict[str, ComparisonOutcome | None] = {"compare": None, "changes": None}
-        self.last_error: TernausPluginError | None = None
-        #: Where each kind's latest run counted (shown under its summary), e.g. "inside ...".
-        self.notes: dict[str, str] = {"compare": "", "changes": ""}
-        self.panels: dict[str, _ComparisonPanel] = {
-            "compare": dock.map_check_panel,
-            "changes": dock.changes_panel,
-        }
-        for kind, panel in self.panels.items():
-            panel.run_requested.connect(lambda kind=kind: self.run(kind))
-            panel.cancel_requested.connect(lambda kind=kind: self.cancel(kind))
+class ComparisonController(Workflow):
+    """One comparison tab: runs its request, adds the result's layers in a group."""
 
-    # ------------------------------------------------------------------ running
-    def run(self, kind: str) -> None:
-        """Collect the tab's choices (layers exported here) and start a ComparisonTask."""
-        if self.tasks[kind] is not None:
-            return
-        panel = self.panels[kind]
-        try:
-            if kind == "compare":
-                request, extractions = self.collect_compare(panel), {}
-            else:
-                request, extractions = self.collect_changes(panel)
-        except TernausPluginError as error:
-            self.last_error = error
-            panel.show_error(error.message)
-            push_error(self.bar, error)
-            return
-        task = ComparisonTask(
-            request,
-            self.backend,
-            lambda outcome, kind=kind: self._done(kind, outcome),
-            lambda error, kind=kind: self._failed(kind, error),
-            extractions,
+    #: The kind of comparison (``"compare"``: Map check, ``"changes"``: Changes).
+    kind = ""
+
+    def __init__(self, dock, message_bar, backend, panel: _ComparisonPanel) -> None:
+        super().__init__(dock, message_bar, backend)
+        self.panel = panel
+        #: Where the latest run counted (shown under its summary), e.g. "Inside ...".
+        self.note = ""
+        panel.run_requested.connect(self.run)
+        panel.cancel_requested.connect(self.cancel)
+
+    def group_name(self, request: CompareRequest | ChangesRequest) -> str:
+        """The layer tree group of a result."""
+        raise NotImplementedError
+
+    def job(self, job: ComparisonJob) -> Job:
+        request, extractions = job
+        return (
+            describe(request),
+            lambda progress: run_comparison(request, extractions, self.backend, progress),
         )
-        task.progressChanged.connect(lambda percent, kind=kind: self._progress(kind, percent))
-        self.tasks[kind] = task
-        panel.set_running(True)
-        QgsApplication.taskManager().addTask(task)
 
-    def cancel(self, kind: str) -> None:
-        task = self.tasks[kind]
-        if task is not None:
-            panel = self.panels[kind]
-            panel.set_progress(panel.progress_bar.value(), "Cancelling…")
-            task.cancel()
+    def show_running(self) -> None:
+        self.panel.set_running(True)
 
-    def _progress(self, kind: str, percent: float) -> None:
-        task = self.tasks[kind]
-        if task is not None:
-            self.panels[kind].set_progress(percent, task.stage)
+    def show_progress(self, percent: float, stage: str) -> None:
+        self.panel.set_progress(percent, stage)
 
-    def _done(self, kind: str, outcome: ComparisonOutcome) -> None:
-        self.tasks[kind] = None
-        self.last[kind] = outcome
-        panel = self.panels[kind]
+    def show_cancelling(self) -> None:
+        self.panel.set_progress(self.panel.progress_bar.value(), "Cancelling…")
+
+    def show_result(self, outcome: ComparisonOutcome) -> None:
+        panel = self.panel
         panel.set_running(False)
         comparison = outcome.comparison
-        request = outcome.request
-        if kind == "compare":
-            group = f"map check - {request.reference_name} vs {request.result_name}"
-        else:
-            group = f"changes - {request.before_name} to {request.after_name}"
+        group = self.group_name(outcome.request)
         extracted = [
             (result.path, result.layer_name, result.request.title)
             for result in outcome.extracted.values()
         ]
         try:
-            result_layers.add_comparison_layers(comparison.path, kind, group, extracted)
+            result_layers.add_comparison_layers(comparison.path, self.kind, group, extracted)
         except RuntimeError as error:
-            self._failed(
-                kind, TernausPluginError(f"The layers could not be opened: {error}.", str(error))
-            )
+            self.fail(TernausPluginError(f"The layers could not be opened: {error}.", str(error)))
             return
-        panel.show_summary(comparison.summary, format_seconds(comparison.seconds), self.notes[kind])
+        panel.show_summary(comparison.summary, format_seconds(comparison.seconds), self.note)
         push_success(self.bar, f"{group}: {comparison.text}; saved in {comparison.path}")
 
-    def _failed(self, kind: str, error: TernausPluginError) -> None:
-        self.tasks[kind] = None
-        self.last_error = error
-        panel = self.panels[kind]
-        panel.set_running(False)
-        panel.set_progress(0, error.message)
+    def show_error(self, error: TernausPluginError) -> None:
+        self.panel.set_running(False)
+        self.panel.set_progress(0, error.message)
         push_error(self.bar, error)
 
-    def shutdown(self) -> None:
-        """Cancel running work and forget its callbacks (plugin unload)."""
-        for kind, task in self.tasks.items():
-            if task is not None:
-                task.detach()
-            self.tasks[kind] = None
+    def show_refusal(self, error: TernausPluginError) -> None:
+        self.panel.show_error(error.message)
+        push_error(self.bar, error)
 
-    # ------------------------------------------------------------------ collecting requests
-    def collect_compare(self, panel: MapCheckPanel) -> CompareRequest:
+    def _area_path(self) -> Path | None:
+        area = self.panel.area_layer()
+        if area is None:
+            return None
+        return export_vector_layer(area, "area", self.panel.area_selected_check.isChecked())
+
+
+class MapCheckController(ComparisonController):
+    """The Map check tab: our buildings against a map's (e.g. OpenStreetMap)."""
+
+    kind = "compare"
+
+    def collect(self) -> ComparisonJob:
+        return self.collect_request(), {}
+
+    def group_name(self, request: CompareRequest) -> str:
+        return f"map check - {request.reference_name} vs {request.result_name}"
+
+    def collect_request(self) -> CompareRequest:
         """The request of the Map check tab (GUI thread: layers are exported here)."""
+        panel: MapCheckPanel = self.panel
         result, reference = panel.result_layer(), panel.map_layer()
         if result is not None and reference is not None and result.id() == reference.id():
             raise LayerError("Our buildings and the map's are the same layer: choose two.")
         result_path = export_vector_layer(result, "result")
         reference_path = export_vector_layer(reference, "map buildings")
-        area_path = self._area_path(panel)
-        self.notes["compare"] = ""
+        area_path = self._area_path()
+        self.note = ""
         image = source_image(result)
         if area_path is None and image is not None:  # the map beyond the image was not seen
             area_path = export_vector_layer(
                 _rectangle_layer(image.extent(), image.crs()), "imaged area"
             )
-            self.notes["compare"] = f"Inside the extent of '{image.name()}', where they come from"
+            self.note = f"Inside the extent of '{image.name()}', where they come from"
         stem = f"{reference.name()}_vs_{result.name()}_map_check"
         return CompareRequest(
             result_path=result_path,
@@ -171,12 +148,21 @@ class ComparisonController(QObject):
             reference_name=reference.name(),
         )
 
-    def collect_changes(
-        self, panel: ChangesPanel
-    ) -> tuple[ChangesRequest, dict[str, ExtractionRequest]]:
+
+class ChangesController(ComparisonController):
+    """The Changes tab: buildings new, demolished or changed between two dates (layers or
+    images)."""
+
+    kind = "changes"
+
+    def group_name(self, request: ChangesRequest) -> str:
+        return f"changes - {request.before_name} to {request.after_name}"
+
+    def collect(self) -> ComparisonJob:
         """The request of the Changes tab; a date given as an image gets an extraction request
         (the Extract tab's model and options) over the part both dates cover, and the changes
         are then counted inside that part only."""
+        panel: ChangesPanel = self.panel
         layers = {"before": panel.before_layer(), "after": panel.after_layer()}
         for side, layer in layers.items():
             if layer is None or not layer.isValid():
@@ -188,15 +174,15 @@ class ComparisonController(QObject):
         images = {s: lyr for s, lyr in layers.items() if isinstance(lyr, QgsRasterLayer)}
         area = panel.area_layer()
         selected = panel.area_selected_check.isChecked()
-        area_path = self._area_path(panel)
+        area_path = self._area_path()
         paths: dict[str, Path] = {}
         extractions: dict[str, ExtractionRequest] = {}
-        self.notes["changes"] = ""
+        self.note = ""
         if images:
             extent, crs = self._common_extent(layers, area, selected)
             if area_path is None:  # count changes only where both dates are known
                 area_path = export_vector_layer(_rectangle_layer(extent, crs), "overlap")
-                self.notes["changes"] = "Inside the part both dates cover"
+                self.note = "Inside the part both dates cover"
         for side, layer in layers.items():
             if side in images:
                 extractions[side] = self._extraction(layer, extent, crs)
@@ -222,12 +208,6 @@ class ComparisonController(QObject):
             after_name=after,
         )
         return request, extractions
-
-    def _area_path(self, panel: _ComparisonPanel) -> Path | None:
-        area = panel.area_layer()
-        if area is None:
-            return None
-        return export_vector_layer(area, "area", panel.area_selected_check.isChecked())
 
     def _common_extent(self, layers: dict[str, QgsMapLayer], area, selected: bool):
         """The part both dates (and the area, when chosen) cover, in the first image's CRS."""

@@ -1,5 +1,5 @@
-"""InstallBackendDialog: what "Install backend…" installs, and where. It only collects choices; the
-:class:`~ternaus_qgis.tasks.install_task.InstallBackendTask` does the work."""
+"""InstallBackendDialog: what "Install backend…" installs, and where. It only collects choices; a
+task running :func:`~ternaus_qgis.tasks.install_task.install_backend` does the work."""
 
 from __future__ import annotations
 

@@ -2,58 +2,36 @@
 ranked, styled layer of cells (GUI thread).
 
 The request is read here (the Train tab's RGB layer and starting model, the part of the image in
-the map canvas); the work is a :class:`~ternaus_qgis.tasks.label_cells_task.LabelCellsTask`, the
+the map canvas); the work is :func:`~ternaus_qgis.core.labelling.run_label_cells`, the
 backend's ``where_to_label`` job, the code behind ``ternaus where-to-label`` and the Processing
 algorithm ``ternaus:where_to_label``.
 """
 
 from __future__ import annotations
 
-from qgis.core import QgsApplication, QgsCoordinateTransform, QgsProject, QgsRectangle
-from qgis.PyQt.QtCore import QObject
+from qgis.core import QgsCoordinateTransform, QgsProject, QgsRectangle
 
 from ..backend_process import BackendConnection
 from ..core import result_layers
 from ..core.jobs import format_seconds
-from ..core.labelling import LabelCellsRequest, LabelCellsResult
+from ..core.labelling import LabelCellsRequest, LabelCellsResult, run_label_cells
 from ..core.raster_inputs import raster_input
 from ..core.vector_inputs import export_vector_layer
 from ..exceptions import LayerError, TernausPluginError
-from ..tasks.label_cells_task import LabelCellsTask
 from .messages import push_error, push_success
+from .workflow import Job, Workflow
 
 
-class LabellingController(QObject):
+class LabellingController(Workflow):
     """Connects the Train tab's *Propose cells to label* to a task and the project."""
 
     def __init__(self, dock, message_bar, backend: BackendConnection, canvas=None) -> None:
-        super().__init__(dock)
-        self.dock = dock
+        super().__init__(dock, message_bar, backend)
         self.panel = dock.train_panel
-        self.bar = message_bar
-        self.backend = backend
         self.canvas = canvas
-        self.task: LabelCellsTask | None = None
-        #: The latest result and error (tests and the next steps read them).
-        self.last: LabelCellsResult | None = None
-        self.last_error: TernausPluginError | None = None
         #: The layers of the latest result: [cells, buildings].
         self.layers: list = []
-        self.panel.propose_requested.connect(self.propose)
-
-    def propose(self) -> None:
-        """Collect the request (GUI thread) and start a LabelCellsTask."""
-        if self.task is not None:
-            return
-        try:
-            request = self.collect()
-        except TernausPluginError as error:
-            self._failed(error)
-            return
-        self.task = LabelCellsTask(request, self.backend, self._done, self._failed)
-        self.task.progressChanged.connect(self._progress)
-        self.panel.set_proposing(True)
-        QgsApplication.taskManager().addTask(self.task)
+        self.panel.propose_requested.connect(self.run)
 
     def collect(self) -> LabelCellsRequest:
         """The Train tab's image, its starting model (else the default), the part of the image
@@ -107,18 +85,24 @@ class LabellingController(QObject):
             )
         return extent, crs
 
-    def _progress(self, percent: float) -> None:
-        if self.task is not None:
-            self.panel.propose_label.setText(f"{self.task.stage} ({percent:.0f} %)")
+    def job(self, request: LabelCellsRequest) -> Job:
+        return (
+            f"Ternaus: where to label in {request.rgb.name}",
+            lambda progress: run_label_cells(request, self.backend, progress),
+        )
 
-    def _done(self, result: LabelCellsResult) -> None:
-        self.task = None
-        self.last = result
+    def show_running(self) -> None:
+        self.panel.set_proposing(True)
+
+    def show_progress(self, percent: float, stage: str) -> None:
+        self.panel.propose_label.setText(f"{stage} ({percent:.0f} %)")
+
+    def show_result(self, result: LabelCellsResult) -> None:
         self.panel.set_proposing(False)
         try:
             self.layers = result_layers.add_label_cells_layers(result.path, result.request.rgb.name)
         except RuntimeError as error:
-            self._failed(TernausPluginError(f"The cells could not be opened: {error}.", str(error)))
+            self.fail(TernausPluginError(f"The cells could not be opened: {error}.", str(error)))
             return
         seconds = format_seconds(result.seconds)
         advice = "Draw labels in the highlighted cells, then Train."
@@ -141,15 +125,10 @@ class LabellingController(QObject):
         panel.area_selected_check.setChecked(True)
         return True
 
-    def _failed(self, error: TernausPluginError) -> None:
-        self.task = None
-        self.last_error = error
+    def show_error(self, error: TernausPluginError) -> None:
         self.panel.set_proposing(False)
         self.panel.propose_label.setText(error.message)
         push_error(self.bar, error)
 
-    def shutdown(self) -> None:
-        """Cancel running work and forget its callbacks (plugin unload)."""
-        if self.task is not None:
-            self.task.detach()
-        self.task = None
+    def show_refusal(self, error: TernausPluginError) -> None:
+        self.show_error(error)

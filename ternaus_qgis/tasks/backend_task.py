@@ -1,4 +1,8 @@
-"""BackendStatusTask: connect (starting the local backend if needed), read health and models."""
+"""The backend check: connect (starting the local backend if needed), read health and models.
+
+:func:`read_status` is the work of the dock's backend check (a
+:class:`~ternaus_qgis.tasks.job_task.JobTask`).
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,8 @@ from typing import Any
 
 from .. import settings
 from ..backend_process import BackendConnection, BackendInfo
+from ..core.jobs import Progress
 from ..exceptions import TernausPluginError
-from .base import TernausTask, log
 
 
 @dataclass
@@ -20,9 +24,12 @@ class BackendStatus:
     problems: list[str] = field(default_factory=list)  # added model files that cannot be read
 
 
-def read_status(backend: BackendConnection, report=None, cancelled=None) -> BackendStatus:
-    """Health and models of the backend (blocking: worker threads only)."""
-    client, info = backend.client(report, cancelled)
+def read_status(backend: BackendConnection, progress: Progress) -> BackendStatus:
+    """Health and models of the backend (blocking: worker threads only); each step of starting
+    the backend is logged and shown as the stage."""
+    client, info = backend.client(
+        lambda text: (progress.log(text), progress.report(0, text)), progress.cancelled
+    )
     models = client.models()
     status = BackendStatus(info=info, models=models)
     known = {m["path"] for m in models}
@@ -34,16 +41,3 @@ def read_status(backend: BackendConnection, report=None, cancelled=None) -> Back
         except TernausPluginError as error:
             status.problems.append(f"{path}: {error.message}")
     return status
-
-
-class BackendStatusTask(TernausTask):
-    """Runs :func:`read_status` in the background; the dock then shows device and models."""
-
-    def __init__(self, backend: BackendConnection, on_done, on_error) -> None:
-        super().__init__("Ternaus: connecting to the backend", on_done, on_error)
-        self.backend = backend
-
-    def work(self) -> BackendStatus:
-        return read_status(
-            self.backend, lambda text: (log(text), self.set_stage(0, text)), self.isCanceled
-        )

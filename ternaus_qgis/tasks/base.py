@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from qgis.core import Qgis, QgsMessageLog, QgsTask
+from qgis.PyQt.QtCore import pyqtSignal
 
 from ..exceptions import CancelledByUser, TernausPluginError
 
@@ -28,8 +29,11 @@ class TernausTask(QgsTask):
     """Runs ``work()``; then calls ``on_done(result)`` or ``on_error(error)`` on the GUI thread.
 
     ``error`` is always a :class:`TernausPluginError` (unexpected exceptions are wrapped, with the
-    traceback as details); a cancel gives :class:`CancelledByUser`.
+    traceback as details); a cancel gives :class:`CancelledByUser`. ``stage_changed(percent,
+    stage)`` carries each :meth:`set_stage` to the GUI thread (a queued signal).
     """
+
+    stage_changed = pyqtSignal(float, str)
 
     def __init__(
         self,
@@ -82,5 +86,7 @@ class TernausTask(QgsTask):
 
     def set_stage(self, percent: float, stage: str) -> None:
         """Progress from the worker thread: the bar (0-100) and a stage text."""
+        percent = max(0.0, min(100.0, percent))
         self.stage = stage
-        self.setProgress(max(0.0, min(100.0, percent)))
+        self.stage_changed.emit(percent, stage)
+        self.setProgress(percent)

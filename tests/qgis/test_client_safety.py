@@ -175,7 +175,7 @@ def test_a_token_over_plain_http_to_another_machine_is_warned_once_per_url(
     plugin = TernausPlugin(iface)
     plugin.initGui()
     try:
-        wait_until(lambda: plugin.controller.status_task is None, 30, "the backend")
+        wait_until(lambda: plugin.controller.backend_status.task is None, 30, "the backend")
         assert backend.seen and backend.seen[0][1] == "/v1/health"
         texts = [item.text() for item in iface.bar.items()]
         warnings = [text for text in texts if "unencrypted" in text]
@@ -183,7 +183,7 @@ def test_a_token_over_plain_http_to_another_machine_is_warned_once_per_url(
         assert url in warnings[0] and "https" in warnings[0] and "SSH tunnel" in warnings[0]
         assert any(url in text and "unencrypted" in text for text in logged)
         plugin.controller.refresh_backend()  # again: the same URL is not warned twice
-        wait_until(lambda: plugin.controller.status_task is None, 30, "the backend again")
+        wait_until(lambda: plugin.controller.backend_status.task is None, 30, "the backend again")
         texts = [item.text() for item in iface.bar.items()]
         assert len([text for text in texts if "unencrypted" in text]) == 1, texts
     finally:
@@ -315,8 +315,8 @@ def test_the_dock_shows_the_not_json_message(iface, project, servers, remote_set
     plugin = TernausPlugin(iface)
     plugin.initGui()
     try:
-        wait_until(lambda: plugin.controller.status_task is None, 30, "the backend")
-        error = plugin.controller.last_error
+        wait_until(lambda: plugin.controller.backend_status.task is None, 30, "the backend")
+        error = plugin.controller.backend_status.last_error
         assert isinstance(error, BackendAnswerError), error
         assert "not JSON" in error.message and "x" * 201 not in error.message
         texts = [item.text() for item in iface.bar.items()]

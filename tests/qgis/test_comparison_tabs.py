@@ -38,16 +38,21 @@ def vector(path, name: str) -> QgsVectorLayer:
     return layer
 
 
+def comparison_of(plugin, kind: str):
+    """The controller of the Map check (``"compare"``) or Changes (``"changes"``) tab."""
+    return plugin.controller.map_check if kind == "compare" else plugin.controller.changes
+
+
 def run_tab(plugin, kind: str, timeout_s: float = 300.0):
     """Click the tab's Run button, record the stages shown, wait for the task; the outcome."""
-    comparison = plugin.controller.comparison
-    panel = comparison.panels[kind]
+    comparison = comparison_of(plugin, kind)
+    panel = comparison.panel
     stages = record_texts(panel.stage_label)
     QTest.mouseClick(panel.run_button, Qt.LeftButton)
-    assert comparison.tasks[kind] is not None, comparison.last_error
+    assert comparison.task is not None, comparison.last_error
     assert not panel.run_button.isEnabled() and panel.cancel_button.isEnabled()
-    wait_until(lambda: comparison.tasks[kind] is None, timeout_s, f"the {kind} task")
-    outcome = comparison.last[kind]
+    wait_until(lambda: comparison.task is None, timeout_s, f"the {kind} task")
+    outcome = comparison.last
     assert outcome is not None, comparison.last_error and comparison.last_error.message
     assert panel.run_button.isEnabled() and not panel.cancel_button.isEnabled()
     return outcome, stages
@@ -86,10 +91,11 @@ def test_map_check_tab_finds_the_gaps_and_the_offset(plugin, tmp_path):
     text = panel.summary_label.text()
     assert "<b>5</b> seen, not on the map" in text and "<b>10</b> on the map, not seen" in text
     assert "+2.0" in text and "+1.0" in text and "196 pairs" in text  # 2 m east, 1 m north
-    # progress between the start and the end: which backend stage a poll catches depends on
-    # the machine's load (a 2 s job may be polled only while "running")
+    # progress between the start and the end: every stage reported is shown; which backend
+    # stage a poll catches depends on the machine's load (a 2 s job may be polled only while
+    # "running")
     assert stages[0] == "Starting…" and stages[-1].startswith("Done in"), stages
-    polled = set(stages[1:-1]) - {"Done"}
+    polled = set(stages[1:-1]) - {"Done", "Connecting to the backend"}
     assert polled and polled <= {"Running", "Waiting for the backend", STAGE_TEXT["compare"]}
     assert panel.progress_bar.value() == 100
     assert Path(outcome.comparison.path).parent.name == "ternaus_results"
@@ -205,19 +211,19 @@ def test_changes_tab_with_two_images_of_the_same_date_finds_no_change(plugin, sy
 def test_comparison_tabs_refuse_the_same_layer_twice(plugin, tmp_path):
     case = second_date(tmp_path)
     before = vector(case.before, "before")
-    comparison = plugin.controller.comparison
+    changes = plugin.controller.changes
     panel = plugin.dock.changes_panel
     panel.before_combo.setLayer(before)
     panel.after_combo.setLayer(before)
     QTest.mouseClick(panel.run_button, Qt.LeftButton)
-    assert comparison.tasks["changes"] is None
-    assert "same layer" in comparison.last_error.message
+    assert changes.task is None
+    assert "same layer" in changes.last_error.message
     assert "same layer" in panel.stage_label.text()
     check = plugin.dock.map_check_panel
     check.result_combo.setLayer(before)
     check.map_combo.setLayer(before)
     QTest.mouseClick(check.run_button, Qt.LeftButton)
-    assert comparison.tasks["compare"] is None and "same layer" in check.stage_label.text()
+    assert plugin.controller.map_check.task is None and "same layer" in check.stage_label.text()
 
 
 def test_map_check_can_be_cancelled(plugin, tmp_path):
@@ -225,11 +231,11 @@ def test_map_check_can_be_cancelled(plugin, tmp_path):
     panel = plugin.dock.map_check_panel
     panel.result_combo.setLayer(vector(case.result, "result"))
     panel.map_combo.setLayer(vector(case.reference, "osm"))
-    comparison = plugin.controller.comparison
+    comparison = plugin.controller.map_check
     QTest.mouseClick(panel.run_button, Qt.LeftButton)
     QTest.mouseClick(panel.cancel_button, Qt.LeftButton)
-    wait_until(lambda: comparison.tasks["compare"] is None, 120, "the cancel")
-    assert comparison.last["compare"] is None
+    wait_until(lambda: comparison.task is None, 120, "the cancel")
+    assert comparison.last is None
     assert "ancel" in comparison.last_error.message
     assert panel.run_button.isEnabled()
     assert QgsProject.instance().layerTreeRoot().findGroup("map check - osm vs result") is None
@@ -239,14 +245,14 @@ def test_changes_of_images_can_be_cancelled_during_the_extraction(plugin, synthe
     panel = plugin.dock.changes_panel
     panel.before_combo.setLayer(add_raster(synthetic_scene, "image A"))
     panel.after_combo.setLayer(add_raster(synthetic_scene, "image B"))
-    comparison = plugin.controller.comparison
+    comparison = plugin.controller.changes
     QTest.mouseClick(panel.run_button, Qt.LeftButton)
     wait_until(
         lambda: panel.stage_label.text().startswith("Earlier image: "), 120, "the extraction"
     )
     QTest.mouseClick(panel.cancel_button, Qt.LeftButton)
-    wait_until(lambda: comparison.tasks["changes"] is None, 120, "the cancel")
-    assert comparison.last["changes"] is None
+    wait_until(lambda: comparison.task is None, 120, "the cancel")
+    assert comparison.last is None
     assert "ancel" in comparison.last_error.message
     assert panel.run_button.isEnabled() and not panel.cancel_button.isEnabled()
     root = QgsProject.instance().layerTreeRoot()

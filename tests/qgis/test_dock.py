@@ -53,7 +53,9 @@ def click_extract(plugin) -> None:
 
 
 def wait_for_task(plugin, timeout_s: float = 180.0) -> None:
-    wait_until(lambda: plugin.controller.task is None, timeout_s, "the extraction task to end")
+    wait_until(
+        lambda: plugin.controller.extraction.task is None, timeout_s, "the extraction task to end"
+    )
 
 
 def bar_texts(iface) -> list[str]:
@@ -81,7 +83,9 @@ def test_extract_through_the_dock_adds_an_editable_styled_layer(iface, plugin, s
     click_extract(plugin)
     assert not plugin.dock.extract_button.isEnabled() and plugin.dock.cancel_button.isEnabled()
     wait_for_task(plugin)
-    assert plugin.controller.last_error is None, plugin.controller.last_error.message
+    assert plugin.controller.extraction.last_error is None, (
+        plugin.controller.extraction.last_error.message
+    )
     (layer,) = result_layers(raster)
     assert layer.featureCount() > 5
     assert layer.crs() == raster.crs()
@@ -95,11 +99,11 @@ def test_extract_through_the_dock_adds_an_editable_styled_layer(iface, plugin, s
     assert plugin.dock.extract_button.isEnabled() and not plugin.dock.cancel_button.isEnabled()
 
     # A second run on the same layer asks: "add" keeps both, "replace" leaves one.
-    plugin.controller.ask_replace = lambda parent, title: "add"
+    plugin.controller.extraction.ask_replace = lambda parent, title: "add"
     click_extract(plugin)
     wait_for_task(plugin)
     assert len(result_layers(raster)) == 2
-    plugin.controller.ask_replace = lambda parent, title: "replace"
+    plugin.controller.extraction.ask_replace = lambda parent, title: "replace"
     click_extract(plugin)
     wait_for_task(plugin)
     assert len(result_layers(raster)) == 1
@@ -126,9 +130,9 @@ def test_wrong_layer_gets_a_clear_message(iface, plugin, tmp_path):
     single = add_raster(write_raster(tmp_path / "one_band.tif", np.zeros((1, 64, 64), np.uint8)))
     plugin.dock.rgb_combo.setLayer(single)
     click_extract(plugin)
-    assert isinstance(plugin.controller.last_error, LayerError)
-    assert "band" in plugin.controller.last_error.message
-    assert plugin.controller.task is None
+    assert isinstance(plugin.controller.extraction.last_error, LayerError)
+    assert "band" in plugin.controller.extraction.last_error.message
+    assert plugin.controller.extraction.task is None
 
 
 @pytest.fixture(scope="module")
@@ -140,10 +144,12 @@ def large_scene(tmp_path_factory) -> Path:
 
 def wait_until_running_network(plugin) -> None:
     wait_until(
-        lambda: plugin.controller.task is None or plugin.dock.progress_bar.value() >= 6,
+        lambda: plugin.controller.extraction.task is None or plugin.dock.progress_bar.value() >= 6,
         what="the network to start",
     )
-    assert plugin.controller.task is not None, "the job ended before it could be interrupted"
+    assert plugin.controller.extraction.task is not None, (
+        "the job ended before it could be interrupted"
+    )
 
 
 def test_cancel_stops_a_running_job(iface, plugin, large_scene):
@@ -153,7 +159,7 @@ def test_cancel_stops_a_running_job(iface, plugin, large_scene):
     wait_until_running_network(plugin)
     QTest.mouseClick(plugin.dock.cancel_button, Qt.LeftButton)
     wait_for_task(plugin, 60)
-    assert isinstance(plugin.controller.last_error, CancelledByUser)
+    assert isinstance(plugin.controller.extraction.last_error, CancelledByUser)
     assert result_layers(raster) == []
     assert plugin.dock.extract_button.isEnabled()
 
@@ -167,7 +173,7 @@ def test_backend_killed_mid_job_is_reported_and_restarted(
     wait_until_running_network(plugin)
     os.kill(backend_process.connection().local.process.pid, signal.SIGKILL)
     wait_for_task(plugin, 60)
-    error = plugin.controller.last_error
+    error = plugin.controller.extraction.last_error
     assert isinstance(error, BackendUnreachableError), error
     assert "stopped" in error.message and "again" in error.message
     assert any("stopped" in text for text in bar_texts(iface))
@@ -177,7 +183,7 @@ def test_backend_killed_mid_job_is_reported_and_restarted(
     plugin.dock.rgb_combo.setLayer(small)
     click_extract(plugin)
     wait_for_task(plugin)
-    assert plugin.controller.last_error is error  # no new error
+    assert plugin.controller.extraction.last_error is error  # no new error
     assert result_layers(small) and result_layers(small)[0].featureCount() > 0
 
 
@@ -196,11 +202,13 @@ def test_vrt_and_geopackage_layers_are_exported(plugin, synthetic_scene, tmp_pat
     copy = _gdal_copy(synthetic_scene, tmp_path / f"scene{suffix}", driver)
     raster = add_raster(copy, f"scene {driver}")
     plugin.dock.rgb_combo.setLayer(raster)
-    request, _ = plugin.controller.collect_request()
+    request, _ = plugin.controller.extraction.collect_request()
     assert request.rgb.needs_export
     click_extract(plugin)
     wait_for_task(plugin)
-    assert plugin.controller.last_error is None, plugin.controller.last_error.message
+    assert plugin.controller.extraction.last_error is None, (
+        plugin.controller.extraction.last_error.message
+    )
     (layer,) = result_layers(raster)
     assert layer.featureCount() > 5 and layer.crs() == raster.crs()
 
@@ -216,7 +224,7 @@ def test_a_failed_job_shows_the_backends_message(iface, plugin, synthetic_scene)
     plugin.dock.extent_widget.setOutputExtentFromUser(far, raster.crs())
     click_extract(plugin)
     wait_for_task(plugin)
-    error = plugin.controller.last_error
+    error = plugin.controller.extraction.last_error
     assert isinstance(error, (JobFailedError, BackendRequestError)), error
     assert "overlap" in error.message.lower()
     assert any("overlap" in text.lower() for text in bar_texts(iface))

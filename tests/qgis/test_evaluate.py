@@ -68,9 +68,9 @@ def test_evaluate_tab_scores_and_shows_the_errors(iface, plugin, layers):
     panel.result_combo.setLayer(result)
     panel.reference_combo.setLayer(reference)
     QTest.mouseClick(panel.evaluate_button, Qt.LeftButton)
-    wait_until(lambda: plugin.controller.evaluate_task is None, 120, "the evaluation")
-    evaluation = plugin.controller.last_evaluation
-    assert evaluation is not None, plugin.controller.last_error
+    wait_until(lambda: plugin.controller.evaluation.task is None, 120, "the evaluation")
+    evaluation = plugin.controller.evaluation.last
+    assert evaluation is not None, plugin.controller.evaluation.last_error
     scores = evaluation.scores
     assert (scores["tp"], scores["fp"], scores["fn"]) == (n - 2, 2, 2)
     assert "F1" in panel.scores_label.text()
@@ -98,8 +98,8 @@ def test_evaluate_inside_selected_polygons(iface, plugin, layers):
     panel.area_combo.setLayer(reference)
     panel.area_selected_check.setChecked(True)
     QTest.mouseClick(panel.evaluate_button, Qt.LeftButton)
-    wait_until(lambda: plugin.controller.evaluate_task is None, 120, "the evaluation")
-    scores = plugin.controller.last_evaluation.scores
+    wait_until(lambda: plugin.controller.evaluation.task is None, 120, "the evaluation")
+    scores = plugin.controller.evaluation.last.scores
     assert scores["fn"] == 0 and scores["fp"] == 0 and scores["tp"] >= 3
     assert scores["references_scored"] < n
 
@@ -110,8 +110,8 @@ def test_evaluating_a_layer_against_itself_is_refused(plugin, layers):
     panel.result_combo.setLayer(result)
     panel.reference_combo.setLayer(result)
     QTest.mouseClick(panel.evaluate_button, Qt.LeftButton)
-    assert "same layer" in plugin.controller.last_error.message
-    assert plugin.controller.evaluate_task is None
+    assert "same layer" in plugin.controller.evaluation.last_error.message
+    assert plugin.controller.evaluation.task is None
 
 
 def test_processing_evaluate_buildings(qgis_app, plugin, layers, tmp_path):

@@ -337,7 +337,7 @@ def plugin_without_backend(iface, project, only_installed_backend):
     settings.set("backend/mode", "local")
     instance = TernausPlugin(iface)
     instance.initGui()
-    wait_until(lambda: instance.controller.status_task is None, what="the backend check")
+    wait_until(lambda: instance.controller.backend_status.task is None, what="the backend check")
     yield instance
     if instance.dock is not None:
         instance.unload()
@@ -354,12 +354,12 @@ def test_the_dock_offers_install_when_no_backend_is_found(iface, plugin_without_
 def test_an_install_that_fails_shows_the_error_and_offers_install_again(
     iface, plugin_without_backend, tmp_path
 ):
-    controller = plugin_without_backend.controller
+    controller = plugin_without_backend.controller.installer
     dock = plugin_without_backend.dock
     plan = plan_for(tmp_path, python=tmp_path / "no-python", venv_dir=tmp_path / "venv2")
-    controller.ask_install_plan = lambda parent: plan
+    controller.ask_plan = lambda parent: plan
     QTest.mouseClick(dock.install_button, Qt.LeftButton)
-    wait_until(lambda: controller.install_task is None, 30, "the install task to end")
+    wait_until(lambda: controller.task is None, 30, "the install task to end")
     assert isinstance(controller.last_error, InstallError)
     assert "No Python interpreter" in controller.last_error.message
     assert not dock.install_button.isHidden() and dock.install_progress.isHidden()
@@ -421,28 +421,28 @@ def backend_wheel(tmp_path_factory) -> Path:
 def test_install_from_the_wheel_then_the_plugin_starts_that_backend(
     iface, plugin_without_backend, backend_wheel, only_installed_backend
 ):
-    controller = plugin_without_backend.controller
+    controller = plugin_without_backend.controller.installer
     dock = plugin_without_backend.dock
     venv = only_installed_backend
     python = installer.find_python()
     assert python is not None
     plan = InstallPlan(python, venv, backend_wheel, venv.parent / "backend-venv-install.log")
-    controller.ask_install_plan = lambda parent: plan
+    controller.ask_plan = lambda parent: plan
     percents = []
     QTest.mouseClick(dock.install_button, Qt.LeftButton)
-    assert controller.install_task is not None and not dock.install_progress.isHidden()
-    controller.install_task.progressChanged.connect(percents.append)
+    assert controller.task is not None and not dock.install_progress.isHidden()
+    controller.task.progressChanged.connect(percents.append)
     started = time.monotonic()
-    wait_until(lambda: controller.install_task is None, 1500, "the backend install")
+    wait_until(lambda: controller.task is None, 1500, "the backend install")
     seconds = time.monotonic() - started
-    assert controller.last_install is not None, controller.last_error and (
+    assert controller.last is not None, controller.last_error and (
         controller.last_error.message + "\n" + (controller.last_error.details or "")
     )
     print(f"\nbackend installed in {seconds:.0f} s")
     assert percents == sorted(percents) and len(percents) > 5
     executable = installer.backend_executable(venv)
-    assert controller.last_install.executable == executable
-    assert "ternaus-backend 0.1.0" in controller.last_install.version_text
+    assert controller.last.executable == executable
+    assert "ternaus-backend 0.1.0" in controller.last.version_text
     help_text = subprocess.run(
         [str(executable), "--help"], capture_output=True, text=True, check=True
     ).stdout
@@ -482,12 +482,13 @@ def test_cancel_during_a_real_install_stops_pip_and_removes_the_half_made_venv(
 ):
     from qgis.core import QgsApplication
 
-    from ternaus_qgis.tasks.install_task import InstallBackendTask
+    from ternaus_qgis.tasks.install_task import install_backend
+    from ternaus_qgis.tasks.job_task import JobTask
 
     venv = tmp_path / "cancelled-venv"
     plan = InstallPlan(installer.find_python(), venv, backend_wheel, tmp_path / "install.log")
     errors = []
-    task = InstallBackendTask(plan, on_error=errors.append)
+    task = JobTask("install", lambda progress: install_backend(plan, progress), None, errors.append)
     QgsApplication.taskManager().addTask(task)
     wait_until(lambda: task.stage.startswith("Installing PyTorch"), 120, "pip to start")
     wait_until(lambda: pip_processes_in(venv), 60, "pip to run")

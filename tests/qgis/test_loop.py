@@ -29,11 +29,13 @@ def extract(plugin, raster, model_index: int) -> QgsVectorLayer:  # noqa: F811
     dock.rgb_combo.setLayer(raster)
     dock.extent_widget.clear()
     dock.model_combo.setCurrentIndex(model_index)
-    plugin.controller.ask_replace = lambda parent, title: "add"
+    plugin.controller.extraction.ask_replace = lambda parent, title: "add"
     before = {layer.id() for layer in result_layers(raster)}
     QTest.mouseClick(dock.extract_button, Qt.LeftButton)
-    wait_until(lambda: plugin.controller.task is None, 300, "the extraction")
-    assert plugin.controller.last_error is None, plugin.controller.last_error.message
+    wait_until(lambda: plugin.controller.extraction.task is None, 300, "the extraction")
+    assert plugin.controller.extraction.last_error is None, (
+        plugin.controller.extraction.last_error.message
+    )
     (layer,) = [layer for layer in result_layers(raster) if layer.id() not in before]
     return layer
 
@@ -44,10 +46,10 @@ def evaluate(plugin, result: QgsVectorLayer, reference, area) -> dict:  # noqa: 
     panel.reference_combo.setLayer(reference)
     panel.area_combo.setLayer(area)
     QTest.mouseClick(panel.evaluate_button, Qt.LeftButton)
-    wait_until(lambda: plugin.controller.evaluate_task is None, 120, "the evaluation")
-    assert plugin.controller.last_evaluation is not None, plugin.controller.last_error
+    wait_until(lambda: plugin.controller.evaluation.task is None, 120, "the evaluation")
+    assert plugin.controller.evaluation.last is not None, plugin.controller.evaluation.last_error
     assert "F1" in panel.scores_label.text()
-    return plugin.controller.last_evaluation.scores
+    return plugin.controller.evaluation.last.scores
 
 
 def correct_by_hand(result: QgsVectorLayer, reference: QgsVectorLayer, area: QgsGeometry) -> None:
@@ -87,7 +89,7 @@ def test_extract_correct_train_extract_again_and_compare(plugin, synthetic_scene
     correct_by_hand(first, reference, west)
 
     panel = plugin.dock.train_panel
-    plugin.controller.training_options = {"batch_size": 4, "crop_px": 128}
+    plugin.controller.training.options = {"batch_size": 4, "crop_px": 128}
     panel.rgb_combo.setLayer(raster)
     panel.labels_combo.setLayer(first)
     panel.area_combo.setLayer(training_area)
@@ -95,10 +97,10 @@ def test_extract_correct_train_extract_again_and_compare(plugin, synthetic_scene
     panel.steps_spin.setValue(8)
     panel.name_edit.setText("corrected here")
     QTest.mouseClick(panel.train_button, Qt.LeftButton)
-    wait_until(lambda: plugin.controller.train_task is None, 600, "the training")
-    trained = plugin.controller.last_training
-    assert trained is not None, plugin.controller.last_error.message
-    wait_until(lambda: plugin.controller.status_task is None, 60, "the model list")
+    wait_until(lambda: plugin.controller.training.task is None, 600, "the training")
+    trained = plugin.controller.training.last
+    assert trained is not None, plugin.controller.training.last_error.message
+    wait_until(lambda: plugin.controller.backend_status.task is None, 60, "the model list")
     index = plugin.dock.model_combo.findData(str(trained.model_path))
     assert index > 0, "the new model is not in the dock's list"
 

@@ -26,8 +26,8 @@ def plugin(iface, project, backend_command):
     settings.set("backend/mode", "local")
     instance = TernausPlugin(iface)
     instance.initGui()
-    wait_until(lambda: instance.controller.status_task is None, 120, "the backend")
-    instance.controller.training_options = {"batch_size": 2, "crop_px": 64, "lr": 1e-3}
+    wait_until(lambda: instance.controller.backend_status.task is None, 120, "the backend")
+    instance.controller.training.options = {"batch_size": 2, "crop_px": 64, "lr": 1e-3}
     yield instance
     instance.unload()
 
@@ -52,15 +52,15 @@ def test_train_tab_trains_a_model_that_appears_in_the_lists(plugin, labelled):
     assert panel.base_combo.currentData(), "fine-tuning the default model is the default"
     QTest.mouseClick(panel.train_button, Qt.LeftButton)
     assert panel.cancel_button.isEnabled()
-    wait_until(lambda: plugin.controller.train_task is None, 300, "the training")
-    result = plugin.controller.last_training
-    assert result is not None, plugin.controller.last_error.message
+    wait_until(lambda: plugin.controller.training.task is None, 300, "the training")
+    result = plugin.controller.training.last
+    assert result is not None, plugin.controller.training.last_error.message
     assert result.model_path.name == "my_town.safetensors" and result.model_path.is_file()
     assert result.model_path.parent == settings.models_folder()
     assert [p.epoch for p in result.curve] == [1, 2]
     assert [p.epoch for p in panel.curve.points] == [1, 2]
     assert "my_town" in panel.stage_label.text()
-    wait_until(lambda: plugin.controller.status_task is None, 60, "the model list")
+    wait_until(lambda: plugin.controller.backend_status.task is None, 60, "the model list")
     paths = [
         plugin.dock.model_combo.itemData(i, Qt.UserRole)
         for i in range(plugin.dock.model_combo.count())
@@ -80,14 +80,14 @@ def test_stop_keeps_the_best_model_so_far(plugin, labelled):
     panel.name_edit.setText("stopped")
     QTest.mouseClick(panel.train_button, Qt.LeftButton)
     wait_until(
-        lambda: plugin.controller.train_task is None or len(panel.curve.points) >= 1,
+        lambda: plugin.controller.training.task is None or len(panel.curve.points) >= 1,
         300,
         "the first epoch",
     )
     QTest.mouseClick(panel.cancel_button, Qt.LeftButton)
-    wait_until(lambda: plugin.controller.train_task is None, 120, "the training to stop")
-    result = plugin.controller.last_training
-    assert result is not None and result.cancelled, plugin.controller.last_error
+    wait_until(lambda: plugin.controller.training.task is None, 120, "the training to stop")
+    result = plugin.controller.training.last
+    assert result is not None and result.cancelled, plugin.controller.training.last_error
     assert result.model_path.is_file() and len(result.curve) < 50
     assert "best kept" in panel.stage_label.text()
 
@@ -104,15 +104,15 @@ def test_a_killed_training_offers_its_best_model_and_resumes(plugin, labelled, i
     checkpoint = out.with_name(out.name + ".ckpt.pt")
     QTest.mouseClick(panel.train_button, Qt.LeftButton)
     wait_until(
-        lambda: plugin.controller.train_task is None or checkpoint.is_file(),
+        lambda: plugin.controller.training.task is None or checkpoint.is_file(),
         300,
         "the first checkpoint",
     )
-    assert plugin.controller.train_task is not None, "the training ended before it was killed"
+    assert plugin.controller.training.task is not None, "the training ended before it was killed"
     backend = plugin.controller.backend.local.process
     os.kill(backend.pid, signal.SIGKILL)  # the backend dies mid-training
-    wait_until(lambda: plugin.controller.train_task is None, 60, "the training to stop")
-    error = plugin.controller.last_error
+    wait_until(lambda: plugin.controller.training.task is None, 60, "the training to stop")
+    error = plugin.controller.training.last_error
     assert isinstance(error, TrainingStoppedError), error
     assert error.model_path == out and out.is_file() and error.checkpoint_path == checkpoint
     assert "best model so far" in error.message and str(out) in error.message
@@ -125,18 +125,18 @@ def test_a_killed_training_offers_its_best_model_and_resumes(plugin, labelled, i
     # "Use this model": chosen for extraction, listed once the (restarted) backend answers.
     QTest.mouseClick(use, Qt.LeftButton)
     assert settings.get("dock/model") == str(out)
-    wait_until(lambda: plugin.controller.status_task is None, 120, "the model list")
+    wait_until(lambda: plugin.controller.backend_status.task is None, 120, "the model list")
     paths = [
         plugin.dock.model_combo.itemData(i, Qt.UserRole)
         for i in range(plugin.dock.model_combo.count())
     ]
     assert str(out) in paths
     # "Resume training" (what its button calls): the same job continues from the checkpoint.
-    plugin.controller.resume_training(error)
-    assert plugin.controller.train_task is not None
-    wait_until(lambda: plugin.controller.train_task is None, 300, "the resumed training")
-    result = plugin.controller.last_training
-    assert result is not None, plugin.controller.last_error.message
+    plugin.controller.training.resume(error)
+    assert plugin.controller.training.task is not None
+    wait_until(lambda: plugin.controller.training.task is None, 300, "the resumed training")
+    result = plugin.controller.training.last
+    assert result is not None, plugin.controller.training.last_error.message
     assert result.model_path == out
     assert any("resumed after epoch" in note for note in result.summary["notes"])
     assert [p.epoch for p in result.curve] == [1, 2, 3, 4]
@@ -149,8 +149,8 @@ def test_a_model_needs_a_name(plugin, labelled):
     panel.labels_combo.setLayer(labels)
     panel.name_edit.setText("  ")
     QTest.mouseClick(panel.train_button, Qt.LeftButton)
-    assert isinstance(plugin.controller.last_error, LayerError)
-    assert "Name" in plugin.controller.last_error.message
+    assert isinstance(plugin.controller.training.last_error, LayerError)
+    assert "Name" in plugin.controller.training.last_error.message
 
 
 def test_processing_train_model(qgis_app, plugin, labelled):
@@ -180,9 +180,9 @@ def test_train_tab_with_a_multispectral_layer_makes_an_11_band_model(plugin, lab
     panel.steps_spin.setValue(1)
     panel.name_edit.setText("eleven bands")
     QTest.mouseClick(panel.train_button, Qt.LeftButton)
-    wait_until(lambda: plugin.controller.train_task is None, 300, "the training")
-    result = plugin.controller.last_training
-    assert result is not None, plugin.controller.last_error.message
+    wait_until(lambda: plugin.controller.training.task is None, 300, "the training")
+    result = plugin.controller.training.last
+    assert result is not None, plugin.controller.training.last_error.message
     from ternaus_backend.models.model_file import describe_model
 
     meta = describe_model(result.model_path)["metadata"]
@@ -202,11 +202,11 @@ def test_adapt_to_this_imagery_without_labels_from_the_train_tab(plugin, labelle
     panel.steps_spin.setValue(2)
     panel.name_edit.setText("adapted")
     texts = record_texts(panel.stage_label)
-    plugin.controller.training_options["crop_px"] = 64
+    plugin.controller.training.options["crop_px"] = 64
     QTest.mouseClick(panel.train_button, Qt.LeftButton)
-    wait_until(lambda: plugin.controller.train_task is None, 300, "the self-training")
-    result = plugin.controller.last_training
-    assert result is not None, plugin.controller.last_error.message
+    wait_until(lambda: plugin.controller.training.task is None, 300, "the self-training")
+    result = plugin.controller.training.last
+    assert result is not None, plugin.controller.training.last_error.message
     assert result.model_path.name == "adapted.safetensors" and result.model_path.is_file()
     assert [p.epoch for p in result.curve] == [1, 2]
     assert all(p.val_f1 is None for p in result.curve)  # nothing to validate on
@@ -225,6 +225,6 @@ def test_self_training_can_be_switched_off_and_needs_labels_then(plugin, labelle
     panel.self_training_check.setChecked(False)
     panel.name_edit.setText("nothing to learn")
     QTest.mouseClick(panel.train_button, Qt.LeftButton)
-    wait_until(lambda: plugin.controller.train_task is None, 120, "the refusal")
-    error = plugin.controller.last_error
+    wait_until(lambda: plugin.controller.training.task is None, 120, "the refusal")
+    error = plugin.controller.training.last_error
     assert error is not None and "No labels" in error.message, error

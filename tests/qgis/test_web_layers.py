@@ -98,18 +98,20 @@ def test_xyz_layer_is_extracted_like_the_file_it_shows(
     dock.extent_widget.clear()
     click_extract(plugin)
     wait_for_task(plugin)
-    assert isinstance(plugin.controller.last_error, LayerError)
-    assert "extent" in plugin.controller.last_error.message
+    assert isinstance(plugin.controller.extraction.last_error, LayerError)
+    assert "extent" in plugin.controller.extraction.last_error.message
 
     inner = scene.extent().buffered(-10.0)
     counts, shapes = {}, {}
     for layer in (scene, web):
         dock.rgb_combo.setLayer(layer)
         dock.extent_widget.setOutputExtentFromUser(inner, scene.crs())
-        plugin.controller.last_error = None
+        plugin.controller.extraction.last_error = None
         click_extract(plugin)
         wait_for_task(plugin, 300.0)
-        assert plugin.controller.last_error is None, plugin.controller.last_error.message
+        assert plugin.controller.extraction.last_error is None, (
+            plugin.controller.extraction.last_error.message
+        )
         (result,) = result_layers(layer)
         to_scene = QgsCoordinateTransform(result.crs(), scene.crs(), QgsProject.instance())
         polygons = []

@@ -137,14 +137,14 @@ def wait_backend():
 
 @guarded
 def wait_extraction():
-    controller = plugin().controller
+    controller = plugin().controller.extraction
     if controller.task is not None:
         QTimer.singleShot(300, wait_extraction)
         return
-    if controller.last_result is None:
+    if controller.last is None:
         raise RuntimeError(f"extraction: {controller.last_error.message}")
     step("extraction finished")
-    result = controller.last_result
+    result = controller.last
     layer = QgsProject.instance().mapLayersByName(result.request.title)[0]
     state["extracted"] = layer.featureCount()
     state["result_id"] = layer.id()
@@ -165,11 +165,11 @@ def click(button, name, then):
 
 @guarded
 def wait_map_check():
-    comparison = plugin().controller.comparison
-    if comparison.tasks["compare"] is not None:
+    comparison = plugin().controller.map_check
+    if comparison.task is not None:
         QTimer.singleShot(300, wait_map_check)
         return
-    outcome = comparison.last["compare"]
+    outcome = comparison.last
     if outcome is None:
         raise RuntimeError(f"map check: {comparison.last_error.message}")
     step("map check finished")
@@ -203,15 +203,15 @@ def map_check_screenshot():
 
 @guarded
 def wait_changes():
-    comparison = plugin().controller.comparison
-    if comparison.tasks["changes"] is not None:
+    comparison = plugin().controller.changes
+    if comparison.task is not None:
         stages = state.setdefault("changes_stages", [])
         text = plugin().dock.changes_panel.stage_label.text()
         if text and (not stages or stages[-1] != text):
             stages.append(text)
         QTimer.singleShot(300, wait_changes)
         return
-    outcome = comparison.last["changes"]
+    outcome = comparison.last
     if outcome is None:
         raise RuntimeError(f"changes: {comparison.last_error.message}")
     step("changes finished")

@@ -88,7 +88,7 @@ def wait_backend():
 @guarded
 def wait_result():
     plugin = plugins["ternaus_qgis"]
-    controller = plugin.controller
+    controller = plugin.controller.extraction
     if controller.task is not None:
         seen = state.setdefault("progress_seen", [])
         value = (plugin.dock.progress_bar.value(), plugin.dock.stage_label.text())
@@ -101,7 +101,7 @@ def wait_result():
     step("extraction finished")
     if controller.last_error is not None:
         raise RuntimeError(controller.last_error.message)
-    result = controller.last_result
+    result = controller.last
     layers = QgsProject.instance().mapLayersByName(result.request.title)
     state["layer_name"] = result.request.title
     state["features"] = layers[0].featureCount() if layers else 0
@@ -137,7 +137,7 @@ def start_training():
     panel.epochs_spin.setValue(6)  # epochs of well under a second each with bf16 steps
     panel.steps_spin.setValue(8)
     panel.name_edit.setText("my area")
-    plugin.controller.training_options = {"batch_size": 4, "crop_px": 128}
+    plugin.controller.training.options = {"batch_size": 4, "crop_px": 128}
     QTest.mouseClick(panel.train_button, Qt.LeftButton)
     step("train clicked")
     QTimer.singleShot(500, wait_training)
@@ -147,7 +147,7 @@ def start_training():
 def wait_training():
     plugin = plugins["ternaus_qgis"]
     panel = plugin.dock.train_panel
-    running = plugin.controller.train_task is not None
+    running = plugin.controller.training.task is not None
     if running and len(panel.curve.points) >= 2 and "train_shot" not in state:
         iface.mainWindow().grab().save(os.environ["TERNAUS_TRAIN_SHOT"])
         state["train_shot"] = {
@@ -160,8 +160,8 @@ def wait_training():
             raise RuntimeError("the training did not finish in time")
         QTimer.singleShot(300, wait_training)
         return
-    if plugin.controller.last_training is None:
-        raise RuntimeError(f"training: {plugin.controller.last_error.message}")
+    if plugin.controller.training.last is None:
+        raise RuntimeError(f"training: {plugin.controller.training.last_error.message}")
     state["training"] = panel.stage_label.text()
     step("training finished")
     dock = plugin.dock
@@ -177,12 +177,12 @@ def wait_training():
 @guarded
 def wait_evaluation():
     plugin = plugins["ternaus_qgis"]
-    if plugin.controller.evaluate_task is not None:
+    if plugin.controller.evaluation.task is not None:
         QTimer.singleShot(300, wait_evaluation)
         return
-    evaluation = plugin.controller.last_evaluation
+    evaluation = plugin.controller.evaluation.last
     if evaluation is None:
-        raise RuntimeError(f"evaluation: {plugin.controller.last_error.message}")
+        raise RuntimeError(f"evaluation: {plugin.controller.evaluation.last_error.message}")
     state["evaluation"] = {k: evaluation.scores.get(k) for k in ("f1", "tp", "fp", "fn")}
     state["scores_text"] = plugin.dock.evaluate_panel.scores_label.text()
     project = QgsProject.instance()
