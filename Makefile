@@ -8,7 +8,7 @@ export QT_QPA_PLATFORM := offscreen
 
 APT_PACKAGES := python3-qgis python3-gdal python3-venv python3-dev gcc g++ qgis xvfb xauth zip unzip
 
-.PHONY: setup test test-fast demo bench bench-loop bench-where-to-label bench-calibration train-default serve lint clean package deploy screenshot \
+.PHONY: setup test test-fast demo bench bench-engines bench-loop bench-where-to-label bench-calibration train-default serve lint clean package deploy screenshot \
 	wheel package-with-backend
 
 setup: $(STAMP)
@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml Makefile
 	@[ -x $(PY) ] || /usr/bin/python3 -m venv --system-site-packages $(VENV)
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q "numpy<2" "attrs>=23.2" setuptools_scm wheel "setuptools>=68"
-	$(PIP) install -q -e ".[dev,cluster]"
+	$(PIP) install -q -e ".[dev,cluster,engines]"
 	@$(PY) -c "import inplace_abn" 2>/dev/null || \
 		$(PIP) install -q --no-cache-dir --no-build-isolation inplace-abn==1.1.0 || \
 		echo "inplace-abn did not build: the pure-PyTorch ABN will be used"
@@ -43,6 +43,14 @@ bench: setup
 	$(PY) benchmarks/bench_extract.py --sizes 2048 8192 --json bench_out.json
 	$(PY) benchmarks/bench_reference.py --size 2048
 	$(PY) benchmarks/bench_cluster.py --size 4096 --block-px 2048
+
+# The CPU engines side by side (issue 20): torch bf16/float32, ONNX Runtime, OpenVINO (+ int8,
+# which needs NNCF, installed here only) on an OAM mosaic's windows, and each one's buildings on
+# its held-out area (about 15 min on 2 idle cores).
+bench-engines: setup
+	$(PIP) install -q nncf==3.4.0
+	$(PY) benchmarks/bench_engines.py --area nairobi --windows 10 --rounds 3 --int8 \
+		--json build/bench_engines.json
 
 # The user's loop on real imagery (about 50 min on 2 cores): label a block of each OAM area,
 # fine-tune with the Train tab's defaults, score the rest of the area (README, issue 17).

@@ -14,6 +14,11 @@ One plan per extraction, chosen from the device and its memory unless the caller
   ``compile=True`` wraps the network in ``torch.compile``.
 
 Lower precisions change probabilities by up to ``REDUCED_PRECISION_ATOL`` (tested on CPU).
+
+The engine (issue 20): ``torch`` (the default, and the only one on a GPU), or a CPU runtime the
+network is converted to once (:mod:`.cpu_engines`): ``onnxruntime`` (float32) or ``openvino``
+(bf16 under the same ``auto`` rule as torch, else float32). :func:`inference_network` then yields
+the converted network, a callable of the same shape as the torch module.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from torch import nn
 from ternaus_backend.errors import InputError
 from ternaus_backend.models import registry
 from ternaus_backend.models.abn import activated_norms
+from ternaus_backend.pipeline.cpu_engines import check_engine, load_engine
 
 Precision = Literal["float32", "bfloat16", "float16"]
 PRECISIONS: tuple[str, ...] = ("auto", "float32", "bfloat16", "float16")
@@ -64,9 +70,14 @@ class DevicePlan:
     channels_last: bool
     pin_memory: bool
     compile: bool = False
+    engine: str = "torch"
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:
+        """Torch's autocast type (``None`` in float32, and for the other engines, whose
+        precision is their own)."""
+        if self.engine != "torch":
+            return None
         return {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(self.precision)
 
 
@@ -91,6 +102,20 @@ def choose_precision(device: torch.device, precision: str | None) -> Precision:
     return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
 
 
+def engine_precision(engine: str, device: torch.device, precision: str | None) -> Precision:
+    """The precision ``engine`` runs in: torch's and OpenVINO's as :func:`choose_precision`;
+    ONNX Runtime runs in float32 (``auto`` is float32, bf16 is refused)."""
+    chosen = choose_precision(device, precision)
+    if engine == "onnxruntime" and chosen != "float32":
+        if precision in (None, "auto"):
+            return "float32"
+        raise InputError(
+            f"The onnxruntime engine runs in float32, not {precision}: use precision auto or "
+            "float32, or the openvino engine (bf16 on CPUs with bf16 units)."
+        )
+    return chosen
+
+
 def cuda_batch_size(device: torch.device, encoder: str, tile_px: int) -> int:
     """Windows per call that fit in half of the GPU's free memory (at least 1)."""
     free, _ = torch.cuda.mem_get_info(device)
@@ -106,8 +131,11 @@ def plan_device(
     batch_size: int | None = None,
     precision: str | None = None,
     compile: bool | None = None,
+    engine: str | None = None,
 ) -> DevicePlan:
-    """The plan for ``device``; ``None`` values are chosen for the device."""
+    """The plan for ``device``; ``None`` values are chosen for the device. ``engine``: torch
+    (``None``) or a CPU engine (an InputError with a GPU, or when its packages are missing)."""
+    engine = check_engine(engine, device)
     cuda = device.type == "cuda"
     entry = registry.encoder_entry(encoder)
     guard = entry.seam_guard_px if entry else SEAM_GUARD_PX
@@ -119,13 +147,14 @@ def plan_device(
         compile = os.environ.get("TERNAUS_COMPILE", "") in ("1", "true", "yes")
     return DevicePlan(
         device=device,
-        precision=choose_precision(device, precision),
+        precision=engine_precision(engine, device, precision),
         batch_size=batch_size,
         max_tile_px=max_tile,
         seam_guard_px=guard,
         channels_last=cuda,
         pin_memory=cuda,
-        compile=compile,
+        compile=compile and engine == "torch",
+        engine=engine,
     )
 
 
@@ -194,7 +223,15 @@ def reused_heap() -> Iterator[None]:
 def inference_network(model: nn.Module, plan: DevicePlan) -> Iterator[nn.Module]:
     """``model`` ready for ``plan`` for the duration: activated batch norms swapped for
     :class:`InferenceABN` (restored on exit; parameters shared, nothing copied), channels-last
-    on CUDA, ``torch.compile`` on request, freed memory reused (:func:`reused_heap`) on a CPU."""
+    on CUDA, ``torch.compile`` on request, freed memory reused (:func:`reused_heap`) on a CPU.
+    With another engine than torch: the network converted for it
+    (:func:`.cpu_engines.load_engine`, cached on disk), a callable with the module's inputs and
+    outputs."""
+    if plan.engine != "torch":
+        converted = load_engine(model, plan.engine, plan.precision)
+        with reused_heap():
+            yield converted
+        return
     swapped = activated_norms(model)
     for parent, name, module in swapped:
         setattr(parent, name, InferenceABN(module).to(plan.device))

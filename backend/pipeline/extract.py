@@ -312,17 +312,24 @@ def _extract(
         )
     normalizer = Normalizer.fit(meta.normalization, inputs)
     plan = plan_device(
-        device, meta.encoder, meta.tile_size_px, opts.batch_size, opts.precision, opts.compile
+        device,
+        meta.encoder,
+        meta.tile_size_px,
+        opts.batch_size,
+        opts.precision,
+        opts.compile,
+        opts.engine,
     )
     grid, overlap = scene_windows(grid_info.height, grid_info.width, meta, opts, plan)
     log.info(
-        "%d windows of %d x %d px (overlap %d px), batch %d, %s",
+        "%d windows of %d x %d px (overlap %d px), batch %d, %s, engine %s",
         grid.count,
         grid.tile_h,
         grid.tile_w,
         overlap,
         plan.batch_size,
         plan.precision,
+        plan.engine,
     )
     writer = BuildingWriter(out, grid_info.crs)
     try:

@@ -32,6 +32,8 @@ if TYPE_CHECKING:  # the models package imports torch
 
 #: Network precisions (``engine.PRECISIONS``); ``auto``: bf16 where it is fast, else float32.
 Precision = Literal["auto", "float32", "bfloat16", "float16"]
+#: Engines that run the network (``cpu_engines.ENGINES``); the non-torch ones run on a CPU only.
+Engine = Literal["torch", "onnxruntime", "openvino"]
 
 
 class ExtractOptions(BaseModel):
@@ -114,6 +116,13 @@ class ExtractOptions(BaseModel):
         title="Compile",
         description="wrap the network in torch.compile (worth it for long GPU runs); default: "
         "TERNAUS_COMPILE=1",
+    )
+    engine: Engine | None = Field(
+        None,
+        title="Engine",
+        description="what runs the network: torch (default, CPU or GPU), or on a CPU only "
+        "onnxruntime (float32) or openvino (bf16 where the CPU has bf16 units, else float32); "
+        "the network is converted once and cached",
     )
 
     #: Side of the blocks polygons are made in, and their halo (the pipeline's own tuning).

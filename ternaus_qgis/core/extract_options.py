@@ -119,6 +119,19 @@ class ExtractionOptions:
         "Compile the network (long GPU runs)",
         "Wrap the network in torch.compile; unchecked: as TERNAUS_COMPILE says",
     )
+    engine: str | None = option(
+        None,
+        "choice",
+        "Engine",
+        "What runs the network: torch (CPU or GPU), or on a CPU only ONNX Runtime or OpenVINO "
+        "(often faster without a GPU; the network is converted once and cached)",
+        choices=(
+            ("default (torch)", None),
+            ("torch", "torch"),
+            ("ONNX Runtime (CPU)", "onnxruntime"),
+            ("OpenVINO (CPU)", "openvino"),
+        ),
+    )
 
     def payload(self) -> dict[str, Any]:
         """The ``options`` of the predict request: the options that are set."""
