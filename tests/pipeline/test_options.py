@@ -14,7 +14,7 @@ from ternaus_backend.api.schemas import PredictRequest
 from ternaus_backend.cli import build_parser
 from ternaus_backend.errors import InputError
 from ternaus_backend.options import cli_flags, front_door_fields, options_from_args
-from ternaus_backend.pipeline.options import ExtractOptions, Precision
+from ternaus_backend.pipeline.options import Engine, ExtractOptions, Precision
 from ternaus_backend.settings import Settings
 
 OPTIONS = front_door_fields(ExtractOptions)
@@ -71,7 +71,7 @@ def test_flags_become_the_options_and_defaults_stay_the_models():
     args = parser.parse_args(
         [*base, "--tile", "256", "--overlap-px", "32", "--threshold", "0.4", "--min-area", "12"]
         + ["--simplify", "0.5", "--regularize", "--tta", "--precision", "float32", "--compile"]
-        + ["--device", "cpu", "--batch-size", "2", "--native-resolution"]
+        + ["--device", "cpu", "--batch-size", "2", "--native-resolution", "--engine", "openvino"]
     )
     options = options_from_args(ExtractOptions, args)
     assert options == ExtractOptions(
@@ -87,6 +87,7 @@ def test_flags_become_the_options_and_defaults_stay_the_models():
         device="cpu",
         batch_size=2,
         native_resolution=True,
+        engine="openvino",
     )
     assert options.block_px == ExtractOptions().block_px  # --block-px is the cluster's block
     with pytest.raises(InputError, match="threshold must be less than 1"):
@@ -129,3 +130,9 @@ def test_precisions_are_the_engines():
     from ternaus_backend.pipeline.engine import PRECISIONS
 
     assert get_args(Precision) == PRECISIONS
+
+
+def test_the_engine_choices_are_the_pipelines():
+    from ternaus_backend.pipeline.cpu_engines import ENGINES
+
+    assert get_args(Engine) == ENGINES
