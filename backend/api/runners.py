@@ -8,6 +8,7 @@ runs. The work itself is done by the same functions the CLI calls.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,11 @@ def existing_file(path: Path, role: str, folders: AllowedFolders) -> Path:
     if not is_file:
         raise InputError(f"The {role} {full} is a folder, not a file; give the file's path.")
     return full
+
+
+def optional_file(path: Path | None, role: str, folders: AllowedFolders) -> Path | None:
+    """:func:`existing_file` for an optional input (None stays None)."""
+    return None if path is None else existing_file(path, role, folders)
 
 
 def _unusable(role: str, path: Path, error: OSError) -> InputError:
@@ -127,11 +133,7 @@ def predict_job(
     from ternaus_backend.pipeline.extract import extract, preflight
 
     rgb = existing_file(request.rgb, "RGB raster", folders)
-    ms = (
-        existing_file(request.ms, "multispectral raster", folders)
-        if request.ms is not None
-        else None
-    )
+    ms = optional_file(request.ms, "multispectral raster", folders)
     model = (
         existing_file(request.model, "model file", folders)
         if request.model is not None
@@ -259,29 +261,35 @@ def evaluate_job(request: EvaluateRequest, folders: AllowedFolders) -> JobFuncti
 
     pred = existing_file(request.pred, "prediction file", folders)
     truth = existing_file(request.truth, "ground-truth file", folders)
-    area = existing_file(request.area, "area file", folders) if request.area is not None else None
+    area = optional_file(request.area, "area file", folders)
     out = output_file(request.out, "error layers GeoPackage", ".gpkg", folders)
+
+    def evaluate(target: Path) -> Any:
+        return evaluate_layers(pred, truth, target, area, request.iou_threshold, request.min_area)
+
+    inputs = {"pred": pred, "truth": truth, "area": area, "iou_threshold": request.iou_threshold}
+    return _one_step_job(
+        "evaluate", evaluate, out, EVALUATE_OUTPUT, {**inputs, "layers": ["result", "missed"]}
+    )
+
+
+def _one_step_job(
+    stage: str,
+    compute: Callable[[Path], Any],
+    out: Path | None,
+    default_name: str,
+    inputs: dict[str, Any],
+) -> JobFunction:
+    """A job that runs ``compute(output path)`` once (``out``, else ``default_name`` in the
+    job's folder) between two progress events of ``stage``; its result is the outcome's
+    ``to_dict()`` with ``inputs`` and ``out``, and the file ``out``."""
 
     def run(context: JobContext) -> JobOutcome:
         context.cancel.raise_if_cancelled()
-        context.progress(ProgressEvent("evaluate", 0, 1))
-        target = out or context.work_dir / EVALUATE_OUTPUT
-        evaluation = evaluate_layers(
-            pred, truth, target, area, request.iou_threshold, request.min_area
-        )
-        context.progress(ProgressEvent("evaluate", 1, 1))
-        return JobOutcome(
-            {
-                **evaluation.to_dict(),
-                "pred": pred,
-                "truth": truth,
-                "area": area,
-                "iou_threshold": request.iou_threshold,
-                "out": evaluation.out,
-                "layers": ["result", "missed"],
-            },
-            file=evaluation.out,
-        )
+        context.progress(ProgressEvent(stage, 0, 1))
+        outcome = compute(out or context.work_dir / default_name)
+        context.progress(ProgressEvent(stage, 1, 1))
+        return JobOutcome({**outcome.to_dict(), **inputs, "out": outcome.out}, file=outcome.out)
 
     return run
 
@@ -296,26 +304,16 @@ def compare_job(request: CompareRequest, folders: AllowedFolders) -> JobFunction
 
     pred = existing_file(request.pred, "result file", folders)
     reference = existing_file(request.reference, "reference layer", folders)
-    area = existing_file(request.area, "area file", folders) if request.area is not None else None
+    area = optional_file(request.area, "area file", folders)
     out = output_file(request.out, "comparison GeoPackage", ".gpkg", folders)
 
-    def run(context: JobContext) -> JobOutcome:
-        context.cancel.raise_if_cancelled()
-        context.progress(ProgressEvent("compare", 0, 1))
-        comparison = compare_with_map(
-            pred,
-            reference,
-            out or context.work_dir / COMPARE_OUTPUT,
-            area,
-            request.iou_threshold,
-            request.cell_m,
-            request.min_pairs,
+    def compare(target: Path) -> Any:
+        return compare_with_map(
+            pred, reference, target, area, request.iou_threshold, request.cell_m, request.min_pairs
         )
-        context.progress(ProgressEvent("compare", 1, 1))
-        summary = {**comparison.to_dict(), "pred": pred, "reference": reference, "area": area}
-        return JobOutcome(summary, file=comparison.out)
 
-    return run
+    inputs = {"pred": pred, "reference": reference, "area": area}
+    return _one_step_job("compare", compare, out, COMPARE_OUTPUT, inputs)
 
 
 def changes_job(request: ChangesRequest, folders: AllowedFolders) -> JobFunction:
@@ -330,25 +328,14 @@ def changes_job(request: ChangesRequest, folders: AllowedFolders) -> JobFunction
         )
     before = existing_file(request.before, "earlier layer", folders)
     after = existing_file(request.after, "later layer", folders)
-    area = existing_file(request.area, "area file", folders) if request.area is not None else None
+    area = optional_file(request.area, "area file", folders)
     out = output_file(request.out, "changes GeoPackage", ".gpkg", folders)
 
-    def run(context: JobContext) -> JobOutcome:
-        context.cancel.raise_if_cancelled()
-        context.progress(ProgressEvent("changes", 0, 1))
-        detection = detect_changes(
-            before,
-            after,
-            out or context.work_dir / CHANGES_OUTPUT,
-            area,
-            request.match_iou,
-            request.change_iou,
-        )
-        context.progress(ProgressEvent("changes", 1, 1))
-        summary = {**detection.to_dict(), "before_path": before, "after_path": after, "area": area}
-        return JobOutcome(summary, file=detection.out)
+    def changes(target: Path) -> Any:
+        return detect_changes(before, after, target, area, request.match_iou, request.change_iou)
 
-    return run
+    inputs = {"before_path": before, "after_path": after, "area": area}
+    return _one_step_job("changes", changes, out, CHANGES_OUTPUT, inputs)
 
 
 # ------------------------------------------------------------------------------ where to label
@@ -364,18 +351,14 @@ def where_to_label_job(
     from ternaus_backend.pipeline.options import ExtractOptions
 
     rgb = existing_file(request.rgb, "RGB raster", folders)
-    ms = existing_file(request.ms, "multispectral raster", folders) if request.ms else None
+    ms = optional_file(request.ms, "multispectral raster", folders)
     model = (
         existing_file(request.model, "model file", folders)
         if request.model is not None
         else default_model(settings)
     )
-    aoi = existing_file(request.aoi, "area file", folders) if request.aoi is not None else None
-    exclude = (
-        existing_file(request.exclude, "labelled area file", folders)
-        if request.exclude is not None
-        else None
-    )
+    aoi = optional_file(request.aoi, "area file", folders)
+    exclude = optional_file(request.exclude, "labelled area file", folders)
     out = output_file(request.out, "cells GeoPackage", ".gpkg", folders, request.overwrite)
     pick_device(request.device)
 
@@ -417,14 +400,13 @@ def train_job(request: TrainRequest, folders: AllowedFolders) -> JobFunction:
     sources = []
     for source in request.sources:
         optional = {
-            name: existing_file(getattr(source, name), role, folders)
+            name: optional_file(getattr(source, name), role, folders)
             for name, role in (
                 ("ms", "multispectral raster"),
                 ("labels", "labels file"),
                 ("aoi", "training area"),
                 ("val_aoi", "validation area"),
             )
-            if getattr(source, name) is not None
         }
         sources.append(
             source.model_copy(
@@ -434,11 +416,7 @@ def train_job(request: TrainRequest, folders: AllowedFolders) -> JobFunction:
                 }
             )
         )
-    init = (
-        existing_file(request.init, "model to fine-tune", folders)
-        if request.init is not None
-        else None
-    )
+    init = optional_file(request.init, "model to fine-tune", folders)
     out = output_file(
         request.out,
         "model file",
