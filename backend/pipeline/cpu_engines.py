@@ -156,11 +156,15 @@ class ConstantABN(nn.Module):
 def export_form(model: nn.Module) -> nn.Module:
     """A float32 CPU copy of ``model`` in the form the converters take (same outputs up to
     float rounding; ``model`` itself is not changed)."""
+    from ternaus_backend.pipeline.engine import InferenceABN  # engine imports this module
+
     form = copy.deepcopy(model).float().cpu().eval()
     for parent in list(form.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, DecoderBlock):
                 setattr(parent, name, PhaseDecoderBlock(child))
+            elif isinstance(child, InferenceABN):  # a model prepared for torch inference
+                setattr(parent, name, ConstantABN(child))
     for parent, name, module in activated_norms(form):
         setattr(parent, name, ConstantABN(module))
     return form

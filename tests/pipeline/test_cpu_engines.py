@@ -53,6 +53,7 @@ WINDOW_PX = 256
 
 
 def needs(engine: str):
+    """Skips a test of ``engine`` where its packages are missing (``make setup`` installs them)."""
     missing = [n for n in cpu_engines.ENGINE_PACKAGES[engine] if not importlib.util.find_spec(n)]
     return pytest.mark.skipif(bool(missing), reason=f"{engine} needs {', '.join(missing)}")
 
@@ -181,6 +182,25 @@ def test_the_converted_model_is_cached_by_its_weights(model, engine, use_cache, 
         with torch.no_grad():
             model.final.bias.copy_(bias)
     assert cpu_engines.model_key(model, engine, 3) == key
+
+
+def test_the_export_form_computes_what_the_network_does(model, window):
+    """The converters' form of the network (phase convolutions, constant batch-norm scales)
+    gives the same logits, from the loaded model and from one prepared for torch inference;
+    the model itself is left as it was."""
+    x = torch.from_numpy(window[..., :128, :160])
+    before = [type(m) for m in model.modules()]
+    with torch.inference_mode():
+        reference = model(x)
+        torch.testing.assert_close(
+            cpu_engines.export_form(model)(x), reference, rtol=0, atol=FLOAT32_LOGIT_ATOL
+        )
+        plan = plan_device(CPU, model.metadata.encoder, WINDOW_PX, precision="float32")
+        with inference_network(model, plan) as prepared:
+            form = cpu_engines.export_form(prepared)
+        torch.testing.assert_close(form(x), reference, rtol=0, atol=FLOAT32_LOGIT_ATOL)
+    assert [type(m) for m in model.modules()] == before
+    assert not any(isinstance(m, cpu_engines.PhaseDecoderBlock) for m in model.modules())
 
 
 def test_the_cpu_engines_refuse_a_gpu_and_say_what_to_do():
