@@ -15,7 +15,8 @@ Buildings: each engine extracts the held-out validation area of ``--area``
 (``resources/training/<area>_val.geojson``, as ``scripts/eval_real.py`` scores it; ``--crop-px``
 keeps a square of that many model pixels at its centre) through ``extract``; its buildings are
 matched (SpaceNet rules, IoU > 0.5, in metres of the local UTM zone) against torch's default
-run's ("F1 vs torch") and against the mapped buildings ("held-out F1").
+run's ("F1 vs torch") and against the mapped buildings ("held-out F1"); the extraction's
+km²/h there is the whole pipeline's (a small area: the engine's start-up weighs in).
 
     .venv/bin/python benchmarks/bench_engines.py [--area nairobi] [--windows 10] [--rounds 3]
         [--int8] [--crop-px N] [--json build/bench_engines.json]
@@ -293,9 +294,9 @@ def held_out_area(name: str, crop_px: int | None, resolution_m: float) -> Area:
     return area
 
 
-def extract_area(model, area: Area, variant: Variant, work: Path) -> tuple[list, float]:
-    """The variant's buildings inside the area (UTM metres, clipped) and the extraction's
-    seconds."""
+def extract_area(model, area: Area, variant: Variant, work: Path) -> tuple[list, float, float]:
+    """The variant's buildings inside the area (UTM metres, clipped), the extraction's seconds
+    and the area it covered (km², the bounding box)."""
     out = work / f"{variant.label.replace(' ', '_').replace('(', '').replace(')', '')}.gpkg"
     with quantised_model(variant):
         started = time.perf_counter()
@@ -307,7 +308,7 @@ def extract_area(model, area: Area, variant: Variant, work: Path) -> tuple[list,
     utm = local_utm(area)
     region_m = reproject_geometries([area.region], area.crs, utm)[0]
     kept, _ = clip_to(reproject_geometries(predicted, area.crs, utm), region_m, MIN_AREA_M2)
-    return kept, seconds
+    return kept, seconds, result.area_km2
 
 
 def truth_in(area: Area) -> list:
@@ -327,6 +328,7 @@ def markdown(rows: Sequence[dict[str, Any]]) -> str:
         ("km2_per_h", "network km²/h"),
         ("ratio", "x default"),
         ("extract_s", "extract s"),
+        ("extract_km2_per_h", "extract km²/h"),
         ("buildings", "buildings"),
         ("f1_vs_torch", "F1 vs torch"),
         ("held_out_f1", "held-out F1"),
@@ -406,10 +408,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             truth = truth_in(area)
             reference = None
             for variant, row in zip(found, rows, strict=True):
-                buildings, seconds = extract_area(model, area, variant, work)
+                buildings, seconds, km2 = extract_area(model, area, variant, work)
                 reference = buildings if reference is None else reference
                 row.update(
                     extract_s=seconds,
+                    extract_km2_per_h=km2 / seconds * 3600,
                     buildings=len(buildings),
                     f1_vs_torch=score(buildings, reference).f1,
                     held_out_f1=score(buildings, truth).f1,
