@@ -13,17 +13,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from qgis.core import (
-    QgsCoordinateTransform,
-    QgsFeature,
-    QgsGeometry,
-    QgsMapLayer,
     QgsProject,
     QgsRasterLayer,
-    QgsRectangle,
     QgsVectorLayer,
 )
 
 from ..core import result_layers
+from ..core.change_inputs import ChangesSettings, changes_inputs, rectangle_layer
 from ..core.comparison import ChangesRequest, CompareRequest
 from ..core.extraction import ExtractionRequest
 from ..core.jobs import format_seconds
@@ -36,7 +32,6 @@ from .comparison_panels import ChangesPanel, MapCheckPanel, _ComparisonPanel
 from .messages import push_error, push_success
 from .workflow import Job, Workflow
 
-SIDE_WORDS = {"before": "earlier", "after": "later"}
 
 #: A comparison's request, and the extractions of the dates given as images (by side).
 ComparisonJob = tuple[CompareRequest | ChangesRequest, dict[str, ExtractionRequest]]
@@ -133,7 +128,7 @@ class MapCheckController(ComparisonController):
         image = source_image(result)
         if area_path is None and image is not None:  # the map beyond the image was not seen
             area_path = export_vector_layer(
-                _rectangle_layer(image.extent(), image.crs()), "imaged area"
+                rectangle_layer(image.extent(), image.crs()), "imaged area"
             )
             self.note = f"Inside the extent of '{image.name()}', where they come from"
         stem = f"{reference.name()}_vs_{result.name()}_map_check"
@@ -159,75 +154,23 @@ class ChangesController(ComparisonController):
         return f"changes - {request.before_name} to {request.after_name}"
 
     def collect(self) -> ComparisonJob:
-        """The request of the Changes tab; a date given as an image gets an extraction request
-        (the Extract tab's model and options) over the part both dates cover, and the changes
-        are then counted inside that part only."""
+        """The request of the Changes tab (:func:`~ternaus_qgis.core.change_inputs.changes_inputs`:
+        a date given as an image is extracted with the Extract tab's model and options)."""
         panel: ChangesPanel = self.panel
-        layers = {"before": panel.before_layer(), "after": panel.after_layer()}
-        for side, layer in layers.items():
-            if layer is None or not layer.isValid():
-                raise LayerError(
-                    f"Choose the {SIDE_WORDS[side]} date: a building layer or an image."
-                )
-        if layers["before"].id() == layers["after"].id():
-            raise LayerError("Before and after are the same layer: choose two dates.")
-        images = {s: lyr for s, lyr in layers.items() if isinstance(lyr, QgsRasterLayer)}
-        area = panel.area_layer()
-        selected = panel.area_selected_check.isChecked()
-        area_path = self._area_path()
-        paths: dict[str, Path] = {}
-        extractions: dict[str, ExtractionRequest] = {}
-        self.note = ""
-        if images:
-            extent, crs = self._common_extent(layers, area, selected)
-            if area_path is None:  # count changes only where both dates are known
-                area_path = export_vector_layer(_rectangle_layer(extent, crs), "overlap")
-                self.note = "Inside the part both dates cover"
-        for side, layer in layers.items():
-            if side in images:
-                extractions[side] = self._extraction(layer, extent, crs)
-                paths[side] = extractions[side].out_path  # replaced by the extraction's
-            elif isinstance(layer, QgsVectorLayer):
-                paths[side] = export_vector_layer(layer, f"{SIDE_WORDS[side]} buildings")
-            else:
-                raise LayerError(
-                    f"The {SIDE_WORDS[side]} layer '{layer.name()}' is neither polygons nor an "
-                    "image: choose another layer."
-                )
-        before, after = layers["before"].name(), layers["after"].name()
-        request = ChangesRequest(
-            before_path=paths["before"],
-            after_path=paths["after"],
+        before, after = panel.before_layer(), panel.after_layer()
+        names = (before.name() if before else "before", after.name() if after else "after")
+        settings = ChangesSettings(
             out_path=result_layers.free_path(
-                result_layers.results_folder(), f"{before}_to_{after}_changes"
+                result_layers.results_folder(), f"{names[0]}_to_{names[1]}_changes"
             ),
-            area_path=area_path,
             change_iou=panel.change_spin.value(),
             match_iou=panel.match_spin.value(),
-            before_name=before,
-            after_name=after,
+            area=panel.area_layer(),
+            area_selected=panel.area_selected_check.isChecked(),
         )
-        return request, extractions
-
-    def _common_extent(self, layers: dict[str, QgsMapLayer], area, selected: bool):
-        """The part both dates (and the area, when chosen) cover, in the first image's CRS."""
-        crs = next(lyr for lyr in layers.values() if isinstance(lyr, QgsRasterLayer)).crs()
-        project = QgsProject.instance()
-        extent: QgsRectangle | None = None
-        sources = list(layers.values())
-        if area is not None:
-            sources.append(area)
-        for layer in sources:
-            box = layer.extent()
-            if layer is area and selected:
-                box = layer.boundingBoxOfSelected()
-            if layer.crs() != crs:
-                box = QgsCoordinateTransform(layer.crs(), crs, project).transformBoundingBox(box)
-            extent = box if extent is None else extent.intersect(box)
-        if extent is None or extent.isEmpty():
-            names = ", ".join(f"'{layer.name()}'" for layer in sources)
-            raise LayerError(f"The layers {names} do not overlap: choose dates of the same place.")
-        return extent, crs
+        inputs = changes_inputs(before, after, settings, self._extraction)
+        self.note = inputs.note
+        return inputs.request, inputs.extractions
 
     def _extraction(self, layer: QgsRasterLayer, extent, crs) -> ExtractionRequest:
         """An extraction of ``layer`` over ``extent`` with the Extract tab's model and options."""
@@ -258,13 +201,3 @@ def source_image(layer: QgsVectorLayer) -> QgsRasterLayer | None:
     dock, or that layer is gone)."""
     source = QgsProject.instance().mapLayer(layer.customProperty(result_layers.PROP_SOURCE) or "")
     return source if isinstance(source, QgsRasterLayer) else None
-
-
-def _rectangle_layer(extent: QgsRectangle, crs) -> QgsVectorLayer:
-    """A memory layer of one rectangle (to be exported; it is never added to the project)."""
-    layer = QgsVectorLayer("Polygon", "overlap", "memory")
-    layer.setCrs(crs)
-    feature = QgsFeature()
-    feature.setGeometry(QgsGeometry.fromRect(extent))
-    layer.dataProvider().addFeatures([feature])
-    return layer

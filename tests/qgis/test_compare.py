@@ -6,7 +6,7 @@ added; the later date has 8 removed, 6 added and 4 enlarged by 40 % in width and
 from __future__ import annotations
 
 import pytest
-from qgis.core import QgsApplication, QgsProject, QgsVectorLayer
+from qgis.core import QgsApplication, QgsProject, QgsRasterLayer, QgsVectorLayer
 
 from ternaus_qgis import settings
 from tests.evaluation.edited_layers import map_and_result, second_date
@@ -165,3 +165,39 @@ def test_processing_loads_the_layers_styled(qgis_app, plugin, tmp_path):
     assert names["demolished buildings - after"].featureCount() == 8
     changed = names["changed buildings - after"]
     assert changed.featureCount() == 4 and changed.labelsEnabled()
+
+
+def test_processing_detect_changes_extracts_an_image_first(qgis_app, plugin, synthetic_scene):
+    """Before: the scene's image (extracted first with the default model); after: its true
+    buildings. Counted inside the part both cover: every true building once (new, changed or
+    unchanged), every extracted one once (demolished, changed or unchanged)."""
+    import processing
+
+    image = QgsRasterLayer(str(synthetic_scene), "image 2019")
+    assert image.isValid()
+    QgsProject.instance().addMapLayer(image)
+    labels = vector(synthetic_scene.parent / "scene_labels.geojson", "surveyed 2024")
+    out = synthetic_scene.parent / "changes_of_image.gpkg"
+    outputs = processing.run(
+        "ternaus:detect_changes", {"BEFORE": image, "AFTER": labels, "OUTPUT": str(out)}
+    )
+    new, demolished, changed, unchanged = (
+        outputs[k] for k in ("NEW", "DEMOLISHED", "CHANGED", "UNCHANGED")
+    )
+    assert new + changed + unchanged == labels.featureCount()
+    assert unchanged + changed > labels.featureCount() // 2  # the model sees most of them
+    assert demolished < labels.featureCount() // 2
+    assert gpkg_layer(outputs["OUTPUT"], "new").featureCount() == new
+
+
+def test_processing_detect_changes_refuses_the_same_layer_twice(qgis_app, plugin, tmp_path):
+    import processing
+    from qgis.core import QgsProcessingException
+
+    case = second_date(tmp_path)
+    before = vector(case.before, "before")
+    with pytest.raises(QgsProcessingException, match="same layer"):
+        processing.run(
+            "ternaus:detect_changes",
+            {"BEFORE": before, "AFTER": before, "OUTPUT": str(tmp_path / "c.gpkg")},
+        )
