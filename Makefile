@@ -93,7 +93,7 @@ deploy: setup
 
 # The README's screenshots: the real QGIS desktop (Xvfb) with the packaged plugin: an extraction,
 # training on the reference buildings (while it runs), the evaluation's error layers; the Map check
-# and Changes tabs on Nairobi's imagery and OpenStreetMap buildings.
+# and Changes tabs on Nairobi's imagery and OpenStreetMap buildings, the Train tab's proposed cells.
 screenshot: setup
 	SCENE=$$($(PY) scripts/screenshot_scene.py build/screenshot_scene.tif); \
 	LABELS=$${SCENE:+$${SCENE%.tif}_labels.geojson}; \
@@ -104,6 +104,7 @@ screenshot: setup
 		$(PY) -m pytest -q -s tests/qgis/test_desktop.py
 	TERNAUS_DESKTOP_MAP_CHECK_SHOT=docs/qgis-map-check.png \
 		TERNAUS_DESKTOP_CHANGES_SHOT=docs/qgis-changes.png \
+		TERNAUS_DESKTOP_WHERE_TO_LABEL_SHOT=docs/qgis-where-to-label.png \
 		$(PY) -m pytest -q -s tests/qgis/test_desktop_comparison.py
 
 lint: setup

@@ -1,7 +1,9 @@
 """The real QGIS desktop under Xvfb, with the packaged plugin: the Map check and Changes tabs
-on real imagery and its OpenStreetMap buildings (Nairobi, ../shared/data, read where it lies);
-two screenshots (``TERNAUS_DESKTOP_MAP_CHECK_SHOT``, ``TERNAUS_DESKTOP_CHANGES_SHOT``: copied
-there, e.g. docs/qgis-map-check.png and docs/qgis-changes.png)."""
+on real imagery and its OpenStreetMap buildings (Nairobi, ../shared/data, read where it lies),
+then the Train tab's *Propose cells to label*; three screenshots
+(``TERNAUS_DESKTOP_MAP_CHECK_SHOT``, ``TERNAUS_DESKTOP_CHANGES_SHOT``,
+``TERNAUS_DESKTOP_WHERE_TO_LABEL_SHOT``: copied there, e.g. docs/qgis-map-check.png,
+docs/qgis-changes.png and docs/qgis-where-to-label.png)."""
 
 from __future__ import annotations
 
@@ -48,7 +50,11 @@ def zoom_box() -> str:
 def test_desktop_map_check_and_changes_on_real_imagery(tmp_path, backend_command):
     profiles = deploy_plugin(tmp_path, backend_command)
     report = tmp_path / "report.json"
-    shots = {"map": tmp_path / "qgis-map-check.png", "changes": tmp_path / "qgis-changes.png"}
+    shots = {
+        "map": tmp_path / "qgis-map-check.png",
+        "changes": tmp_path / "qgis-changes.png",
+        "cells": tmp_path / "qgis-where-to-label.png",
+    }
     (tmp_path / "home").mkdir()
     env = dict(
         os.environ,
@@ -58,6 +64,7 @@ def test_desktop_map_check_and_changes_on_real_imagery(tmp_path, backend_command
         TERNAUS_REPORT=str(report),
         TERNAUS_MAP_CHECK_SHOT=str(shots["map"]),
         TERNAUS_CHANGES_SHOT=str(shots["changes"]),
+        TERNAUS_WHERE_TO_LABEL_SHOT=str(shots["cells"]),
         QT_QPA_PLATFORM="xcb",
         HOME=str(tmp_path / "home"),  # results of the unsaved project: not the user's home
     )
@@ -83,11 +90,16 @@ def test_desktop_map_check_and_changes_on_real_imagery(tmp_path, backend_command
     assert data["changes_extracted"]["after"] > 50
     assert changes["unchanged"] + changes["changed"] > 50
     assert any(s.startswith("Later image: ") for s in data["changes_stages"])
+    cells = data["where_to_label"]
+    assert cells["cells"] >= 3 and len(cells["top"]) == 3, cells
+    assert "cells of 40 m ranked" in data["where_to_label_text"]
+    assert data["where_to_label_area"]  # the top cells became the training area
     for shot in shots.values():
         assert shot.stat().st_size > 50_000
     for variable, key in (
         ("TERNAUS_DESKTOP_MAP_CHECK_SHOT", "map"),
         ("TERNAUS_DESKTOP_CHANGES_SHOT", "changes"),
+        ("TERNAUS_DESKTOP_WHERE_TO_LABEL_SHOT", "cells"),
     ):
         if os.environ.get(variable):
             shutil.copy(shots[key], os.environ[variable])

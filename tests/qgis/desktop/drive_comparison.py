@@ -4,11 +4,14 @@ report, then quit.
 
 Environment: TERNAUS_IMAGE (an RGB GeoTIFF), TERNAUS_MAP (the map's buildings of that place),
 TERNAUS_ZOOM (optional: "xmin,ymin,xmax,ymax" in WGS 84, the part of the map shown),
-TERNAUS_REPORT (JSON path), TERNAUS_MAP_CHECK_SHOT and TERNAUS_CHANGES_SHOT (PNG paths).
+TERNAUS_REPORT (JSON path), TERNAUS_MAP_CHECK_SHOT, TERNAUS_CHANGES_SHOT and (optional)
+TERNAUS_WHERE_TO_LABEL_SHOT (PNG paths).
 Steps: extract the image's buildings (Extract tab); Map check: those buildings against the map
 (screenshot of the unmapped, unseen and offset layers over the image); Changes: the map as the
 earlier date, the image as the later one (its buildings extracted again inside the job), the
-new, demolished and changed buildings over the image (screenshot). Every step is timed.
+new, demolished and changed buildings over the image (screenshot); where to label (with the
+third path): the Train tab proposes 40 m cells over the image in view (screenshot of the ranked
+cells and the model's buildings by confidence over the image). Every step is timed.
 """
 
 import json
@@ -227,6 +230,48 @@ def wait_changes():
 def changes_screenshot():
     iface.mainWindow().grab().save(os.environ["TERNAUS_CHANGES_SHOT"])
     step("changes screenshot saved")
+    if not os.environ.get("TERNAUS_WHERE_TO_LABEL_SHOT"):
+        finish()
+        return
+    root = QgsProject.instance().layerTreeRoot()
+    for group in root.findGroups():
+        if group.name().startswith("changes"):
+            group.setItemVisibilityChecked(False)
+            group.setExpanded(False)
+    dock = plugin().dock
+    panel = dock.train_panel
+    dock.tabs.setCurrentWidget(panel)
+    panel.rgb_combo.setLayer(QgsProject.instance().mapLayer(state["image_id"]))
+    panel.cell_spin.setValue(40.0)
+    panel.top_spin.setValue(3)
+    QTimer.singleShot(
+        300, lambda: click(panel.propose_button, "propose cells clicked", wait_where_to_label)
+    )
+
+
+@guarded
+def wait_where_to_label():
+    labelling = plugin().controller.labelling
+    if labelling.task is not None:
+        QTimer.singleShot(300, wait_where_to_label)
+        return
+    if labelling.last is None:
+        raise RuntimeError(f"where to label: {labelling.last_error.message}")
+    step("where to label finished")
+    state["where_to_label"] = labelling.last.summary
+    state["where_to_label_text"] = plugin().dock.train_panel.propose_label.text()
+    state["where_to_label_area"] = plugin().dock.train_panel.area_selected_check.isChecked()
+    for layer in labelling.layers:  # the ranked cells and the model's buildings (confidence)
+        set_visible(layer, True)
+    tidy_layer_tree("where to label")
+    zoom()
+    QTimer.singleShot(2000, where_to_label_screenshot)
+
+
+@guarded
+def where_to_label_screenshot():
+    iface.mainWindow().grab().save(os.environ["TERNAUS_WHERE_TO_LABEL_SHOT"])
+    step("where to label screenshot saved")
     finish()
 
 
