@@ -35,6 +35,7 @@ DEFAULTS: dict[str, Any] = {
     "dock/batch_size": 0,  # 0: chosen by the backend for the device
     "dock/render_resolution_m": 0.0,  # 0: web layers are drawn at the model's resolution
     "dock/device": "auto",
+    "dock/engine": "",  # empty: the backend's default engine
     "dock/rgb_layer": "",
     "dock/ms_layer": "",
 }

@@ -143,3 +143,8 @@ class ExtractionOptions:
 def option_fields(options: type = ExtractionOptions) -> list[tuple[str, Any, Option]]:
     """``(name, default, Option)`` of every option of an options class, in order."""
     return [(f.name, f.default, f.metadata["option"]) for f in fields(options)]
+
+
+def option_spec(name: str, options: type = ExtractionOptions) -> Option:
+    """The :class:`Option` of one option (how the dock offers it)."""
+    return next(spec for field_name, _default, spec in option_fields(options) if field_name == name)

@@ -32,7 +32,6 @@ from .comparison_panels import ChangesPanel, MapCheckPanel, _ComparisonPanel
 from .messages import push_error, push_success
 from .workflow import Job, Workflow
 
-
 #: A comparison's request, and the extractions of the dates given as images (by side).
 ComparisonJob = tuple[CompareRequest | ChangesRequest, dict[str, ExtractionRequest]]
 

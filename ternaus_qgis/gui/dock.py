@@ -30,7 +30,7 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from .. import settings
-from ..core.extract_options import ExtractionOptions
+from ..core.extract_options import ExtractionOptions, option_spec
 from ..core.models import ModelChoice, model_problem
 from .comparison_panels import ChangesPanel, MapCheckPanel
 from .evaluate_panel import EvaluatePanel
@@ -203,6 +203,11 @@ class TernausDockWidget(QDockWidget):
         self.device_combo = QComboBox(box)
         for text, value in DEVICE_CHOICES:
             self.device_combo.addItem(text, value)
+        engine = option_spec("engine")
+        self.engine_combo = QComboBox(box)
+        for text, value in engine.choices:
+            self.engine_combo.addItem(text, value or "")
+        self.engine_combo.setToolTip(engine.help)
         self.render_spin = QDoubleSpinBox(box)
         self.render_spin.setRange(0.0, 50.0)
         self.render_spin.setDecimals(3)
@@ -219,6 +224,7 @@ class TernausDockWidget(QDockWidget):
         form.addRow("Tile size", self.tile_combo)
         form.addRow("Batch size", self.batch_spin)
         form.addRow("Device", self.device_combo)
+        form.addRow("Engine", self.engine_combo)
         form.addRow("Web layer pixel", self.render_spin)
         return box
 
@@ -353,6 +359,7 @@ class TernausDockWidget(QDockWidget):
             tile_size_px=self.tile_combo.currentData() or None,
             batch_size=self.batch_spin.value() or None,
             device=None if device == "auto" else device,
+            engine=self.engine_combo.currentData() or None,
         )
 
     def render_resolution(self) -> float | None:
@@ -367,6 +374,7 @@ class TernausDockWidget(QDockWidget):
         self.regularize_check.setChecked(settings.get("dock/regularize"))
         _select_data(self.tile_combo, settings.get("dock/tile_px"))
         _select_data(self.device_combo, settings.get("dock/device"))
+        _select_data(self.engine_combo, settings.get("dock/engine"))
         self.batch_spin.setValue(settings.get("dock/batch_size"))
         self.render_spin.setValue(settings.get("dock/render_resolution_m"))
         project = QgsProject.instance()
@@ -384,6 +392,7 @@ class TernausDockWidget(QDockWidget):
         settings.set("dock/tile_px", self.tile_combo.currentData())
         settings.set("dock/batch_size", self.batch_spin.value())
         settings.set("dock/device", self.device_combo.currentData())
+        settings.set("dock/engine", self.engine_combo.currentData())
         settings.set("dock/render_resolution_m", self.render_spin.value())
         settings.set("dock/model", self.current_model_path())
         rgb, ms = self.rgb_layer(), self.ms_layer()

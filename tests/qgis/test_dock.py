@@ -241,6 +241,8 @@ def test_choices_persist_between_sessions(iface, plugin, synthetic_scene):
     dock.min_area_spin.setValue(40)
     dock.regularize_check.setChecked(True)
     dock.tile_combo.setCurrentIndex(dock.tile_combo.findData(512))
+    assert dock.options().engine is None  # the backend's default until chosen
+    dock.engine_combo.setCurrentIndex(dock.engine_combo.findData("openvino"))
     dock.save_choices()
     again = TernausDockWidget(iface.canvas)
     assert again.threshold_spin.value() == pytest.approx(0.55)
@@ -251,6 +253,8 @@ def test_choices_persist_between_sessions(iface, plugin, synthetic_scene):
     options = again.options()
     assert options.body_threshold == pytest.approx(0.55) and options.min_area_px == 40
     assert options.tile_size_px == 512 and options.regularize is True
+    assert options.engine == "openvino" and options.payload()["engine"] == "openvino"
     again.deleteLater()
-    for key in ("dock/threshold", "dock/min_area_px", "dock/regularize", "dock/tile_px"):
+    keys = ("dock/threshold", "dock/min_area_px", "dock/regularize", "dock/tile_px", "dock/engine")
+    for key in keys:
         settings.set(key, settings.DEFAULTS[key])
