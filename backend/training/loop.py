@@ -121,6 +121,7 @@ def train(
         epochs.train_all(progress, cancel)
         calibration = _after_training(config, run, start, ranks, device, progress, cancel)
     except CancelledError as exc:
+        _blend(run, start, ranks, device, no_progress)  # the kept model follows the recipe too
         raise cancelled_error(run, out, epochs.crops_per_s) from exc
     return replace(run.result("completed", epochs.crops_per_s), calibration=calibration)
 
@@ -347,6 +348,19 @@ def _starting_weights(
     return starting_state(started)
 
 
+def _blend(
+    run: Run,
+    start: StateDict | None,
+    ranks: ddp.Ranks,
+    device: torch.device,
+    progress: ProgressCallback,
+) -> None:
+    """On rank 0, blend the best model with the starting weights once (when asked): after
+    training, or when the run is stopped with a best model kept."""
+    if start is not None and ranks.main and run.best is not None and not run.blended:
+        run.blend_with_start(start, device, progress)
+
+
 def _after_training(
     config: TrainConfig,
     run: Run,
@@ -359,8 +373,7 @@ def _after_training(
     """On rank 0, once there is a best model: blend it with the starting model (when asked),
     tune its thresholds on the labelled areas (when asked), then calibrate its confidence
     (:mod:`.calibration`); returns the calibration report."""
-    if start is not None and ranks.main and run.best is not None:
-        run.blend_with_start(start, device, progress)
+    _blend(run, start, ranks, device, progress)
     labelled = any(s.source.labels is not None for s in run.sources)
     if config.tune_thresholds and labelled and ranks.main and run.best is not None:
         run.tune_thresholds(device, progress, cancel)

@@ -79,6 +79,7 @@ class Run:
         self.epochs_done = 0
         self.unvalidated_saved: Path | None = None  # where cancelled() put unvalidated weights
         self.plan = ""  # the recipe's plan in words (epochs x steps, for how many buildings)
+        self.blended = False  # the kept model is blended with the starting one (once)
 
     def _metadata(self, extra_notes: Sequence[str] = ()) -> ModelMetadata:
         """The model's metadata with this run's provenance (also read by :mod:`.calibration`)."""
@@ -141,6 +142,7 @@ class Run:
         self.notes.append(note)
         log.info(note)
         save_model_file(best, self._metadata(), self.out)
+        self.blended = True
         progress(ProgressEvent("blend", 1, 1, {"phase": "blend", "note": note}))
 
     def tune_thresholds(

@@ -398,3 +398,40 @@ def test_a_resumed_run_blends_with_the_model_it_started_from(scene, tmp_path: Pa
     base = load_model(DEFAULT_MODEL).state_dict()
     assert start is not None and all(torch.equal(start[k], base[k]) for k in base)
     assert _starting_weights(config.model_copy(update={"blend": 1.0}), elsewhere, None) is None
+
+
+def test_a_stopped_fine_tune_keeps_its_best_model_blended(scene, tmp_path: Path) -> None:
+    """Stopped during epoch 2: the kept model is epoch 1's weights (the checkpoint's) blended
+    with the default model's, as a finished run's would be."""
+    from ternaus_backend.errors import CancelledError
+    from ternaus_backend.progress import CancelToken
+    from ternaus_backend.training.checkpoint import checkpoint_path, load_checkpoint
+
+    block = _area(tmp_path / "block.geojson", scene, (0.4, 0.0, 1.0, 1.0))
+    out = tmp_path / "stopped.safetensors"
+    config = TrainConfig(
+        sources=[TrainingSource(rgb=scene.rgb, labels=scene.labels, aoi=block)],
+        out=out,
+        init="default",
+        epochs=2,
+        context_px=512,
+        blend=0.5,
+        **TINY,
+    )
+    cancel = CancelToken()
+
+    def stop_in_epoch_two(event) -> None:
+        if event.stage == "train" and event.done > TINY["steps_per_epoch"]:
+            cancel.cancel()
+
+    with pytest.raises(CancelledError) as info:
+        train(config, progress=stop_in_epoch_two, cancel=cancel)
+    result = info.value.result
+    assert result.best_epoch == 1 and "weights blended: 50% fine-tuned" in " ".join(result.notes)
+    trained = load_checkpoint(checkpoint_path(out))["model"]
+    base = load_model(DEFAULT_MODEL).state_dict()
+    expected = blend_states(base, {k: trained[k] for k in base}, 0.5)
+    kept = load_model(out).state_dict()
+    learnt = [k for k in base if base[k].is_floating_point() and "running" not in k]
+    for key in learnt:
+        assert torch.allclose(kept[key].float(), expected[key].float(), atol=1e-6), key
