@@ -138,8 +138,15 @@ class LocalBackend:
     def is_running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
-    def exit_code(self) -> int | None:
-        return None if self._process is None else self._process.poll()
+    def exit_code(self, wait_s: float = 0.0) -> int | None:
+        """The process's exit code, ``None`` while it runs (waiting up to ``wait_s`` for it to
+        end: a killed process is reaped a moment after its connections drop)."""
+        if self._process is None:
+            return None
+        try:
+            return self._process.wait(timeout=wait_s) if wait_s > 0 else self._process.poll()
+        except subprocess.TimeoutExpired:
+            return None
 
     def log_tail(self, lines: int = 30) -> str:
         """The last lines the backend printed (for error details)."""
@@ -284,11 +291,12 @@ class BackendConnection:
             return client, info
         return self.local.client(report, cancelled)
 
-    def describe_death(self) -> str | None:
-        """A sentence when the local backend has died (``None`` while it runs or in remote mode)."""
+    def describe_death(self, wait_s: float = 0.0) -> str | None:
+        """A sentence when the local backend has died (``None`` while it runs or in remote mode);
+        ``wait_s``: how long to wait for a backend that stopped answering to be seen ending."""
         if settings.get("backend/mode") == "remote" or self.local.process is None:
             return None
-        code = self.local.exit_code()
+        code = self.local.exit_code(wait_s)
         if code is None:
             return None
         return f"The backend stopped (exit code {code}); the next run starts it again."

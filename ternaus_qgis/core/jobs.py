@@ -13,6 +13,9 @@ from ..exceptions import BackendUnreachableError, CancelledByUser, JobFailedErro
 
 #: Seconds between two polls of a running job.
 POLL_INTERVAL_S = 0.4
+#: Seconds to wait, when the local backend stops answering, for its process to be seen ending
+#: (its connections drop a moment before it is reaped; without the wait its death can be missed).
+DEATH_WAIT_S = 3.0
 
 
 @dataclass
@@ -47,7 +50,7 @@ def follow_job(
         try:
             job = client.job(job_id)
         except BackendUnreachableError as error:
-            death = backend.describe_death()
+            death = backend.describe_death(wait_s=DEATH_WAIT_S)
             if death:
                 raise BackendUnreachableError(
                     f"{death} The job was lost: start it again.",
