@@ -77,17 +77,18 @@ def changes_inputs(
     area_path = (
         export_vector_layer(area, "area", settings.area_selected) if area is not None else None
     )
-    inputs = ChangesInputs(request=None)  # type: ignore[arg-type]  # set below
+    note = ""
     paths: dict[str, Path] = {}
+    extractions: dict[str, ExtractionRequest] = {}
     if images:
         extent, crs = common_extent(list(layers.values()), area, settings.area_selected)
         if area_path is None:  # count changes only where both dates are known
             area_path = export_vector_layer(rectangle_layer(extent, crs), "overlap")
-            inputs.note = OVERLAP_NOTE
+            note = OVERLAP_NOTE
     for side, layer in layers.items():
         if side in images:
-            inputs.extractions[side] = make_extraction(layer, extent, crs)
-            paths[side] = inputs.extractions[side].out_path  # replaced by the extraction's
+            extractions[side] = make_extraction(layer, extent, crs)
+            paths[side] = extractions[side].out_path  # replaced by the extraction's
         elif isinstance(layer, QgsVectorLayer):
             paths[side] = export_vector_layer(layer, f"{SIDE_WORDS[side]} buildings")
         else:
@@ -95,7 +96,7 @@ def changes_inputs(
                 f"The {SIDE_WORDS[side]} layer '{layer.name()}' is neither polygons nor an "
                 "image: choose another layer."
             )
-    inputs.request = ChangesRequest(
+    request = ChangesRequest(
         before_path=paths["before"],
         after_path=paths["after"],
         out_path=settings.out_path,
@@ -105,7 +106,7 @@ def changes_inputs(
         before_name=before.name(),
         after_name=after.name(),
     )
-    return inputs
+    return ChangesInputs(request, extractions, note)
 
 
 def common_extent(
