@@ -108,7 +108,7 @@ screenshot: setup
 		$(PY) -m pytest -q -s tests/qgis/test_desktop_comparison.py
 
 lint: setup
-	$(VENV)/bin/ruff check backend tests ternaus_qgis
+	$(VENV)/bin/ruff check ternaus_backend tests ternaus_qgis
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache demo_out bench_out.json

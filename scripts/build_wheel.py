@@ -1,6 +1,6 @@
 """``make wheel``: the backend as a wheel (``dist/ternaus_backend-<version>-py3-none-any.whl``).
 
-The wheel holds the package ``ternaus_backend`` (sources in ``backend/``), the ``ternaus`` command
+The wheel holds the package ``ternaus_backend``, the ``ternaus`` command
 and the embedded default model (``ternaus_backend/resources/models/``); its dependencies (torch
 pinned, numpy<2, rasterio, ...) are declared, not bundled. The plugin's "Install backend…" installs
 it into a virtual environment of its own; ``make package-with-backend`` puts it into the plugin zip.
@@ -23,7 +23,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 #: What the build reads: pyproject.toml names the rest.
-SOURCES = ["pyproject.toml", "README.md", "LICENSE", "backend", "resources/models"]
+SOURCES = ["pyproject.toml", "README.md", "LICENSE", "ternaus_backend", "resources/models"]
 
 
 def build_wheel(out_dir: Path, python: str = sys.executable) -> Path:

@@ -455,6 +455,7 @@ def test_install_from_the_wheel_then_the_plugin_starts_that_backend(
             "from ternaus_backend.pipeline.extract import DEFAULT_MODEL as m; "
             "print(m.is_file(), m)",
         ],
+        cwd=venv.parent,  # not the checkout, whose ternaus_backend/ `python -c` would import first
         capture_output=True,
         text=True,
         check=True,

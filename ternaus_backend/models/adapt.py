@@ -8,7 +8,7 @@ from typing import Literal, overload
 import torch
 from torch import nn
 
-from ..errors import ModelError
+from ternaus_backend.errors import ModelError
 
 StateDict = dict[str, torch.Tensor]
 

@@ -31,18 +31,18 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from ..device import pick_device
-from ..errors import DiskFullError, InputError, ModelError
-from ..outputs import looks_like_full_disk
-from .calibration import Calibration
-from .metadata import ModelMetadata, describe_problems, spacenet2_metadata
-from .registry import (
+from ternaus_backend.device import pick_device
+from ternaus_backend.errors import DiskFullError, InputError, ModelError
+from ternaus_backend.models.calibration import Calibration
+from ternaus_backend.models.metadata import ModelMetadata, describe_problems, spacenet2_metadata
+from ternaus_backend.models.registry import (
     ENCODERS,
     check_metadata_matches,
     create_model,
     create_model_from_metadata,
     metadata_for,
 )
+from ternaus_backend.outputs import looks_like_full_disk
 
 logger = logging.getLogger(__name__)
 

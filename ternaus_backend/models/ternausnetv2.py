@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .abn import is_inplace, make_abn
-from .decoder import TwoHeadUNet
+from ternaus_backend.models.abn import is_inplace, make_abn
+from ternaus_backend.models.decoder import TwoHeadUNet
 
 WRN38_BLOCKS = (3, 3, 6, 3)
 WRN38_STAGE_CHANNELS = ((128, 128), (256, 256), (512, 512), (512, 1024))

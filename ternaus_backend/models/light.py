@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from .abn import make_abn
-from .decoder import TwoHeadUNet
-from .ternausnetv2 import PreActBlock, conv3x3
+from ternaus_backend.models.abn import make_abn
+from ternaus_backend.models.decoder import TwoHeadUNet
+from ternaus_backend.models.ternausnetv2 import PreActBlock, conv3x3
 
 
 @dataclass(frozen=True)

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from .adapt import adapt_first_layer
-from .metadata import ModelMetadata, spacenet2_metadata
-from .model_file import (
+from ternaus_backend.models.adapt import adapt_first_layer
+from ternaus_backend.models.metadata import ModelMetadata, spacenet2_metadata
+from ternaus_backend.models.model_file import (
     convert_checkpoint,
     describe_model,
     load_authors_checkpoint,
     load_model,
     save_model,
 )
-from .registry import ENCODERS, create_model, create_model_from_metadata, metadata_for
+from ternaus_backend.models.registry import (
+    ENCODERS,
+    create_model,
+    create_model_from_metadata,
+    metadata_for,
+)
 
 __all__ = [
     "ENCODERS",

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import InputError
+from ternaus_backend.errors import InputError
 
 NUM_LEVELS = 5
 SIZE_MULTIPLE = 2**NUM_LEVELS  # four pooled stages + the pooled centre

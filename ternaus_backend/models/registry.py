@@ -10,11 +10,17 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from ..errors import ModelError
-from .decoder import TwoHeadUNet
-from .light import RESNET_LIGHT_DEEP, LightTernausNet
-from .metadata import MS_BANDS, RGB_BANDS, ModelMetadata, Normalization, spacenet2_metadata
-from .ternausnetv2 import TernausNetV2
+from ternaus_backend.errors import ModelError
+from ternaus_backend.models.decoder import TwoHeadUNet
+from ternaus_backend.models.light import RESNET_LIGHT_DEEP, LightTernausNet
+from ternaus_backend.models.metadata import (
+    MS_BANDS,
+    RGB_BANDS,
+    ModelMetadata,
+    Normalization,
+    spacenet2_metadata,
+)
+from ternaus_backend.models.ternausnetv2 import TernausNetV2
 
 #: Overlap between extraction windows for encoders that set none (see ``seam_guard_px``).
 SEAM_GUARD_PX = 128
