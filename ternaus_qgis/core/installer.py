@@ -8,8 +8,9 @@ into QGIS's own Python). Steps, each one command line (:meth:`InstallPlan.steps`
 1. ``python -m venv <folder>`` (skipped when the folder already holds an environment we made);
 2. ``pip install torch==<the wheel's pin>`` (alone first: by far the largest download, optionally
    from another index such as PyTorch's CPU-only one);
-3. ``pip install <wheel>``: the backend and its pinned dependencies (numpy<2, rasterio, ...);
-   ``inplace-abn`` is not installed (the backend's pure-PyTorch ABN is used);
+3. ``pip install <wheel>[engines]``: the backend and its pinned dependencies (numpy<2,
+   rasterio, ...) with the faster CPU engines (ONNX Runtime, OpenVINO: the Extract tab's
+   *Engine*); ``inplace-abn`` is not installed (the backend's pure-PyTorch ABN is used);
 4. ``pip install --force-reinstall --no-deps <wheel>`` (a rebuilt wheel of the same version);
 5. a check that imports the backend, torch and rasterio in the new environment.
 
@@ -42,6 +43,8 @@ from pathlib import Path
 
 from ..exceptions import CancelledByUser, InstallError
 
+#: The wheel's optional dependencies installed with it: the CPU engines the dock offers.
+EXTRAS = "engines"
 #: Written into the environment after a complete install (what, from which wheel, when).
 MARKER = "ternaus-install.json"
 #: The folder under QGIS's settings folder (the profile) where the environment goes by default.
@@ -226,7 +229,12 @@ class InstallPlan:
         wheel = str(self.wheel)
         steps += [
             Step("Installing PyTorch", pip + torch_args, 45, expected_packages=10),
-            Step("Installing the backend's dependencies", pip + [wheel], 42, expected_packages=45),
+            Step(
+                "Installing the backend's dependencies",
+                pip + [f"{wheel}[{EXTRAS}]"],
+                42,
+                expected_packages=52,
+            ),
             Step("Installing the backend", pip + ["--force-reinstall", "--no-deps", wheel], 5, 1),
             Step("Checking the installation", [python, "-c", CHECK_CODE], 5),
         ]

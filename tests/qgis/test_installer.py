@@ -76,7 +76,8 @@ def test_a_fresh_install_creates_the_venv_then_installs_pinned_torch_then_the_wh
     assert steps[0].args == [sys.executable, "-m", "venv", str(plan.venv_dir)]
     assert steps[1].args[:4] == [venv_python, "-m", "pip", "install"]
     assert steps[1].args[-1] == "torch==2.13.0"  # the wheel's own pin, never an unpinned torch
-    assert steps[2].args[-1] == str(plan.wheel) and "--no-deps" not in steps[2].args
+    # the dependencies with the CPU engines the Extract tab offers
+    assert steps[2].args[-1] == f"{plan.wheel}[engines]" and "--no-deps" not in steps[2].args
     assert steps[3].args[-3:] == ["--force-reinstall", "--no-deps", str(plan.wheel)]
     assert steps[4].args[:2] == [venv_python, "-c"] and "rasterio" in steps[4].args[2]
     for step in steps[1:4]:
@@ -461,6 +462,14 @@ def test_install_from_the_wheel_then_the_plugin_starts_that_backend(
         check=True,
     ).stdout
     assert default.startswith("True") and str(venv) in default
+    # The CPU engines the Extract tab offers came with it.
+    engines = subprocess.run(
+        [str(installer.venv_python(venv)), "-c", "import onnxruntime, openvino, onnxscript"],
+        cwd=venv.parent,
+        capture_output=True,
+        text=True,
+    )
+    assert engines.returncode == 0, engines.stderr
     assert backend_process.find_backend_command() == (executable, backend_process.INSTALLED_ORIGIN)
     # The plugin now starts the installed backend and lists its default model.
     wait_until(
