@@ -15,7 +15,9 @@ quarter (``resources/training/<area>_val.geojson``), clipped to the area. Then:
 and the default model and each result extract the whole area through the real pipeline. Scored
 on the *rest* of the area (the AOI minus the block and a 10 m gap; the block's buildings are
 never scored): building F1 (SpaceNet rules, IoU 0.5) and pixel IoU, as ``scripts/eval_real.py``
-scores; also on the part of the rest that lies in the validation quarter (never trained on by
+scores, and each model's change in rest F1 against the default model with a 95 % interval (a
+paired bootstrap over 50 m squares: is the change more than the luck of which buildings the rest
+holds?); also on the part of the rest that lies in the validation quarter (never trained on by
 the default model either). The building-free Rio tiles img61/img62 check for false positives.
 
     .venv/bin/python benchmarks/bench_loop.py [--areas kampala nairobi] [--modes finetune adapt]
@@ -54,6 +56,9 @@ from scripts.eval_real import (  # noqa: E402
     Area,
     Counts,
     evaluate,
+    match_layer,
+    paired_interval,
+    result_path,
     rio_areas,
 )
 from ternaus_backend.models.model_file import load_model  # noqa: E402
@@ -336,6 +341,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"({rest['predicted']}/{rest['true']}), Rio FP {scores['rio_empty_fp']}",
                     file=sys.stderr,
                 )
+            row["rest_vs_before"] = rest_intervals(area, work, list(models))
             rows.append(row)
     columns = [f"{m}@{b:g}" for m in args.modes for b in args.blends] if args.blends else args.modes
     print(markdown(rows, ["before", *columns]))
@@ -343,6 +349,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"recipe": args.recipe, "rows": rows}, indent=2))
     return 0
+
+
+def rest_intervals(area: LoopArea, work: Path, labels: Sequence[str]) -> dict[str, dict]:
+    """Each model's rest F1 minus the default model's, with its 95 % interval (a paired spatial
+    bootstrap over 50 m squares, :func:`scripts.eval_real.paired_interval`), from the
+    extractions written in ``work/<area>/<label>/``."""
+    scored = area.scored(area.rest, "rest")
+    matched = {k: match_layer(scored, result_path(scored, work / area.name / k)) for k in labels}
+    return {
+        k: paired_interval(matched["before"], matched[k]).as_dict() for k in labels if k != "before"
+    }
 
 
 def markdown(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
@@ -358,6 +375,11 @@ def markdown(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
 
         label = f"{row['area']} ({row['block_buildings']} labelled)"
         lines.append(f"| {label} | rest F1 | " + " | ".join(cell(c, "f1") for c in columns) + " |")
+        lines.append(
+            "| | rest F1 change, 95 % interval | "
+            + " | ".join(change(row.get("rest_vs_before", {}).get(c)) for c in columns)
+            + " |"
+        )
         lines.append(
             "| | rest pixel IoU | " + " | ".join(cell(c, "pixel_iou") for c in columns) + " |"
         )
@@ -375,6 +397,13 @@ def markdown(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
         times = ["-"] + [f"{row.get(f'{m}_seconds', 0):.0f} s" for m in modes]
         lines.append("| | seconds | " + " | ".join(times) + " |")
     return "\n".join(lines)
+
+
+def change(interval: dict[str, float] | None) -> str:
+    """``+0.036 [-0.010, +0.083]``, or ``-`` for none."""
+    if not interval:
+        return "-"
+    return f"{interval['delta']:+.3f} [{interval['low']:+.3f}, {interval['high']:+.3f}]"
 
 
 if __name__ == "__main__":

@@ -46,8 +46,10 @@ def test_the_table_has_a_column_per_model_and_a_block_of_rows_per_area() -> None
             "finetune": {"rest": {"f1": 0.7, "pixel_iou": 0.65}, "rest_val": {"f1": 0.6},
                          "rio_empty_fp": 1},
         },
+        "rest_vs_before": {"finetune": {"delta": 0.2, "low": 0.05, "high": 0.31, "b_wins": 1.0}},
     }  # fmt: skip
     text = markdown([row], ["before", "finetune"])
+    assert "| | rest F1 change, 95 % interval | - | +0.200 [+0.050, +0.310] |" in text
     assert "| kampala (68 labelled) | rest F1 | 0.500 | 0.700 |" in text
     assert "| | Rio building-free FP | 0 | 1 |" in text
     assert "| | seconds | - | 300 s |" in text

@@ -1,4 +1,5 @@
-"""scripts/eval_real.py: the Banepa validation split, chip georeferencing and the table."""
+"""scripts/eval_real.py: the Banepa validation split, chip georeferencing, the table and the
+bootstrap interval of an F1 difference."""
 
 from __future__ import annotations
 
@@ -12,14 +13,17 @@ from shapely.geometry import box
 
 from scripts.eval_real import (
     Counts,
+    Matched,
     Row,
     banepa_train_chips,
     banepa_val_chips,
     markdown,
+    paired_interval,
     tile_bounds,
     write_chip_mosaic,
     write_georeferenced_chip,
 )
+from ternaus_backend.evaluation.spacenet import match
 
 
 def fake_chips(folder, xs=range(386690, 386696), ys=range(220241, 220249)):
@@ -91,3 +95,41 @@ def test_training_areas_never_touch_the_held_out_areas(tmp_path):
             assert area.region.area > 0.5 * region.area  # the rest of the AOI ...
             assert area.region.intersection(region).area < 1e-6 * region.area  # ... never val
             assert shapely.is_valid(area.region)
+
+
+# ------------------------------------------------------------------------------ intervals
+def town(found_per_block: list[int], houses: int = 4) -> Matched:
+    """Blocks 100 m apart, each with ``houses`` 10 m houses, of which the first
+    ``found_per_block[i]`` are predicted exactly (the rest missed)."""
+    truth, predicted = [], []
+    for i, found in enumerate(found_per_block):
+        for k in range(houses):
+            house = box(i * 100 + k * 20, 0, i * 100 + k * 20 + 10, 10)
+            truth.append(house)
+            if k < found:
+                predicted.append(house)
+    return Matched(predicted, truth, match(predicted, truth))
+
+
+def test_the_same_result_twice_differs_by_nothing() -> None:
+    a = town([2, 3, 4, 1, 0, 4])
+    interval = paired_interval(a, a)
+    assert (interval.delta, interval.low, interval.high, interval.b_wins) == (0, 0, 0, 0)
+
+
+def test_a_result_better_everywhere_is_surely_better() -> None:
+    a, b = town([2] * 20), town([4] * 20)
+    interval = paired_interval(a, b)
+    assert interval.delta == pytest.approx(1.0 - 2 * 40 / 120)
+    assert 0 < interval.low <= interval.delta <= interval.high
+    assert interval.b_wins == 1.0
+
+
+def test_one_more_building_among_many_is_within_the_luck_of_the_draw() -> None:
+    blocks = [2, 3, 1, 4, 2, 3, 2, 1, 3, 2, 4, 1]
+    better = list(blocks)
+    better[0] += 1
+    interval = paired_interval(town(blocks), town(better))
+    assert interval.delta > 0
+    assert interval.low <= 0 < interval.high  # one building: not shown to be better
+    assert 0.5 < interval.b_wins < 1.0
