@@ -16,7 +16,9 @@ Each set fine-tunes the default model with the Train tab's defaults (bench_loop'
 :func:`fine_tune`: :func:`ternaus_backend.training.recipe.default_config`, self-training on the
 imagery around), and the default model and both fine-tunes extract the area through the real
 pipeline. Scored on the *rest*: the area minus both cell sets (and a 10 m gap), building F1
-(SpaceNet rules, IoU 0.5) and pixel IoU as ``scripts/eval_real.py`` scores.
+(SpaceNet rules, IoU 0.5) and pixel IoU as ``scripts/eval_real.py`` scores, and the guided
+fine-tune's F1 minus each random one's with a 95 % interval (paired spatial bootstrap over 50 m
+squares).
 
     .venv/bin/python benchmarks/bench_where_to_label.py [--areas kampala nairobi] [--cell-m 30]
         [--json build/bench_where_to_label.json] [--work build/wtl_work]
@@ -48,8 +50,23 @@ from scipy.stats import spearmanr
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.bench_loop import GAP_M, LoopArea, fine_tune, loop_areas, write_layer  # noqa: E402
-from scripts.eval_real import DATA, DEFAULT_MODEL, OAM_AREAS, evaluate  # noqa: E402
+from benchmarks.bench_loop import (  # noqa: E402
+    GAP_M,
+    LoopArea,
+    change,
+    fine_tune,
+    loop_areas,
+    write_layer,
+)
+from scripts.eval_real import (  # noqa: E402
+    DATA,
+    DEFAULT_MODEL,
+    OAM_AREAS,
+    evaluate,
+    match_layer,
+    paired_interval,
+    result_path,
+)
 from ternaus_backend.evaluation.where_to_label import Cell, propose_cells  # noqa: E402
 from ternaus_backend.models.model_file import load_model  # noqa: E402
 from ternaus_backend.vector_io import read_polygons  # noqa: E402
@@ -258,6 +275,13 @@ def run_area(area: LoopArea, base, work: Path, args: argparse.Namespace) -> dict
             file=sys.stderr,
         )
     randoms = [k for k in choices if k.startswith("random")]
+    matched = {k: match_layer(scored, result_path(scored, work / area.name / k)) for k in models}
+    if "guided" in matched:  # guided minus each random draw, 95 % interval
+        row["guided_vs"] = {
+            k: paired_interval(matched[k], matched["guided"]).as_dict()
+            for k in randoms
+            if k in matched
+        }
     f1 = {k: row["results"].get(k, {}).get("f1") for k in ["before", "guided", *randoms]}
     mean_random = [f1[k] for k in randoms if f1[k] is not None]
     row["random_mean_f1"] = sum(mean_random) / len(mean_random) if mean_random else None
@@ -274,15 +298,16 @@ def markdown(rows: Sequence[dict[str, Any]]) -> str:
     the default model's errors in the guided and random cells."""
     lines = [
         "| area (candidate cells) | buildings labelled guided / random | rest F1 before | "
-        "guided | random | guided wins | fine-tune s guided / random |",
-        "|---|---|---:|---:|---:|---|---|",
+        "guided | random | guided wins | guided - random, 95 % interval | "
+        "fine-tune s guided / random |",
+        "|---|---|---:|---:|---:|---|---|---|",
     ]
     if all(row.get("errors_only") for row in rows):
         lines = []
     wins = ran = 0
     for row in rows:
         if row.get("skipped"):
-            lines.append(f"| {row['area']} ({row['candidates']}) | too few cells | | | | | |")
+            lines.append(f"| {row['area']} ({row['candidates']}) | too few cells | | | | | | |")
             continue
         if row.get("errors_only"):
             continue
@@ -305,7 +330,8 @@ def markdown(rows: Sequence[dict[str, Any]]) -> str:
             + f" | {f1('before')} | {f1('guided')} | "
             + ("n/a" if random_f1 is None else f"{random_f1:.3f}")
             + f" | {'yes' if row.get('guided_wins') else 'no'} | "
-            f"{row.get('guided_seconds', 0):.0f} / "
+            + "; ".join(change(v) for v in row.get("guided_vs", {}).values())
+            + f" | {row.get('guided_seconds', 0):.0f} / "
             + " + ".join(f"{row.get(f'{k}_seconds', 0):.0f}" for k in randoms)
             + " |"
         )

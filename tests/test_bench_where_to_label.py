@@ -53,11 +53,15 @@ def test_the_table_says_which_choice_won() -> None:
         "results": {"before": {"f1": 0.5}, "guided": {"f1": 0.62}, "random": {"f1": 0.55}},
         "random_mean_f1": 0.55,
         "guided_wins": True,
+        "guided_vs": {"random": {"delta": 0.07, "low": -0.01, "high": 0.15, "b_wins": 0.96}},
         "guided_seconds": 600.0,
         "random_seconds": 500.0,
     }
     text = markdown([row, {"area": "nairobi", "candidates": 2, "skipped": True}])
-    assert "| kampala (18) | 33 / 5 | 0.500 | 0.620 | 0.550 | yes | 600 / 500 |" in text
+    assert (
+        "| kampala (18) | 33 / 5 | 0.500 | 0.620 | 0.550 | yes | +0.070 [-0.010, +0.150] | "
+        "600 / 500 |" in text
+    )
     assert "| nairobi (2) | too few cells |" in text
     assert "Guided wins on 1 of 1 areas run." in text
 
