@@ -35,6 +35,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import BaseModel
+
 from ternaus_backend.api.errors import (
     ConflictError,
     NotFoundError,
@@ -101,15 +103,20 @@ class JobContext:
 
 @dataclass
 class JobOutcome:
-    """What a job function returns: a JSON-ready result and optionally a file to download.
+    """What a job function returns: its result and optionally a file to download.
 
-    ``cancelled=True`` says the job stopped on request but kept a partial result (training keeps
-    the best model so far).
+    ``result``: the job kind's model (:mod:`.results`), kept JSON-ready as its
+    ``model_dump(mode="json")``, or a plain mapping. ``cancelled=True`` says the job stopped on
+    request but kept a partial result (training keeps the best model so far).
     """
 
-    result: dict[str, Any]
+    result: dict[str, Any] | BaseModel
     file: Path | None = None
     cancelled: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.result, BaseModel):
+            self.result = self.result.model_dump(mode="json")
 
 
 JobFunction = Callable[[JobContext], JobOutcome]

@@ -10,10 +10,20 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
 
 from ternaus_backend.api.allowed_folders import AllowedFolders
-from ternaus_backend.api.jobs import JobContext, JobFunction, JobOutcome
+from ternaus_backend.api.jobs import JobContext, JobFunction, JobOutcome, plain
+from ternaus_backend.api.results import (
+    ChangesResult,
+    CompareResult,
+    EvaluateResult,
+    PredictResult,
+    TrainResult,
+    WhereToLabelResult,
+)
 from ternaus_backend.api.schemas import (
     ChangesRequest,
     CompareRequest,
@@ -121,6 +131,14 @@ def default_model(settings: Settings) -> Path:
     return DEFAULT_MODEL
 
 
+Result = TypeVar("Result", bound=BaseModel)
+
+
+def _result(result_model: type[Result], /, **values: Any) -> Result:
+    """The job's ``result_model`` from ``values`` made JSON-safe (numpy scalars, paths)."""
+    return result_model.model_validate(plain(values))
+
+
 # ------------------------------------------------------------------------------ predict
 
 
@@ -180,21 +198,21 @@ def predict_job(
             overwrite=request.overwrite or out is None,
             assume_crs=request.assume_crs,
         )
-        summary = {
-            "out": result.path,
-            "buildings": result.count,
-            "width_px": result.width_px,
-            "height_px": result.height_px,
-            "area_km2": round(result.area_km2, 6),
-            "resolution_m": round(result.resolution_m, 4),
-            "resampled": result.resampled,
-            "seconds": round(result.seconds, 3),
-            "clipped": result.clipped,
-            "stages": result.stages,
-            "model": model,
-            "layer": "buildings",
-            "warnings": result.warnings,
-        }
+        summary = _result(
+            PredictResult,
+            out=result.path,
+            buildings=result.count,
+            width_px=result.width_px,
+            height_px=result.height_px,
+            area_km2=round(result.area_km2, 6),
+            resolution_m=round(result.resolution_m, 4),
+            resampled=result.resampled,
+            seconds=round(result.seconds, 3),
+            clipped=result.clipped,
+            stages=result.stages,
+            model=model,
+            warnings=result.warnings,
+        )
         return JobOutcome(summary, file=result.path)
 
     return run, estimate.to_dict()
@@ -235,17 +253,17 @@ def _cluster_predict(
             overwrite=request.overwrite or out is None,
             on_block=on_block,
         )
-        summary = {
-            "out": result.path,
-            "buildings": result.count,
-            "area_km2": round(result.area_km2, 6),
-            "seconds": round(result.seconds, 3),
-            "cluster": settings.dask_scheduler,
-            "blocks": result.blocks,
-            "model": model,
-            "layer": "buildings",
-            "warnings": warnings,  # the pre-flight's (the cluster reads the same rasters)
-        }
+        summary = _result(
+            PredictResult,
+            out=result.path,
+            buildings=result.count,
+            area_km2=round(result.area_km2, 6),
+            seconds=round(result.seconds, 3),
+            cluster=settings.dask_scheduler,
+            blocks=result.blocks,
+            model=model,
+            warnings=warnings,  # the pre-flight's (the cluster reads the same rasters)
+        )
         return JobOutcome(summary, file=result.path)
 
     return run
@@ -269,27 +287,34 @@ def evaluate_job(request: EvaluateRequest, folders: AllowedFolders) -> JobFuncti
 
     inputs = {"pred": pred, "truth": truth, "area": area, "iou_threshold": request.iou_threshold}
     return _one_step_job(
-        "evaluate", evaluate, out, EVALUATE_OUTPUT, {**inputs, "layers": ["result", "missed"]}
+        EvaluateResult,
+        evaluate,
+        out,
+        EVALUATE_OUTPUT,
+        {**inputs, "layers": ["result", "missed"]},
     )
 
 
 def _one_step_job(
-    stage: str,
+    model: type[BaseModel],
     compute: Callable[[Path], Any],
     out: Path | None,
     default_name: str,
     inputs: dict[str, Any],
 ) -> JobFunction:
     """A job that runs ``compute(output path)`` once (``out``, else ``default_name`` in the
-    job's folder) between two progress events of ``stage``; its result is the outcome's
-    ``to_dict()`` with ``inputs`` and ``out``, and the file ``out``."""
+    job's folder) between two progress events of its stage (the ``kind`` of its result
+    ``model``); its result is the outcome's ``to_dict()`` with ``inputs`` and ``out``, and the
+    file ``out``."""
+    stage = model.model_fields["kind"].default
 
     def run(context: JobContext) -> JobOutcome:
         context.cancel.raise_if_cancelled()
         context.progress(ProgressEvent(stage, 0, 1))
         outcome = compute(out or context.work_dir / default_name)
         context.progress(ProgressEvent(stage, 1, 1))
-        return JobOutcome({**outcome.to_dict(), **inputs, "out": outcome.out}, file=outcome.out)
+        result = _result(model, **{**outcome.to_dict(), **inputs, "out": outcome.out})
+        return JobOutcome(result, file=outcome.out)
 
     return run
 
@@ -313,7 +338,7 @@ def compare_job(request: CompareRequest, folders: AllowedFolders) -> JobFunction
         )
 
     inputs = {"pred": pred, "reference": reference, "area": area}
-    return _one_step_job("compare", compare, out, COMPARE_OUTPUT, inputs)
+    return _one_step_job(CompareResult, compare, out, COMPARE_OUTPUT, inputs)
 
 
 def changes_job(request: ChangesRequest, folders: AllowedFolders) -> JobFunction:
@@ -335,7 +360,7 @@ def changes_job(request: ChangesRequest, folders: AllowedFolders) -> JobFunction
         return detect_changes(before, after, target, area, request.match_iou, request.change_iou)
 
     inputs = {"before_path": before, "after_path": after, "area": area}
-    return _one_step_job("changes", changes, out, CHANGES_OUTPUT, inputs)
+    return _one_step_job(ChangesResult, changes, out, CHANGES_OUTPUT, inputs)
 
 
 # ------------------------------------------------------------------------------ where to label
@@ -380,7 +405,7 @@ def where_to_label_job(
             work_dir=context.work_dir,
             overwrite=request.overwrite or out is None,
         )
-        summary = {**proposal.to_dict(), "rgb": rgb, "model": model, "aoi": aoi}
+        summary = _result(WhereToLabelResult, **proposal.to_dict(), rgb=rgb, model=model, aoi=aoi)
         return JobOutcome(summary, file=proposal.out)
 
     return run
@@ -389,8 +414,10 @@ def where_to_label_job(
 # ------------------------------------------------------------------------------ train
 
 
-def _train_summary(result: Any) -> dict[str, Any]:
-    return dataclasses.asdict(result)
+def _train_summary(result: Any) -> TrainResult:
+    """The job's result from the training's outcome
+    (:class:`ternaus_backend.training.config.TrainResult`)."""
+    return _result(TrainResult, **dataclasses.asdict(result))
 
 
 def train_job(request: TrainRequest, folders: AllowedFolders) -> JobFunction:

@@ -10,8 +10,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ternaus_backend.api.results import JobResult
 from ternaus_backend.errors import InputError
 from ternaus_backend.models.metadata import ModelMetadata
 from ternaus_backend.options import request_options
@@ -314,7 +315,12 @@ class JobOut(BaseModel):
     estimate: EstimateOut | None = Field(
         None, description="predict jobs: pixels, km², temporary disk and rough duration"
     )
-    result: dict[str, Any] | None = None
+    result: JobResult | dict[str, Any] | None = Field(
+        None,
+        union_mode="left_to_right",
+        description="what the job produced, by its kind (a plain object: a result stored by an "
+        "older version that fits no model)",
+    )
     result_url: str | None = Field(
         None, description="where to download the output (GeoPackage, model) once there is one"
     )
@@ -324,6 +330,15 @@ class JobOut(BaseModel):
     created: datetime
     started: datetime | None = None
     finished: datetime | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _result_kind(cls, data: Any) -> Any:
+        """A result stored without ``kind`` (older versions) gets the job's."""
+        result = data.get("result") if isinstance(data, dict) else None
+        if isinstance(result, dict) and "kind" not in result and "kind" in data:
+            data = {**data, "result": {**result, "kind": data["kind"]}}
+        return data
 
     @classmethod
     def from_snapshot(cls, snapshot: dict[str, Any]) -> JobOut:

@@ -21,6 +21,7 @@ from ..backend_process import BackendConnection
 from ..client import BackendClient
 from .extraction import ExtractionRequest, ExtractionResult, run_extraction
 from .jobs import Progress, follow_job
+from .results import ChangesResult, CompareResult, parse_result
 from .transfer import backend_path, fetch_output, needs_upload
 
 STAGE_TEXT = {
@@ -66,30 +67,35 @@ class ComparisonResult:
     """The backend's summary (counts, offset), the GeoPackage and its layers."""
 
     kind: str
-    summary: dict[str, Any]
+    result: CompareResult | ChangesResult
     path: Path
     seconds: float
     layers: list[str] = field(default_factory=list)
 
     @property
+    def summary(self) -> dict[str, Any]:
+        """The backend's whole result, as JSON."""
+        return self.result.raw
+
+    @property
     def text(self) -> str:
         """One line for the user."""
-        s = self.summary
-        if self.kind == "changes":
+        s = self.result
+        if isinstance(s, ChangesResult):
             return (
-                f"{s['new']} new, {s['demolished']} demolished, {s['changed']} changed, "
-                f"{s['unchanged']} unchanged"
+                f"{s.new} new, {s.demolished} demolished, {s.changed} changed, "
+                f"{s.unchanged} unchanged"
             )
-        offset = s.get("offset")
+        offset = s.offset
         where = (
-            f"the buildings lie {offset['dx_m']:+.2f} m east, {offset['dy_m']:+.2f} m north of "
-            f"the map's (median of {offset['pairs']} pairs): shift the map by that"
+            f"the buildings lie {offset.dx_m:+.2f} m east, {offset.dy_m:+.2f} m north of "
+            f"the map's (median of {offset.pairs} pairs): shift the map by that"
             if offset
             else "no building matched: no offset"
         )
         return (
-            f"{s['unmapped']} buildings seen and not on the map, {s['unseen']} on the map and "
-            f"not seen, {s['matched']} matched; {where}"
+            f"{s.unmapped} buildings seen and not on the map, {s.unseen} on the map and "
+            f"not seen, {s.matched} matched; {where}"
         )
 
 
@@ -155,13 +161,13 @@ def _run(
         body["area"] = backend_path(client, info, area_path, "the area", progress)
     submit = client.submit_compare if kind == "compare" else client.submit_changes
     job = follow_job(client, backend, submit(body), progress, STAGE_TEXT, STAGE_SPAN)
-    summary = job.get("result") or {}
-    for warning in summary.get("warnings") or []:
+    result = parse_result(job, CompareResult if kind == "compare" else ChangesResult)
+    for warning in result.warnings:
         progress.log(warning)
     return ComparisonResult(
         kind=kind,
-        summary=summary,
-        path=fetch_output(client, info, job, out_path) or Path(summary.get("out") or out_path),
+        result=result,
+        path=fetch_output(client, info, job, out_path) or Path(result.out or out_path),
         seconds=time.monotonic() - started,
         layers=layers,
     )

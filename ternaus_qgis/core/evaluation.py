@@ -14,6 +14,7 @@ from typing import Any
 
 from ..backend_process import BackendConnection
 from .jobs import Progress, follow_job
+from .results import EvaluateResult, parse_result
 from .transfer import backend_path, fetch_output, needs_upload
 
 STAGE_TEXT = {"queued": "Waiting for the backend", "evaluate": "Matching buildings"}
@@ -37,18 +38,23 @@ class EvaluationRequest:
 class EvaluationResult:
     """Scores (``tp``, ``fp``, ``fn``, ``precision``, ``recall``, ``f1``) and the error layers."""
 
-    scores: dict[str, Any]
+    result: EvaluateResult
     path: Path
     seconds: float
     request: EvaluationRequest
     layers: list[str] = field(default_factory=lambda: ["result", "missed"])
 
     @property
+    def scores(self) -> dict[str, Any]:
+        """The backend's whole result, as JSON."""
+        return self.result.raw
+
+    @property
     def summary(self) -> str:
-        s = self.scores
+        s = self.result
         return (
-            f"F1 {s['f1']:.3f} (precision {s['precision']:.3f}, recall {s['recall']:.3f}; "
-            f"{s['tp']} matched, {s['fp']} false, {s['fn']} missed)"
+            f"F1 {s.f1:.3f} (precision {s.precision:.3f}, recall {s.recall:.3f}; "
+            f"{s.tp} matched, {s.fp} false, {s.fn} missed)"
         )
 
 
@@ -73,11 +79,11 @@ def run_evaluation(
         body["area"] = backend_path(client, info, request.area_path, "the area", progress)
     job = client.submit_evaluate(body)
     job = follow_job(client, backend, job, progress, STAGE_TEXT, STAGE_SPAN)
-    result = job.get("result") or {}
+    result = parse_result(job, EvaluateResult)
     return EvaluationResult(
-        scores=result,
+        result=result,
         path=fetch_output(client, info, job, request.out_path)
-        or Path(result.get("out") or request.out_path),
+        or Path(result.out or request.out_path),
         seconds=time.monotonic() - started,
         request=request,
     )

@@ -22,6 +22,7 @@ from .extract_options import ExtractionOptions
 from .jobs import Progress, follow_job
 from .models import with_render_resolution
 from .raster_inputs import RasterInput, export_folder, materialize
+from .results import PredictResult, parse_result
 from .transfer import backend_path, fetch_output, needs_upload
 
 #: What the backend's stages mean to a user.
@@ -67,8 +68,13 @@ class ExtractionResult:
     count: int
     seconds: float
     device: str
-    summary: dict[str, Any]
+    result: PredictResult
     request: ExtractionRequest
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """The backend's whole result, as JSON."""
+        return self.result.raw
 
 
 def bbox_crs_text(crs: QgsCoordinateReferenceSystem) -> str:
@@ -127,17 +133,14 @@ def run_extraction(
     job = client.submit_predict(build_payload(request, rgb_path, ms_path, remote, model))
     progress.log(f"Backend job {job['id']} on {info.device_text}")
     job = follow_job(client, backend, job, progress, STAGE_TEXT, PREDICT_STAGE_SPAN)
-    summary = job.get("result") or {}
-    out = fetch_output(client, info, job, request.out_path) or Path(
-        summary.get("out") or request.out_path
-    )
+    result = parse_result(job, PredictResult)
     return ExtractionResult(
-        path=out,
-        layer_name=summary.get("layer", "buildings"),
-        count=int(summary.get("buildings", 0)),
+        path=fetch_output(client, info, job, request.out_path) or Path(result.out),
+        layer_name=result.layer,
+        count=result.buildings,
         seconds=time.monotonic() - started,
         device=info.device_text,
-        summary=summary,
+        result=result,
         request=request,
     )
 

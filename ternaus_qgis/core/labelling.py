@@ -21,6 +21,7 @@ from ..backend_process import BackendConnection
 from .extraction import backend_rasters, bbox_crs_text
 from .jobs import Progress, follow_job
 from .raster_inputs import RasterInput
+from .results import WhereToLabelResult, parse_result
 from .transfer import backend_path, fetch_output, needs_upload
 
 STAGE_TEXT = {
@@ -53,29 +54,33 @@ class LabelCellsRequest:
 class LabelCellsResult:
     """The backend's summary (the top cells), the GeoPackage and the time it took."""
 
-    summary: dict[str, Any]
+    result: WhereToLabelResult
     path: Path
     seconds: float
     request: LabelCellsRequest
     layers: list[str] = field(default_factory=lambda: ["cells", "buildings"])
 
     @property
+    def summary(self) -> dict[str, Any]:
+        """The backend's whole result, as JSON."""
+        return self.result.raw
+
+    @property
     def text(self) -> str:
         """One line for the user."""
-        s = self.summary
-        top = s.get("top") or []
-        if not top:
-            if s.get("excluded"):
+        s = self.result
+        if not s.top:
+            if s.excluded:
                 return "no cell to propose: every cell in view lies in the training area"
             return "no cell to propose: the image holds no pixel inside the area"
         best = ", ".join(
-            f"#{c['rank']} ({c['near_threshold']:.0%} near the threshold, "
-            f"{c['flip_disagreement']:.0%} flips disagree, "
-            f"{c['low_confidence_buildings']} of {c['buildings']} buildings doubtful)"
-            for c in top
+            f"#{c.rank} ({c.near_threshold:.0%} near the threshold, "
+            f"{c.flip_disagreement:.0%} flips disagree, "
+            f"{c.low_confidence_buildings} of {c.buildings} buildings doubtful)"
+            for c in s.top
         )
-        left_out = f" ({s['excluded']} in the training area left out)" if s.get("excluded") else ""
-        return f"{s['cells']} cells of {s['cell_m']:g} m ranked{left_out}; label first {best}"
+        left_out = f" ({s.excluded} in the training area left out)" if s.excluded else ""
+        return f"{s.cells} cells of {s.cell_m:g} m ranked{left_out}; label first {best}"
 
 
 def run_label_cells(
@@ -114,10 +119,8 @@ def run_label_cells(
     job = client.submit_where_to_label(body)
     progress.log(f"Backend job {job['id']} on {info.device_text}")
     job = follow_job(client, backend, job, progress, STAGE_TEXT, STAGE_SPAN)
-    summary = job.get("result") or {}
-    for warning in summary.get("warnings") or []:
+    result = parse_result(job, WhereToLabelResult)
+    for warning in result.warnings:
         progress.log(warning)
-    out = fetch_output(client, info, job, request.out_path) or Path(
-        summary.get("out") or request.out_path
-    )
-    return LabelCellsResult(summary, out, time.monotonic() - started, request)
+    out = fetch_output(client, info, job, request.out_path) or Path(result.out or request.out_path)
+    return LabelCellsResult(result, out, time.monotonic() - started, request)

@@ -14,6 +14,7 @@ a remote backend keeps a failed job's files in its job folder and does not serve
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from ..exceptions import (
 from .jobs import Progress, follow_job
 from .models import with_render_resolution
 from .raster_inputs import RasterInput, export_folder, materialize
+from .results import TrainResult, parse_result
 from .transfer import backend_path, fetch_output, needs_upload
 
 STAGE_TEXT = {
@@ -68,7 +70,7 @@ class EpochPoint:
         """From a validated-epoch progress report, or a row of the job's ``history``."""
         return cls(
             epoch=int(row["epoch"]),
-            loss=float(row.get("loss", row.get("train_loss", 0.0))),
+            loss=float(row.get("loss", row.get("train_loss")) or 0.0),
             val_f1=row.get("val_f1"),
             val_iou=row.get("val_iou"),
             best=bool(row.get("best")),
@@ -107,9 +109,14 @@ class TrainingResult:
 
     model_path: Path
     curve: list[EpochPoint]
-    summary: dict[str, Any]
+    result: TrainResult
     seconds: float
     cancelled: bool = False
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """The backend's whole result, as JSON."""
+        return self.result.raw
 
 
 def calibration_text(summary: dict[str, Any]) -> str | None:
@@ -202,29 +209,28 @@ def run_training(
         raise _stopped(error, request, body, curve, submitted, needs_upload(info)) from None
     except CancelledByUser:
         job = client.job(job["id"])
-        summary = job.get("result") or {}
-        kept = summary.get("model_path")
+        kept = parse_result(job, TrainResult).model_path if job.get("result") is not None else None
         if not kept or (not needs_upload(info) and not Path(kept).is_file()):
             raise CancelledByUser(
                 "Training cancelled before the first epoch ended; no model was kept."
             ) from None
         cancelled = True
-    summary = job.get("result") or {}
+    result = parse_result(job, TrainResult)
     # Epochs shorter than a poll may have been missed live: the job's history has them all.
     seen = {p.epoch for p in curve}
-    for row in summary.get("history") or []:
-        if row.get("epoch") in seen:
+    for row in result.history:
+        if row.epoch in seen:
             continue
-        point = EpochPoint.from_dict(row)
+        point = EpochPoint.from_dict(dataclasses.asdict(row))
         curve.append(point)
         if on_epoch is not None:
             on_epoch(point)
     curve.sort(key=lambda p: p.epoch)
     model_path = fetch_output(client, info, job, request.out_path)
     return TrainingResult(
-        model_path=model_path or Path(summary.get("model_path") or request.out_path),
+        model_path=model_path or Path(result.model_path or request.out_path),
         curve=curve,
-        summary=summary,
+        result=result,
         seconds=time.monotonic() - started,
         cancelled=cancelled,
     )

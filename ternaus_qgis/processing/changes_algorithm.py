@@ -151,7 +151,7 @@ class DetectChangesAlgorithm(QgsProcessingAlgorithm):
         if inputs.note:
             feedback.pushInfo(inputs.note)
         feedback.pushInfo(detection.text)
-        outputs = {name: detection.summary[name.lower()] for name in COUNTS}
+        outputs = {name: getattr(detection.result, name.lower()) for name in COUNTS}
         outputs[self.OUTPUT] = str(detection.path)
         load_comparison_layers(context, detection.path, "changes", after.name(), self.OUTPUT)
         return outputs

@@ -121,11 +121,13 @@ class CompareWithMapAlgorithm(QgsProcessingAlgorithm):
             )
             comparison = run_compare(request, connection(), feedback_progress(feedback))
         feedback.pushInfo(comparison.text)
-        summary = comparison.summary
-        offset = summary.get("offset") or {}
-        outputs = {name: summary[name.lower()] for name in COUNTS}
+        found = comparison.result
+        offset = getattr(found, "offset", None)
+        outputs = {name: getattr(found, name.lower()) for name in COUNTS}
         outputs.update(
-            DX_M=offset.get("dx_m"), DY_M=offset.get("dy_m"), PAIRS=offset.get("pairs", 0)
+            DX_M=offset.dx_m if offset else None,
+            DY_M=offset.dy_m if offset else None,
+            PAIRS=offset.pairs if offset else 0,
         )
         outputs[self.OUTPUT] = str(comparison.path)
         load_comparison_layers(context, comparison.path, "compare", result.name(), self.OUTPUT)

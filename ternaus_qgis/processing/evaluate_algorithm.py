@@ -94,6 +94,6 @@ class EvaluateBuildingsAlgorithm(QgsProcessingAlgorithm):
                 feedback_progress(feedback),
             )
         feedback.pushInfo(evaluation.summary)
-        outputs = {name: evaluation.scores[name.lower()] for name in SCORES}
+        outputs = {name: getattr(evaluation.result, name.lower()) for name in SCORES}
         outputs[self.OUTPUT] = str(evaluation.path)
         return outputs

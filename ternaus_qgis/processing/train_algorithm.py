@@ -144,7 +144,7 @@ class TrainModelAlgorithm(QgsProcessingAlgorithm):
                     f"epoch {p.epoch}: loss {p.loss:.4f}, validation F1 {p.val_f1}"
                 ),
             )
-        f1 = result.summary.get("best_val_f1")
+        f1 = result.result.best_val_f1
         feedback.pushInfo(f"model saved: {result.model_path} (best validation F1 {f1})")
         calibration = calibration_text(result.summary)
         if calibration:

@@ -150,8 +150,8 @@ class WhereToLabelAlgorithm(QgsProcessingAlgorithm):
         self._load_cells(context, result.path, rgb.name)
         return {
             self.OUTPUT: str(result.path),
-            "CELLS": result.summary.get("cells", 0),
-            "BUILDINGS": result.summary.get("buildings", 0),
+            "CELLS": result.result.cells,
+            "BUILDINGS": result.result.buildings,
         }
 
     def _load_cells(self, context: QgsProcessingContext, path: Path, image: str) -> None:
