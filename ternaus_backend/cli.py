@@ -20,6 +20,12 @@ from tqdm import tqdm
 
 from ternaus_backend.distributed.mosaic import mosaic
 from ternaus_backend.errors import InputError, TernausError
+from ternaus_backend.evaluation.options import (
+    ChangesOptions,
+    CompareOptions,
+    EvaluateOptions,
+    WhereToLabelOptions,
+)
 from ternaus_backend.options import add_option_arguments, options_from_args
 from ternaus_backend.progress import ProgressEvent
 from ternaus_backend.scratch import scratch_dir
@@ -202,9 +208,8 @@ def _predict_on_cluster(args: argparse.Namespace, options) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from ternaus_backend.evaluation.error_layers import evaluate_layers
 
-    evaluation = evaluate_layers(
-        args.pred, args.truth, iou_threshold=args.iou, min_area=args.min_area
-    )
+    options = options_from_args(EvaluateOptions, args)
+    evaluation = evaluate_layers(args.pred, args.truth, **options.model_dump())
     print(json.dumps(evaluation.to_dict()))
     return 0
 
@@ -226,9 +231,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         args.reference,
         _layers_out(args),
         area_path=args.area,
-        iou_threshold=args.iou,
-        cell_m=args.cell_m,
-        min_pairs=args.min_pairs,
+        **options_from_args(CompareOptions, args).model_dump(),
     )
     print(json.dumps(comparison.to_dict()))
     return 0
@@ -242,8 +245,7 @@ def cmd_changes(args: argparse.Namespace) -> int:
         args.after,
         _layers_out(args),
         area_path=args.area,
-        match_iou=args.match_iou,
-        change_iou=args.iou,
+        **options_from_args(ChangesOptions, args).model_dump(),
     )
     print(json.dumps(detection.to_dict()))
     return 0
@@ -264,10 +266,9 @@ def cmd_where_to_label(args: argparse.Namespace) -> int:
             aoi=args.aoi,
             bbox=args.bbox,
             bbox_crs=args.bbox_crs,
-            cell_m=args.cell_m,
             exclude=args.exclude,
-            top=args.top,
             options=ExtractOptions(device=args.device),
+            **options_from_args(WhereToLabelOptions, args).model_dump(),
             progress=bars,
         )
     finally:
@@ -370,13 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="SpaceNet building F1 of predictions against ground truth")
     p.add_argument("--pred", required=True, help="predicted polygons (GeoPackage or GeoJSON)")
     p.add_argument("--truth", required=True, help="ground-truth polygons (GeoPackage or GeoJSON)")
-    p.add_argument("--iou", type=float, default=0.5, help="IoU above which a match counts")
-    p.add_argument(
-        "--min-area",
-        type=float,
-        default=0.0,
-        help="ignore polygons smaller than this (in the truth CRS's units squared)",
-    )
+    add_option_arguments(p, EvaluateOptions, "evaluation options")  # --iou, --min-area
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(
@@ -387,15 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pred", required=True, help="our result (with its confidence field)")
     p.add_argument("--reference", required=True, help="the map's building polygons")
     p.add_argument("--area", help="compare only buildings that intersect these polygons")
-    p.add_argument(
-        "--iou", type=float, default=0.3, help="IoU above which two buildings match (default 0.3)"
-    )
-    p.add_argument(
-        "--cell-m", type=float, default=250.0, help="grid cell of the offsets, metres (250)"
-    )
-    p.add_argument(
-        "--min-pairs", type=int, default=3, help="matched pairs a cell needs for its offset (3)"
-    )
+    add_option_arguments(p, CompareOptions, "comparison options")  # --iou, --cell-m, ...
     p.add_argument(
         "--out",
         help="GeoPackage for the layers unmapped (ranked by confidence), unseen and offsets",
@@ -411,18 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--before", required=True, help="buildings of the earlier date")
     p.add_argument("--after", required=True, help="buildings of the later date")
     p.add_argument("--area", help="compare only buildings that intersect these polygons")
-    p.add_argument(
-        "--iou",
-        type=float,
-        default=0.7,
-        help="matched buildings below this IoU count as changed (default 0.7)",
-    )
-    p.add_argument(
-        "--match-iou",
-        type=float,
-        default=0.3,
-        help="IoU above which two buildings are the same building (default 0.3)",
-    )
+    add_option_arguments(p, ChangesOptions, "change options")  # --match-iou, --iou
     p.add_argument("--out", help="GeoPackage for the layers new, demolished and changed")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=cmd_changes)
@@ -440,12 +416,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bbox", type=parse_bbox, help="XMIN,YMIN,XMAX,YMAX (in the RGB raster's CRS)")
     p.add_argument("--bbox-crs", help="CRS of --bbox if not the raster's, e.g. EPSG:4326")
     p.add_argument(
-        "--cell-m", type=float, default=100.0, help="side of a cell on the ground, metres (100)"
-    )
-    p.add_argument(
         "--exclude", help="polygons already labelled: cells at least half inside are left out"
     )
-    p.add_argument("--top", type=int, default=3, help="cells marked top (field top), 3")
+    add_option_arguments(p, WhereToLabelOptions, "ranking options")  # --cell-m, --top
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: a GPU if there is one)")
     p.add_argument("--out", help="GeoPackage for the layers cells (ranked) and buildings")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")

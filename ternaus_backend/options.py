@@ -133,7 +133,8 @@ def options_error(error: ValidationError, model: type[BaseModel]) -> str:
         name = str(loc[0]) if loc else ""
         info = model.model_fields.get(name)
         what = info.title if info is not None and info.title else name.replace("_", " ")
-        what = what[:1].lower() + what[1:] if what[1:2].islower() else what
+        first_word = what.split(" ", 1)[0]  # IoU, CRS: kept as written
+        what = what[:1].lower() + what[1:] if first_word[1:].islower() else what
         ctx = item.get("ctx") or {}
         kind = item.get("type", "")
         got = f", got {item['input']!r}" if "input" in item and name else ""

@@ -14,6 +14,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from ternaus_backend.api.results import JobResult
 from ternaus_backend.errors import InputError
+from ternaus_backend.evaluation.options import (
+    ChangesOptions,
+    CompareOptions,
+    EvaluateOptions,
+    WhereToLabelOptions,
+)
 from ternaus_backend.models.metadata import ModelMetadata
 from ternaus_backend.options import request_options
 from ternaus_backend.pipeline.options import ExtractOptions
@@ -105,17 +111,13 @@ class PredictRequest(BaseModel):
             raise ValueError(error.message) from None
 
 
-class EvaluateRequest(BaseModel):
+class EvaluateRequest(EvaluateOptions):
     """SpaceNet building F1 of predicted polygons against ground truth."""
 
     model_config = ConfigDict(extra="forbid")
 
     pred: Path = Field(description="predicted polygons (GeoPackage, GeoJSON, ...)")
     truth: Path = Field(description="ground-truth polygons (GeoPackage, GeoJSON, ...)")
-    iou_threshold: float = Field(0.5, ge=0, lt=1, description="IoU above which a match counts")
-    min_area: float = Field(
-        0.0, ge=0, description="ignore polygons smaller than this (in CRS units squared)"
-    )
     area: Path | None = Field(
         None, description="score only polygons that intersect this area's polygons"
     )
@@ -126,7 +128,7 @@ class EvaluateRequest(BaseModel):
     )
 
 
-class CompareRequest(BaseModel):
+class CompareRequest(CompareOptions):
     """What a map is missing: our result against a map's building layer (OSM or any)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -136,11 +138,6 @@ class CompareRequest(BaseModel):
     area: Path | None = Field(
         None, description="compare only buildings that intersect this area's polygons"
     )
-    iou_threshold: float = Field(
-        0.3, ge=0, lt=1, description="IoU above which two buildings match (after the shift)"
-    )
-    cell_m: float = Field(250.0, gt=0, description="grid cell of the offsets, in metres")
-    min_pairs: int = Field(3, ge=1, description="matched pairs a cell needs for its offset")
     out: Path | None = Field(
         None,
         description="GeoPackage for the layers 'unmapped' (rank, confidence), 'unseen' and "
@@ -148,7 +145,7 @@ class CompareRequest(BaseModel):
     )
 
 
-class ChangesRequest(BaseModel):
+class ChangesRequest(ChangesOptions):
     """What changed between two dates' building layers of one place."""
 
     model_config = ConfigDict(extra="forbid")
@@ -158,12 +155,6 @@ class ChangesRequest(BaseModel):
     area: Path | None = Field(
         None, description="compare only buildings that intersect this area's polygons"
     )
-    match_iou: float = Field(
-        0.3, ge=0, lt=1, description="IoU above which two buildings are the same building"
-    )
-    change_iou: float = Field(
-        0.7, ge=0, lt=1, description="matched buildings below this IoU count as changed"
-    )
     out: Path | None = Field(
         None,
         description="GeoPackage for the layers 'new', 'demolished' and 'changed'; default: a "
@@ -171,7 +162,7 @@ class ChangesRequest(BaseModel):
     )
 
 
-class WhereToLabelRequest(BaseModel):
+class WhereToLabelRequest(WhereToLabelOptions):
     """Where to label next: cells over an image ranked by how unsure the model is there."""
 
     model_config = ConfigDict(extra="forbid")
@@ -190,13 +181,11 @@ class WhereToLabelRequest(BaseModel):
     bbox_crs: str | None = Field(
         None, description="CRS of the bbox if not the raster's, e.g. EPSG:4326"
     )
-    cell_m: float = Field(100.0, gt=0, description="side of a cell on the ground, in metres")
     exclude: Path | None = Field(
         None,
         description="polygons already labelled (e.g. the training area): cells at least half "
         "inside them are left out",
     )
-    top: int = Field(3, ge=0, description="cells marked top (field 'top'), best-ranked first")
     device: str | None = Field(
         None, pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="cpu or cuda[:N]; default: auto"
     )
