@@ -84,7 +84,7 @@ class ComparisonController(Workflow):
         except RuntimeError as error:
             self.fail(TernausPluginError(f"The layers could not be opened: {error}.", str(error)))
             return
-        panel.show_summary(comparison.summary, format_seconds(comparison.seconds), self.note)
+        panel.show_summary(comparison.result, format_seconds(comparison.seconds), self.note)
         push_success(self.bar, f"{group}: {comparison.text}; saved in {comparison.path}")
 
     def show_error(self, error: TernausPluginError) -> None:

@@ -22,6 +22,7 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
+from ..core.results import ChangesResult, CompareResult
 from .widgets import current_layer, layer_combo
 
 
@@ -91,11 +92,13 @@ class _ComparisonPanel(QWidget):
         self.progress_bar.setValue(int(round(percent)))
         self.stage_label.setText(stage)
 
-    def show_summary(self, summary: dict[str, Any], took: str, note: str = "") -> None:
+    def show_summary(
+        self, result: CompareResult | ChangesResult, took: str, note: str = ""
+    ) -> None:
         """The counts; ``note`` says where they were counted (e.g. inside an image's extent)."""
         self.progress_bar.setValue(100)
         self.stage_label.setText(f"Done in {took}")
-        text = self.summary_text(summary)
+        text = self.summary_text(result)
         if note:
             text += f"<br><i>{note}</i>"
         self.summary_label.setText(text)
@@ -104,7 +107,7 @@ class _ComparisonPanel(QWidget):
         self.stage_label.setText(message)
 
     @staticmethod
-    def summary_text(summary: dict[str, Any]) -> str:  # pragma: no cover - abstract
+    def summary_text(result: Any) -> str:  # pragma: no cover - abstract
         raise NotImplementedError
 
 
@@ -143,17 +146,17 @@ class MapCheckPanel(_ComparisonPanel):
         return current_layer(self.map_combo, QgsVectorLayer)
 
     @staticmethod
-    def summary_text(summary: dict[str, Any]) -> str:
+    def summary_text(result: CompareResult) -> str:
         text = (
-            f"<b>{summary['unmapped']}</b> seen, not on the map<br>"
-            f"<b>{summary['unseen']}</b> on the map, not seen<br>"
-            f"{summary['matched']} matched"
+            f"<b>{result.unmapped}</b> seen, not on the map<br>"
+            f"<b>{result.unseen}</b> on the map, not seen<br>"
+            f"{result.matched} matched"
         )
-        offset = summary.get("offset")
+        offset = result.offset
         if offset:
             text += (
-                f"<br>Median offset of the map: <b>{offset['dx_m']:+.2f} m east, "
-                f"{offset['dy_m']:+.2f} m north</b> ({offset['pairs']} pairs)"
+                f"<br>Median offset of the map: <b>{offset.dx_m:+.2f} m east, "
+                f"{offset.dy_m:+.2f} m north</b> ({offset.pairs} pairs)"
             )
         else:
             text += "<br>No building matched: no offset"
@@ -219,8 +222,8 @@ class ChangesPanel(_ComparisonPanel):
         self.note_label.setVisible(bool(images))
 
     @staticmethod
-    def summary_text(summary: dict[str, Any]) -> str:
+    def summary_text(result: ChangesResult) -> str:
         return (
-            f"<b>{summary['new']}</b> new<br><b>{summary['demolished']}</b> demolished<br>"
-            f"<b>{summary['changed']}</b> changed<br>{summary['unchanged']} unchanged"
+            f"<b>{result.new}</b> new<br><b>{result.demolished}</b> demolished<br>"
+            f"<b>{result.changed}</b> changed<br>{result.unchanged} unchanged"
         )

@@ -63,7 +63,7 @@ class EvaluateController(Workflow):
     def show_result(self, evaluation: EvaluationResult) -> None:
         panel = self.dock.evaluate_panel
         panel.set_running(False)
-        panel.show_scores(evaluation.scores)
+        panel.show_scores(evaluation.result)
         result_layers.add_evaluation_layers(evaluation.path, evaluation.request.result_name)
         push_success(
             self.bar,

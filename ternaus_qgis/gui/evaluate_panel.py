@@ -15,6 +15,7 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
+from ..core.results import EvaluateResult
 from .widgets import current_layer, layer_combo
 
 
@@ -75,10 +76,10 @@ class EvaluatePanel(QWidget):
             self.progress_bar.setValue(0)
             self.scores_label.setText("")
 
-    def show_scores(self, scores: dict) -> None:
+    def show_scores(self, scores: EvaluateResult) -> None:
         self.progress_bar.setValue(100)
         self.scores_label.setText(
-            f"<b>F1 {scores['f1']:.3f}</b> &nbsp; precision {scores['precision']:.3f}, "
-            f"recall {scores['recall']:.3f}<br>{scores['tp']} matched, {scores['fp']} false "
-            f"positives, {scores['fn']} missed (IoU > {scores.get('iou_threshold', 0.5)})"
+            f"<b>F1 {scores.f1:.3f}</b> &nbsp; precision {scores.precision:.3f}, "
+            f"recall {scores.recall:.3f}<br>{scores.tp} matched, {scores.fp} false "
+            f"positives, {scores.fn} missed (IoU > {scores.iou_threshold})"
         )

@@ -109,16 +109,15 @@ class TrainController(Workflow):
         panel.set_running(False)
         for point in result.curve:  # the job's own history: every epoch, in order
             panel.curve.add(point)
-        summary = result.summary
-        f1 = summary.get("best_val_f1")
+        f1 = result.result.best_val_f1
         f1_text = "n/a" if f1 is None else f"{f1:.3f}"
         how = "stopped early, best kept" if result.cancelled else "done"
         text = (
-            f"Model {result.model_path.stem} {how}: best epoch {summary.get('best_epoch')}, "
+            f"Model {result.model_path.stem} {how}: best epoch {result.result.best_epoch}, "
             f"validation F1 {f1_text}, {format_seconds(result.seconds)}; saved in "
             f"{result.model_path}"
         )
-        calibration = calibration_text(summary)
+        calibration = calibration_text(result.summary)
         if calibration:
             text += f"; {calibration}"
         panel.stage_label.setText(text)
