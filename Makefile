@@ -22,6 +22,7 @@ $(STAMP): pyproject.toml Makefile
 	fi
 	@[ -x $(PY) ] || /usr/bin/python3 -m venv --system-site-packages $(VENV)
 	$(PIP) install -q torch==2.13.0
+	# attrs>=23.2 over Debian's 22.2 (seen through the system site-packages), which breaks affine 3
 	$(PIP) install -q "numpy<2" "attrs>=23.2" setuptools_scm wheel "setuptools>=68"
 	$(PIP) install -q -e ".[dev,cluster,engines]"
 	@$(PY) -c "import inplace_abn" 2>/dev/null || \

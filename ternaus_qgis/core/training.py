@@ -119,10 +119,10 @@ class TrainingResult:
         return self.result.raw
 
 
-def calibration_text(summary: dict[str, Any]) -> str | None:
-    """What the run's confidence calibration (the train job's ``calibration`` report) means for
-    the new model's ``confidence`` field, in a few words; ``None`` without a report."""
-    report = summary.get("calibration")
+def calibration_text(report: dict[str, Any] | None) -> str | None:
+    """What the run's confidence calibration (the train job's ``calibration`` report,
+    ``TrainResult.calibration``) means for the new model's ``confidence`` field, in a few words;
+    ``None`` without a report."""
     if not isinstance(report, dict):
         return None
     buildings = report.get("buildings", 0)

@@ -117,7 +117,7 @@ class TrainController(Workflow):
             f"validation F1 {f1_text}, {format_seconds(result.seconds)}; saved in "
             f"{result.model_path}"
         )
-        calibration = calibration_text(result.summary)
+        calibration = calibration_text(result.result.calibration)
         if calibration:
             text += f"; {calibration}"
         panel.stage_label.setText(text)

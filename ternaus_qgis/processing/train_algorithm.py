@@ -146,7 +146,7 @@ class TrainModelAlgorithm(QgsProcessingAlgorithm):
             )
         f1 = result.result.best_val_f1
         feedback.pushInfo(f"model saved: {result.model_path} (best validation F1 {f1})")
-        calibration = calibration_text(result.summary)
+        calibration = calibration_text(result.result.calibration)
         if calibration:
             feedback.pushInfo(calibration)
         return {self.MODEL: str(result.model_path), self.F1: f1}

@@ -21,14 +21,14 @@ def test_the_calibration_report_in_words() -> None:
     outcomes = _outcomes(200)
     calibration = fit_calibration(outcomes.mean_body, outcomes.area_m2, outcomes.true_positive)
     report = calibration_report(outcomes, calibration)  # what the train job's summary carries
-    text = calibration_text({"best_val_f1": 0.5, "calibration": report})
+    text = calibration_text(report)
     assert text.startswith("confidence is the probability that a building is right")
     assert "200 validation buildings" in text
     assert f"{report['ece_before']:.2f} -> {report['ece_after']:.2f}" in text
 
     few = calibration_report(_outcomes(12), None)
-    assert "mean building probability" in calibration_text({"calibration": few})
-    assert calibration_text({"calibration": None}) is None and calibration_text({}) is None
+    assert "mean building probability" in calibration_text(few)
+    assert calibration_text(None) is None
 
 
 def test_the_steps_after_training_keep_the_bar_full() -> None:
